@@ -1,0 +1,3 @@
+"""liverank: live-streaming recommendation at the ranking stage."""
+
+__version__ = "0.1.0"

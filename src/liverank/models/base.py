@@ -1,0 +1,52 @@
+"""The interface every model part implements (ARCHITECTURE section 5).
+
+A :data:`Batch` is a mapping of named tensors whose names are the sample columns of
+:mod:`liverank.features.spec` (ids ``[B]`` int64, sequences ``[B, L]`` int64, labels and masks
+``[B]`` float32). Paper modules add their own fields (statistic sequences, segment embeddings,
+graph neighbours) under names they declare in ``required_fields``.
+
+A :class:`FeatureModule` reads batch fields (and the shared embeddings) and returns a
+:class:`ModuleOutput`: a representation ``[B, out_dim]``, auxiliary losses (already weighted by
+the module's config) and diagnostics (detached tensors or floats for logging). It knows nothing
+about the backbone or the tasks, so it can be added to or removed from any Ranker; removing it
+is the ablation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from liverank.models.layers.embedding import EmbeddingCollection
+
+Batch = Mapping[str, torch.Tensor]
+
+
+@dataclass
+class ModuleOutput:
+    """What a FeatureModule returns."""
+
+    representation: torch.Tensor  # [B, out_dim]
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # scalar tensors
+    diagnostics: dict[str, torch.Tensor | float] = field(default_factory=dict)
+
+
+class FeatureModule(nn.Module):
+    """Base class: batch fields in, representation + auxiliary losses + diagnostics out.
+
+    Subclasses set ``name``, list the batch fields they read in ``required_fields`` (checked by
+    the Ranker before the first forward, with an error naming the missing field), set
+    ``self.out_dim`` in ``__init__`` and implement :meth:`forward`.
+    """
+
+    name: ClassVar[str] = "feature_module"
+    required_fields: tuple[str, ...] = ()
+    out_dim: int
+
+    def forward(self, batch: Batch, emb: EmbeddingCollection) -> ModuleOutput:  # pragma: no cover
+        raise NotImplementedError
