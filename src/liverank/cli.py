@@ -1,0 +1,198 @@
+"""``liverank <command>``: the command-line entry point.
+
+Every :class:`~liverank.errors.LiverankError` becomes a one-line message on stderr and exit
+code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from liverank import __version__
+from liverank.errors import LiverankError
+
+console = Console(stderr=True)
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="generate a simulated live-streaming platform dataset")
+    p.add_argument("--size", choices=["tiny", "small", "medium", "large"], default="small")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="dataset directory to write")
+    p.add_argument(
+        "--off",
+        action="append",
+        default=[],
+        metavar="SWITCH",
+        help="turn a phenomenon off (repeatable), e.g. --off highlights",
+    )
+    p.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from liverank.data.sim import SimConfig, simulate
+
+    overrides = {name: False for name in args.off}
+    cfg = SimConfig.preset(args.size, seed=args.seed, **overrides)
+    start = time.perf_counter()
+    report = simulate(cfg, args.out)
+    console.print(report.to_markdown(), markup=False, highlight=False)
+    console.print(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check a canonical dataset directory")
+    p.add_argument("dataset", type=Path)
+    p.add_argument(
+        "--all", action="store_true", help="collect every problem instead of stopping at the first"
+    )
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from liverank.data.validate import validate_dataset
+
+    report = validate_dataset(args.dataset, collect=args.all)
+    print(report.to_text())
+    return 0 if report.ok else 2
+
+
+def _add_build_samples(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build-samples", help="build training samples (one per live impression)")
+    p.add_argument("--data", type=Path, required=True, help="canonical dataset directory")
+    p.add_argument("--out", type=Path, required=True, help="samples directory to write")
+    p.add_argument("--seq-len", type=int, default=50)
+    p.set_defaults(func=cmd_build_samples)
+
+
+def cmd_build_samples(args: argparse.Namespace) -> int:
+    from liverank.data.samples import build_samples
+
+    stats = build_samples(args.data, args.out, seq_len=args.seq_len)
+    console.print(stats)
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a ranker from an experiment YAML")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--samples", type=Path, help="override data.samples")
+    p.add_argument("--out", type=Path, help="override the run directory")
+    p.add_argument("--registry", type=Path, help="publish the best checkpoint to this registry")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--seed", type=int, help="override train.seed")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from liverank.config import load_config
+    from liverank.eval.summary import print_comparison
+    from liverank.train.experiment import run_experiment
+
+    overrides = {}
+    for key, value in (
+        ("data.samples", args.samples),
+        ("out", args.out),
+        ("registry", args.registry),
+        ("train.epochs", args.epochs),
+        ("train.seed", args.seed),
+    ):
+        if value is not None:
+            overrides[key] = str(value) if isinstance(value, Path) else value
+    cfg = load_config(args.config, overrides)
+    result = run_experiment(cfg)
+    print_comparison({cfg.name: result.test})
+    console.print(f"run directory: {result.out_dir}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="evaluate a saved model on the test days of a samples directory"
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="a checkpoint file or a registry version directory",
+    )
+    p.add_argument("--samples", type=Path, required=True)
+    p.add_argument("--test-days", type=int, default=1)
+    p.add_argument("--out", type=Path, help="write metrics.json and predictions.parquet here")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from liverank.eval.summary import evaluate_checkpoint, print_comparison
+
+    result = evaluate_checkpoint(args.model, args.samples, args.test_days, args.out)
+    print_comparison({args.model.stem if args.model.is_file() else args.model.name: result})
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="simulate → build samples → train mlp and ple → evaluate → report"
+    )
+    p.add_argument("--out", type=Path, default=Path("demo_out"))
+    p.add_argument("--size", choices=["tiny", "small", "medium"], default="small")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models", default="mlp,ple", help="comma-separated zoo names")
+    p.add_argument("--epochs", type=int, default=None)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from liverank.demo import run_demo
+
+    run_demo(
+        args.out, size=args.size, seed=args.seed, models=args.models.split(","), epochs=args.epochs
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liverank", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"liverank {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_simulate,
+        _add_validate,
+        _add_build_samples,
+        _add_train,
+        _add_evaluate,
+        _add_demo,
+    ):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+    )
+    try:
+        return int(args.func(args) or 0)
+    except LiverankError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Experiment configuration: one YAML file pins data, model and training (validated by pydantic).
+
+Example (``configs/ple.yaml``)::
+
+    name: ple
+    data:
+      samples: runs/samples
+      val_days: 1
+      test_days: 1
+    model: ple            # a name from liverank.models.zoo, or a full RankerConfig mapping
+    train:
+      epochs: 4
+      batch_size: 1024
+
+Relative paths are resolved against the current working directory; command-line options of
+``liverank train`` override them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from liverank.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    samples: Path = Path("runs/samples")
+    val_days: int = Field(1, ge=1)
+    test_days: int = Field(1, ge=1)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    eval_batch_size: int = Field(8192, ge=1)
+    lr_sparse: float = Field(0.02, gt=0)
+    lr_dense: float = Field(0.002, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int = Field(1, ge=0)
+    #: validation metric for early stopping: "<task>_<auc|gauc|uauc>" or "mean_auc"
+    monitor: str = "ctr_gauc"
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+    #: stop an epoch after this many batches (0 = no limit); for quick runs and tests
+    max_batches_per_epoch: int = Field(0, ge=0)
+    progress: bool = True
+
+
+class ExperimentConfig(_Strict):
+    name: str
+    data: DataConfig = Field(default_factory=DataConfig)
+    #: a zoo name ("mlp", "din", "mmoe", "ple") or a RankerConfig mapping
+    model: str | dict[str, Any] = "mlp"
+    #: shallow overrides applied on top of a zoo config (e.g. {"embedding_dim": 32})
+    model_overrides: dict[str, Any] = Field(default_factory=dict)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    out: Path = Path("runs/out")
+    #: model registry directory; the best checkpoint is published there when set
+    registry: Path | None = None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate an experiment YAML; errors name the file and the offending field."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    return parse_config(raw, source=str(p))
+
+
+def parse_config(raw: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"{source}: field '{loc}': {first['msg']}") from exc
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot override '{dotted}': '{k}' is not a mapping")
+    node[keys[-1]] = value

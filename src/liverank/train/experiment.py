@@ -1,0 +1,124 @@
+"""Run one experiment end to end: load samples, split by day, train, test, save, publish."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import yaml
+
+from liverank.config import ExperimentConfig
+from liverank.data.loader import SampleSet, split_by_day
+from liverank.errors import ConfigError
+from liverank.eval.evaluate import EvalResult, evaluate
+from liverank.features.spec import FeatureMap
+from liverank.models.ranker import Ranker, RankerConfig
+from liverank.models.zoo import get_config
+from liverank.train.popularity import PopularityBaseline
+from liverank.train.registry import ModelRegistry
+from liverank.train.trainer import FitResult, Trainer, prediction_frame, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExperimentResult:
+    name: str
+    test: EvalResult
+    out_dir: Path
+    fit: FitResult | None = None
+    seconds: float = 0.0
+    registry_version: str | None = None
+
+
+def ranker_config(cfg: ExperimentConfig) -> RankerConfig:
+    if isinstance(cfg.model, str):
+        base = get_config(cfg.model)
+        if not cfg.model_overrides:
+            return base
+        return RankerConfig.model_validate({**base.model_dump(), **cfg.model_overrides})
+    if cfg.model_overrides:
+        raise ConfigError(
+            "model_overrides only apply to a named model; edit the model mapping instead"
+        )
+    return RankerConfig.model_validate(cfg.model)
+
+
+def load_splits(cfg: ExperimentConfig) -> tuple[FeatureMap, SampleSet, SampleSet, SampleSet]:
+    feature_map = FeatureMap.load(cfg.data.samples)
+    data = SampleSet.load(cfg.data.samples)
+    train, val, test = split_by_day(data, val_days=cfg.data.val_days, test_days=cfg.data.test_days)
+    log.info("samples: train %d, validation %d, test %d", len(train), len(val), len(test))
+    return feature_map, train, val, test
+
+
+def run_experiment(
+    cfg: ExperimentConfig, splits: tuple[FeatureMap, SampleSet, SampleSet, SampleSet] | None = None
+) -> ExperimentResult:
+    start = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(
+        yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False)
+    )
+    feature_map, train, val, test = splits or load_splits(cfg)
+    seed_everything(cfg.train.seed, cfg.train.threads)
+    model = Ranker(feature_map, ranker_config(cfg))
+    trainer = Trainer(cfg, feature_map, model)
+    fit = trainer.fit(train, val, out)
+    pred = trainer.predict(test)
+    result = evaluate(pred, list(model.tasks))
+    _save_outputs(
+        out,
+        pred,
+        result,
+        extra={"fit": [asdict(r) for r in fit.history], "best_epoch": fit.best_epoch},
+    )
+    version = None
+    if cfg.registry is not None:
+        mv = ModelRegistry(cfg.registry).publish(
+            cfg.name,
+            fit.checkpoint,
+            {
+                "best_epoch": fit.best_epoch,
+                "val_" + cfg.train.monitor: fit.best_metric,
+                "run_dir": str(out),
+            },
+        )
+        version = mv.version
+        log.info("published %s %s to %s", cfg.name, version, cfg.registry)
+    return ExperimentResult(cfg.name, result, out, fit, time.perf_counter() - start, version)
+
+
+def run_popularity(
+    cfg: ExperimentConfig, splits: tuple[FeatureMap, SampleSet, SampleSet, SampleSet] | None = None
+) -> ExperimentResult:
+    """The popularity baseline on the same split (train + validation days to fit)."""
+    start = time.perf_counter()
+    feature_map, train, val, test = splits or load_splits(cfg)
+    tasks = list(feature_map.tasks)
+    fit_cols: dict[str, Any] = {}
+    for name in ["author_id", *tasks, *(f"mask_{t}" for t in tasks)]:
+        fit_cols[name] = np.concatenate([train.column(name), val.column(name)])
+    model = PopularityBaseline(tasks).fit(fit_cols)
+    pred = prediction_frame(
+        test, tasks, model.predict_proba({"author_id": test.column("author_id")})
+    )
+    result = evaluate(pred, tasks)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _save_outputs(out, pred, result, extra={})
+    return ExperimentResult(cfg.name, result, out, None, time.perf_counter() - start)
+
+
+def _save_outputs(out: Path, pred: pl.DataFrame, result: EvalResult, extra: dict[str, Any]) -> None:
+    pred.write_parquet(out / "predictions.parquet")
+    (out / "metrics.json").write_text(result.to_json())
+    if extra:
+        (out / "history.json").write_text(json.dumps(extra, indent=2, default=str))

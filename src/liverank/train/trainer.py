@@ -1,0 +1,200 @@
+"""Offline multi-task trainer: chronological split, sparse + dense optimisers, early stopping.
+
+One epoch = one shuffled pass over the training days. After each epoch the model is scored on
+the validation day(s); the best epoch by ``train.monitor`` is kept (early stopping with
+``train.patience``), checkpointed, and finally evaluated once on the test day(s).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm.auto import tqdm
+
+from liverank.config import ExperimentConfig
+from liverank.data.loader import SampleSet
+from liverank.errors import ConfigError
+from liverank.eval.metrics import auc, grouped_auc
+from liverank.features.spec import FeatureMap
+from liverank.models.ranker import Ranker
+from liverank.train.optim import build_optimizers
+
+log = logging.getLogger(__name__)
+
+#: sample columns carried into a prediction frame (the evaluator's group keys)
+PREDICTION_KEYS = (
+    "sample_id",
+    "request_id",
+    "user_id",
+    "live_id",
+    "author_id",
+    "position",
+    "hour",
+    "day",
+    "user_activity",
+)
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.set_num_threads(threads)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_metric: float
+    seconds: float
+    samples_per_s: float
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_metric: float
+    checkpoint: Path
+    history: list[EpochRecord] = field(default_factory=list)
+
+
+def monitor_value(frame: pl.DataFrame, monitor: str, tasks: list[str]) -> float:
+    """Compute the early-stopping metric on a prediction frame (higher is better)."""
+    if monitor == "mean_auc":
+        vals = [_task_auc(frame, t, "auc") for t in tasks]
+        vals = [v for v in vals if not math.isnan(v)]
+        return float(np.mean(vals)) if vals else float("nan")
+    task, _, kind = monitor.rpartition("_")
+    if task not in tasks or kind not in ("auc", "gauc", "uauc"):
+        raise ConfigError(
+            f"train.monitor '{monitor}' must be 'mean_auc' or '<task>_<auc|gauc|uauc>' with task in {tasks}"
+        )
+    return _task_auc(frame, task, kind)
+
+
+def _task_auc(frame: pl.DataFrame, task: str, kind: str) -> float:
+    observed = frame[f"mask_{task}"].to_numpy() > 0
+    y = frame[task].to_numpy()[observed]
+    p = frame[f"p_{task}"].to_numpy()[observed]
+    if kind == "auc":
+        return float(auc(y, p))
+    uauc, gauc, _ = grouped_auc(y, p, frame["user_id"].to_numpy()[observed])
+    return float(gauc if kind == "gauc" else uauc)
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, feature_map: FeatureMap, model: Ranker) -> None:
+        self.cfg = cfg
+        self.feature_map = feature_map
+        self.model = model
+        self.tasks = list(model.tasks)
+        t = cfg.train
+        self.optim = build_optimizers(
+            model, lr_sparse=t.lr_sparse, lr_dense=t.lr_dense, weight_decay=t.weight_decay
+        )
+
+    # -- training ---------------------------------------------------------------------------
+    def train_epoch(self, data: SampleSet, epoch: int) -> tuple[float, float]:
+        """One pass over ``data``; returns (mean loss, samples per second)."""
+        t = self.cfg.train
+        self.model.train()
+        n_batches = math.ceil(len(data) / t.batch_size)
+        if t.max_batches_per_epoch:
+            n_batches = min(n_batches, t.max_batches_per_epoch)
+        batches = data.iter_batches(t.batch_size, shuffle=True, seed=t.seed * 1000 + epoch)
+        bar = tqdm(
+            total=n_batches,
+            desc=f"epoch {epoch}",
+            disable=not t.progress,
+            leave=False,
+            unit="batch",
+        )
+        total, seen, start = 0.0, 0, time.perf_counter()
+        for i, batch in enumerate(batches):
+            if i >= n_batches:
+                break
+            self.optim.zero_grad()
+            out = self.model(batch)
+            loss, _ = self.model.loss(batch, out)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at epoch {epoch}, batch {i}")
+            loss.backward()
+            self.optim.step()
+            bs = len(batch["user_id"])
+            total += float(loss) * bs
+            seen += bs
+            bar.update(1)
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{total / seen:.4f}")
+        bar.close()
+        elapsed = time.perf_counter() - start
+        return total / max(seen, 1), seen / max(elapsed, 1e-9)
+
+    @torch.no_grad()
+    def predict(self, data: SampleSet) -> pl.DataFrame:
+        """Prediction frame: group keys, labels, masks and ``p_<task>`` for every sample."""
+        self.model.eval()
+        probs: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
+        for batch in data.iter_batches(self.cfg.train.eval_batch_size, shuffle=False, seed=0):
+            out = self.model.predict_proba(batch)
+            for t in self.tasks:
+                probs[t].append(out[t].numpy())
+        return prediction_frame(
+            data, self.tasks, {t: np.concatenate(v) if v else np.zeros(0) for t, v in probs.items()}
+        )
+
+    def fit(self, train: SampleSet, val: SampleSet, out_dir: Path) -> FitResult:
+        t = self.cfg.train
+        ckpt_dir = out_dir / "checkpoints"
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        best_metric, best_epoch, since_best = -math.inf, 0, 0
+        history: list[EpochRecord] = []
+        best_path = ckpt_dir / "best.pt"
+        for epoch in range(1, t.epochs + 1):
+            start = time.perf_counter()
+            loss, sps = self.train_epoch(train, epoch)
+            metric = monitor_value(self.predict(val), t.monitor, self.tasks)
+            rec = EpochRecord(epoch, loss, metric, time.perf_counter() - start, sps)
+            history.append(rec)
+            log.info(
+                "epoch %d: train loss %.4f, val %s %.4f (%.0f samples/s)",
+                epoch,
+                loss,
+                t.monitor,
+                metric,
+                sps,
+            )
+            self.model.save(ckpt_dir / f"epoch-{epoch:03d}.pt")
+            if metric > best_metric:
+                best_metric, best_epoch, since_best = metric, epoch, 0
+                self.model.save(best_path)
+            else:
+                since_best += 1
+                if since_best > t.patience:
+                    log.info("early stop after epoch %d (best epoch %d)", epoch, best_epoch)
+                    break
+        # restore the best weights
+        best = Ranker.load(best_path)
+        self.model.load_state_dict(best.state_dict())
+        return FitResult(best_epoch, best_metric, best_path, history)
+
+
+def prediction_frame(
+    data: SampleSet, tasks: list[str], probs: dict[str, np.ndarray]
+) -> pl.DataFrame:
+    cols: dict[str, np.ndarray] = {}
+    for k in PREDICTION_KEYS:
+        if data.has_column(k):
+            cols[k] = data.column(k)
+    for t in tasks:
+        cols[t] = data.column(t).astype(np.float32)
+        cols[f"mask_{t}"] = data.column(f"mask_{t}").astype(np.float32)
+        cols[f"p_{t}"] = probs[t].astype(np.float32)
+    return pl.DataFrame(cols)
