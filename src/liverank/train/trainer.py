@@ -137,18 +137,8 @@ class Trainer:
         elapsed = time.perf_counter() - start
         return total / max(seen, 1), seen / max(elapsed, 1e-9)
 
-    @torch.no_grad()
     def predict(self, data: SampleSet) -> pl.DataFrame:
-        """Prediction frame: group keys, labels, masks and ``p_<task>`` for every sample."""
-        self.model.eval()
-        probs: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
-        for batch in data.iter_batches(self.cfg.train.eval_batch_size, shuffle=False, seed=0):
-            out = self.model.predict_proba(batch)
-            for t in self.tasks:
-                probs[t].append(out[t].numpy())
-        return prediction_frame(
-            data, self.tasks, {t: np.concatenate(v) if v else np.zeros(0) for t, v in probs.items()}
-        )
+        return predict_frame(self.model, data, self.cfg.train.eval_batch_size)
 
     def fit(self, train: SampleSet, val: SampleSet, out_dir: Path) -> FitResult:
         t = self.cfg.train
@@ -184,6 +174,21 @@ class Trainer:
         best = Ranker.load(best_path)
         self.model.load_state_dict(best.state_dict())
         return FitResult(best_epoch, best_metric, best_path, history)
+
+
+@torch.no_grad()
+def predict_frame(model: Ranker, data: SampleSet, batch_size: int = 8192) -> pl.DataFrame:
+    """Prediction frame: group keys, labels, masks and ``p_<task>`` for every sample of ``data``."""
+    model.eval()
+    tasks = list(model.tasks)
+    probs: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
+    for batch in data.iter_batches(batch_size, shuffle=False, seed=0):
+        out = model.predict_proba(batch)
+        for t in tasks:
+            probs[t].append(out[t].numpy())
+    return prediction_frame(
+        data, tasks, {t: np.concatenate(v) if v else np.zeros(0) for t, v in probs.items()}
+    )
 
 
 def prediction_frame(

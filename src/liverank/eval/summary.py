@@ -1,0 +1,91 @@
+"""Terminal comparison tables and checkpoint evaluation for the CLI."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from liverank.eval.evaluate import evaluate
+from liverank.eval.result import EvalResult
+
+#: (task, metric) columns of the comparison table
+SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ctr", "auc"),
+    ("ctr", "gauc"),
+    ("ctr", "uauc"),
+    ("ctr", "ndcg@3"),
+    ("evtr", "gauc"),
+    ("lvtr", "gauc"),
+    ("ltr", "auc"),
+    ("cmtr", "auc"),
+    ("gtr", "auc"),
+)
+
+
+def comparison_table(results: Mapping[str, EvalResult], slice: str = "hour-avg") -> Table:
+    """One row per model; the best value of each column in bold."""
+    table = Table(title=f"test metrics ({slice})")
+    table.add_column("model")
+    cols = [
+        (t, m)
+        for t, m in SUMMARY_COLUMNS
+        if any(_get(r, t, m, slice) is not None for r in results.values())
+    ]
+    for t, m in cols:
+        table.add_column(f"{t} {m}", justify="right")
+    best = {
+        c: max((v for r in results.values() if (v := _get(r, *c, slice)) is not None), default=None)
+        for c in cols
+    }
+    for name, r in results.items():
+        cells = []
+        for c in cols:
+            v = _get(r, *c, slice)
+            cell = "-" if v is None else f"{v:.4f}"
+            cells.append(f"[bold]{cell}[/]" if v is not None and v == best[c] else cell)
+        table.add_row(name, *cells)
+    return table
+
+
+def _get(r: EvalResult, task: str, metric: str, slice: str) -> float | None:
+    try:
+        v = r.value(task, metric, slice)
+    except KeyError:
+        return None
+    return None if v is None or math.isnan(v) else float(v)
+
+
+def print_comparison(results: Mapping[str, EvalResult], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(comparison_table(results, "hour-avg"))
+    console.print(comparison_table(results, "all"))
+
+
+def evaluate_checkpoint(
+    model_path: Path, samples: Path, test_days: int = 1, out: Path | None = None
+) -> EvalResult:
+    """Evaluate a saved Ranker (a file, or a registry version directory) on the last test days."""
+    import torch
+
+    from liverank.data.loader import SampleSet
+    from liverank.models.ranker import Ranker
+    from liverank.train.registry import MODEL_FILE
+    from liverank.train.trainer import predict_frame
+
+    path = model_path / MODEL_FILE if model_path.is_dir() else model_path
+    model = Ranker.load(path)
+    data = SampleSet.load(samples)
+    days = sorted(data.days())
+    test = data.subset(data.column("day") >= days[-test_days])
+    torch.set_num_threads(2)
+    pred = predict_frame(model, test)
+    result = evaluate(pred, list(model.tasks))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        pred.write_parquet(out / "predictions.parquet")
+        result.save(out / "metrics.json")
+    return result
