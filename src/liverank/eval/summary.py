@@ -80,7 +80,7 @@ def evaluate_checkpoint(
     model = Ranker.load(path)
     data = SampleSet.load(samples)
     days = sorted(data.days())
-    test = data.subset(data.column("day") >= days[-test_days])
+    test = data.subset(data["day"] >= days[-test_days])
     torch.set_num_threads(2)
     pred = predict_frame(model, test)
     result = evaluate(pred, list(model.tasks))

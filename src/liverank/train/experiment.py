@@ -105,10 +105,10 @@ def run_popularity(
     tasks = list(feature_map.tasks)
     fit_cols: dict[str, Any] = {}
     for name in ["author_id", *tasks, *(f"mask_{t}" for t in tasks)]:
-        fit_cols[name] = np.concatenate([train.column(name), val.column(name)])
+        fit_cols[name] = np.concatenate([train[name], val[name]])
     model = PopularityBaseline(tasks).fit(fit_cols)
     pred = prediction_frame(
-        test, tasks, model.predict_proba({"author_id": test.column("author_id")})
+        test, tasks, model.predict_proba({"author_id": test["author_id"]})
     )
     result = evaluate(pred, tasks)
     out = Path(cfg.out)

@@ -196,10 +196,10 @@ def prediction_frame(
 ) -> pl.DataFrame:
     cols: dict[str, np.ndarray] = {}
     for k in PREDICTION_KEYS:
-        if data.has_column(k):
-            cols[k] = data.column(k)
+        if k in data.columns:
+            cols[k] = data[k]
     for t in tasks:
-        cols[t] = data.column(t).astype(np.float32)
-        cols[f"mask_{t}"] = data.column(f"mask_{t}").astype(np.float32)
+        cols[t] = data[t].astype(np.float32)
+        cols[f"mask_{t}"] = data[f"mask_{t}"].astype(np.float32)
         cols[f"p_{t}"] = probs[t].astype(np.float32)
     return pl.DataFrame(cols)

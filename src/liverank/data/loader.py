@@ -1,0 +1,200 @@
+"""A fast in-memory loader for a samples directory (format: :mod:`liverank.features.spec`).
+
+:meth:`SampleSet.load` reads the Parquet shards into one contiguous numpy array per column
+(``[N]`` for scalars, ``[N, L]`` int64 for sequence columns, float32 for labels, masks and
+regression targets) without Python loops over rows: a first pass counts the selected rows per
+shard, the arrays are allocated once, and each shard is copied into its slice, so the peak
+memory is the arrays plus one shard. :meth:`SampleSet.iter_batches` yields
+``dict[str, torch.Tensor]`` batches (a :data:`liverank.models.base.Batch`) made with
+``torch.from_numpy`` on index slices.
+
+Example::
+
+    >>> samples = SampleSet.load("runs/samples")  # doctest: +SKIP
+    >>> train, val, test = split_by_day(samples, val_days=1, test_days=1)  # doctest: +SKIP
+    >>> for batch in train.iter_batches(1024, shuffle=True, seed=0):  # doctest: +SKIP
+    ...     batch["live_seq_author"].shape  # torch.Size([1024, 50])
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from liverank.errors import ConfigError, DataValidationError
+from liverank.features.spec import REGRESSION_TARGETS, TASKS, FeatureMap
+
+log = logging.getLogger(__name__)
+
+#: columns loaded as float32; every other column is int64
+FLOAT_COLUMNS: frozenset[str] = frozenset(
+    (*TASKS, *REGRESSION_TARGETS, *(f"mask_{t}" for t in TASKS))
+)
+
+
+def shard_paths(samples_dir: str | Path) -> list[Path]:
+    """The ``part-*.parquet`` files of a samples directory, in order."""
+    root = Path(samples_dir)
+    paths = sorted(root.glob("part-*.parquet"))
+    if not paths:
+        raise DataValidationError(
+            "no sample shards (part-*.parquet); build them with `liverank build-samples`",
+            file=str(root),
+        )
+    return paths
+
+
+class SampleSet:
+    """Samples held in memory as ``{column: np.ndarray}`` with one row per sample."""
+
+    def __init__(
+        self, arrays: dict[str, np.ndarray], feature_map: FeatureMap | None = None
+    ) -> None:
+        lengths = {k: len(v) for k, v in arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"columns differ in length: {lengths}")
+        self.arrays = arrays
+        self.feature_map = feature_map
+        self._n = next(iter(lengths.values()), 0)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        samples_dir: str | Path,
+        days: Sequence[int] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> SampleSet:
+        """Read the shards of ``samples_dir`` (optionally only ``days`` and ``columns``).
+
+        ``day`` is always loaded (it drives :func:`split_by_day`). Raises
+        :class:`DataValidationError` naming the shard and column when a column is missing.
+        """
+        paths = shard_paths(samples_dir)
+        schema = pl.read_parquet_schema(paths[0])
+        wanted = list(schema) if columns is None else list(dict.fromkeys(["day", *columns]))
+        for c in wanted:
+            if c not in schema:
+                raise DataValidationError(
+                    f"unknown sample column (has {list(schema)})", file=str(paths[0]), column=c
+                )
+        day_filter = None if days is None else pl.col("day").is_in([int(d) for d in days])
+
+        def scan(path: Path) -> pl.LazyFrame:
+            lf = pl.scan_parquet(path)
+            return lf if day_filter is None else lf.filter(day_filter)
+
+        counts = [scan(p).select(pl.len()).collect().item() for p in paths]  # pass 1
+        n = int(sum(counts))
+        arrays = {c: _allocate(c, schema[c], n) for c in wanted}
+        offset = 0
+        for path, count in zip(paths, counts, strict=True):  # pass 2: copy into slices
+            if count == 0:
+                continue
+            try:
+                frame = scan(path).select(wanted).collect()
+            except pl.exceptions.PolarsError as exc:
+                raise DataValidationError(
+                    f"cannot read sample shard: {exc}", file=str(path)
+                ) from exc
+            for c in wanted:
+                arrays[c][offset : offset + count] = frame[c].to_numpy()
+            offset += count
+        fmap_path = Path(samples_dir) / "feature_map.json"
+        fmap = FeatureMap.load(fmap_path) if fmap_path.exists() else None
+        log.info("loaded %d samples x %d columns from %d shard(s)", n, len(wanted), len(paths))
+        return cls(arrays, fmap)
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        return self.arrays[column]
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.arrays)
+
+    def days(self) -> list[int]:
+        """The distinct values of ``day``, ascending."""
+        return [int(d) for d in np.unique(self.arrays["day"])]
+
+    def subset(self, mask: np.ndarray) -> SampleSet:
+        """Rows selected by a ``[N]`` bool mask or an index array (copies)."""
+        mask = np.asarray(mask)
+        if mask.dtype == bool and len(mask) != self._n:
+            raise ValueError(f"mask has {len(mask)} rows, the sample set {self._n}")
+        return SampleSet({k: v[mask] for k, v in self.arrays.items()}, self.feature_map)
+
+    def slice(self, start: int, stop: int) -> SampleSet:
+        """Rows ``start:stop`` as views (no copy; shares memory with this set)."""
+        return SampleSet({k: v[start:stop] for k, v in self.arrays.items()}, self.feature_map)
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        return self._n // batch_size if drop_last else -(-self._n // batch_size)
+
+    def iter_batches(
+        self, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield batches ``{column: tensor}``: ids ``[B]`` / ``[B, L]`` int64, labels float32.
+
+        Without shuffling the tensors share memory with the arrays (do not modify them in
+        place). With shuffling, the order is a permutation drawn from ``seed``; rows inside
+        one batch are in ascending index order (same batch content, faster gathers).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        order = np.random.default_rng(seed).permutation(self._n) if shuffle else None
+        for b in range(self.num_batches(batch_size, drop_last)):
+            lo, hi = b * batch_size, min((b + 1) * batch_size, self._n)
+            if order is None:
+                yield {k: torch.from_numpy(v[lo:hi]) for k, v in self.arrays.items()}
+            else:
+                idx = np.sort(order[lo:hi])  # [B]
+                yield {k: torch.from_numpy(v.take(idx, axis=0)) for k, v in self.arrays.items()}
+
+
+def _allocate(column: str, dtype: pl.DataType, n: int) -> np.ndarray:
+    np_dtype = np.float32 if column in FLOAT_COLUMNS else np.int64
+    if isinstance(dtype, pl.Array):
+        return np.empty((n, dtype.size), dtype=np_dtype)  # [N, L]
+    return np.empty(n, dtype=np_dtype)  # [N]
+
+
+def split_by_day(
+    sample_set: SampleSet, val_days: int = 1, test_days: int = 1
+) -> tuple[SampleSet, SampleSet, SampleSet]:
+    """Chronological split: the last ``test_days`` days, the ``val_days`` before, the rest.
+
+    Samples are sorted by ``ts`` (so by ``day``): the three parts are then views on contiguous
+    row ranges and cost no memory; otherwise they are copies. Raises :class:`ConfigError` when
+    there are not enough days for a non-empty train set.
+    """
+    if val_days < 0 or test_days < 1:
+        raise ConfigError(f"need val_days >= 0 and test_days >= 1, got {val_days}, {test_days}")
+    days = sample_set.days()
+    if len(days) < val_days + test_days + 1:
+        raise ConfigError(
+            f"the samples cover {len(days)} day(s) ({days}); a split with {val_days} validation "
+            f"and {test_days} test day(s) needs at least {val_days + test_days + 1}"
+        )
+    day = sample_set["day"]
+    test_start = days[len(days) - test_days]
+    val_start = days[len(days) - test_days - val_days]
+    if np.all(day[1:] >= day[:-1]):
+        val_row, test_row = np.searchsorted(day, [val_start, test_start])
+        return (
+            sample_set.slice(0, val_row),
+            sample_set.slice(val_row, test_row),
+            sample_set.slice(test_row, len(sample_set)),
+        )
+    train = sample_set.subset(day < val_start)
+    val = sample_set.subset((day >= val_start) & (day < test_start))
+    test = sample_set.subset(day >= test_start)
+    return train, val, test

@@ -1,0 +1,388 @@
+"""Sample builder v0: one training sample per live impression, features as of the impression.
+
+``build_samples(dataset_dir, out_dir)`` writes a samples directory (format:
+:mod:`liverank.features.spec`):
+
+* labels come from the reconstructed visits (:mod:`liverank.data.visits`); every label is
+  observed (``mask_* = 1``): this is the offline, "exit"-like view of each visit;
+* features are taken strictly before the impression time ``ts``: static side features, room
+  category and age, hour of day, position, and the user's last ``seq_len`` live behaviours
+  (``live_events`` except ``exit``) and short-video behaviours (``video_events`` except
+  ``impression``) with ``ts < impression ts`` (:mod:`liverank.features.snapshot`);
+* ``sample_id = stable_id(request_id, position)`` (:func:`liverank.features.ids.stable_id`), a
+  hash of the impression key, so it does not depend on row order, chunking or what else is in
+  the dataset, and the stream engine can reproduce it.
+
+Memory. Impressions are processed in time order, ``shard_rows`` at a time (one chunk = one
+shard). For chunk ``k`` covering impression times ``[B_k, B_{k+1}]`` only the events with
+``B_k <= ts < B_{k+1}`` are read, and a per-user buffer keeps the last ``seq_len`` older events:
+exact, because no query of a later chunk needs more than a user's last ``seq_len`` events before
+it. Visits are reconstructed per user partition (a visit never spans users), with at most about
+``visit_partition_events`` live events in memory at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from tqdm.auto import tqdm
+
+from liverank.data.io import read_meta, table_path
+from liverank.data.schema import DatasetMeta
+from liverank.data.visits import DEFAULT_BEHAVIOURS, VisitStats, reconstruct_visits_with_stats
+from liverank.errors import DataValidationError
+from liverank.features import encoders as enc
+from liverank.features.ids import stable_id
+from liverank.features.snapshot import Snapshot, SortedHistory
+from liverank.features.spec import LIVE_SEQ_FEATURES, TASKS, VIDEO_SEQ_FEATURES
+from liverank.features.vocab import feature_map_for_dataset
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ID_RULE = "stable_id(request_id, position): SplitMix64 hash, liverank.features.ids"
+SHARD_PATTERN = "part-{:05d}.parquet"
+STATS_FILE = "stats.json"
+
+#: the tables and columns the builder reads
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": ("user_id", "age", "gender", "device", "activity"),
+    "authors": ("author_id", "author_type", "fans"),
+    "rooms": ("live_id", "start_ts", "end_ts", "category"),
+    "live_impressions": ("request_id", "ts", "user_id", "live_id", "author_id", "position"),
+    "live_events": ("ts", "user_id", "live_id", "author_id", "event"),
+    "videos": ("photo_id", "tag"),
+    "video_events": ("ts", "user_id", "photo_id", "author_id", "event", "play_ms"),
+}
+#: live events used by visit reconstruction
+_VISIT_EVENTS = ("enter", "exit", *DEFAULT_BEHAVIOURS.values())
+
+
+@dataclass
+class SampleStats:
+    """What ``stats.json`` records about one build."""
+
+    rows: int
+    shards: int
+    seq_len: int
+    positives: dict[str, int]
+    visits: dict[str, int]
+    mean_live_seq_len: float
+    mean_video_seq_len: float
+    seconds: float
+    dataset: str = ""
+    sample_id_rule: str = SAMPLE_ID_RULE
+    files: list[str] = field(default_factory=list)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2))
+
+
+def build_samples(
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    seq_len: int = 50,
+    shard_rows: int = 200_000,
+    progress: bool = True,
+    *,
+    visit_partition_events: int = 5_000_000,
+) -> SampleStats:
+    """Build the samples directory ``out_dir`` from the canonical dataset at ``dataset_dir``.
+
+    Existing ``part-*.parquet``, ``feature_map.json`` and ``stats.json`` in ``out_dir`` are
+    replaced. Raises :class:`DataValidationError` if a required table or column is missing or
+    an impression key ``(request_id, position)`` is duplicated.
+    """
+    if seq_len < 1 or shard_rows < 1:
+        raise ValueError(f"seq_len and shard_rows must be >= 1, got {seq_len}, {shard_rows}")
+    started = time.perf_counter()
+    root, out = Path(dataset_dir), Path(out_dir)
+    meta = read_meta(root)
+    _check_inputs(root)
+
+    impressions = (
+        pl.read_parquet(table_path(root, "live_impressions"))
+        .select(REQUIRED_COLUMNS["live_impressions"])
+        .sort(["ts", "request_id", "position"])
+    )
+    sample_ids = _sample_ids(impressions, root)
+    rooms = pl.read_parquet(table_path(root, "rooms"), columns=list(REQUIRED_COLUMNS["rooms"]))
+    labels, visit_stats = _visit_labels(root, impressions, rooms, meta, visit_partition_events)
+    fmap = feature_map_for_dataset(root, seq_len)
+    static = _static_tables(root, rooms)
+
+    _clear_outputs(out)
+    n_shards = max(1, math.ceil(len(impressions) / shard_rows))
+    live_hist = SortedHistory.empty({"author": np.int64, "category": np.int64, "action": np.int64})
+    video_hist = SortedHistory.empty(
+        {"author": np.int64, "tag": np.int64, "action": np.int64, "play": np.int64}
+    )
+    ts_all = impressions["ts"].to_numpy()
+    files, seq_len_sums = [], np.zeros(2)
+    for k in tqdm(range(n_shards), desc="build samples", unit="shard", disable=not progress):
+        lo, hi = k * shard_rows, min((k + 1) * shard_rows, len(impressions))
+        t_lo, t_hi = _event_range(ts_all, lo, hi)
+        chunk = impressions.slice(lo, hi - lo)
+        q_user, q_ts = chunk["user_id"].to_numpy(), chunk["ts"].to_numpy()
+
+        live_hist = live_hist.concat(_live_history(root, t_lo, t_hi, static["room_category"]))
+        live = live_hist.last_n_before(q_user, q_ts, seq_len)
+        live_hist = live_hist.keep_last(seq_len)
+        video_hist = video_hist.concat(_video_history(root, t_lo, t_hi, static["video_tag"]))
+        video = video_hist.last_n_before(q_user, q_ts, seq_len)
+        video_hist = video_hist.keep_last(seq_len)
+        seq_len_sums += (live.lengths.sum(), video.lengths.sum())
+
+        frame = _assemble(
+            chunk, sample_ids[lo:hi], labels.slice(lo, hi - lo), live, video, static, meta
+        )
+        path = out / SHARD_PATTERN.format(k)
+        frame.write_parquet(path, compression="zstd", statistics=True)
+        files.append(path.name)
+
+    fmap.save(out / "feature_map.json")
+    n = len(impressions)
+    stats = SampleStats(
+        rows=n,
+        shards=n_shards,
+        seq_len=seq_len,
+        positives={t: int(labels[t].sum()) for t in TASKS},
+        visits=visit_stats.to_dict(),
+        mean_live_seq_len=float(seq_len_sums[0] / max(n, 1)),
+        mean_video_seq_len=float(seq_len_sums[1] / max(n, 1)),
+        seconds=round(time.perf_counter() - started, 3),
+        dataset=meta.name,
+        files=files,
+    )
+    stats.save(out / STATS_FILE)
+    log.info("built %d samples in %d shard(s) at %s in %.1f s", n, n_shards, out, stats.seconds)
+    return stats
+
+
+# ---------------------------------------------------------------------------------- inputs
+def _check_inputs(root: Path) -> None:
+    for table, columns in REQUIRED_COLUMNS.items():
+        path = table_path(root, table)
+        if not path.exists():
+            raise DataValidationError(f"required table '{table}' is missing", file=str(path))
+        present = pl.read_parquet_schema(path)
+        for c in columns:
+            if c not in present:
+                raise DataValidationError(
+                    f"required column is missing from table '{table}'", file=str(path), column=c
+                )
+
+
+def _sample_ids(impressions: pl.DataFrame, root: Path) -> np.ndarray:
+    """``[N]`` sample ids; raises on a duplicated impression key."""
+    keys = impressions.select("request_id", "position")
+    dup = keys.with_row_index("_row").filter(keys.is_duplicated())
+    if len(dup):
+        raise DataValidationError(
+            "duplicate impression key (request_id, position)",
+            file=str(table_path(root, "live_impressions")),
+            column="request_id, position",
+            rows=dup["_row"].head(5).to_list(),
+            examples=list(zip(dup["request_id"].head(5), dup["position"].head(5), strict=True)),
+        )
+    ids = stable_id(keys["request_id"].to_numpy(), keys["position"].to_numpy())  # [N]
+    if len(np.unique(ids)) != len(ids):  # ~N^2 / 2^64: practically never
+        raise DataValidationError("sample_id hash collision; please report this as a bug")
+    return ids
+
+
+def _visit_labels(
+    root: Path, impressions: pl.DataFrame, rooms: pl.DataFrame, meta: DatasetMeta, part_events: int
+) -> tuple[pl.DataFrame, VisitStats]:
+    """Labels aligned with ``impressions`` rows, computed per user partition."""
+    events_path = table_path(root, "live_events")
+    n_events = pl.scan_parquet(events_path).select(pl.len()).collect().item()
+    parts = max(1, math.ceil(n_events / max(part_events, 1)))
+    imp = impressions.with_row_index("_row")
+    frames, totals = [], None
+    for p in range(parts):
+        in_part = (pl.col("user_id") % parts) == p
+        events = (
+            pl.scan_parquet(events_path)
+            .filter(in_part & pl.col("event").is_in(list(_VISIT_EVENTS)))
+            .select("ts", "user_id", "live_id", "event")
+            .collect()
+        )
+        part_imp = imp.filter(in_part)
+        visits, stats = reconstruct_visits_with_stats(
+            part_imp.drop("_row"), events, rooms, meta.long_view_ms
+        )
+        frames.append(visits.select(*TASKS, "stay_ms").with_columns(part_imp["_row"]))
+        d = stats.to_dict()
+        totals = d if totals is None else {k: totals[k] + v for k, v in d.items()}
+    labels = pl.concat(frames).sort("_row").drop("_row")
+    return labels, VisitStats(**{k: v for k, v in totals.items() if k != "unmatched_enters"})
+
+
+def _static_tables(root: Path, rooms: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Small lookup tables joined onto impressions and events."""
+    users = pl.read_parquet(table_path(root, "users")).select(
+        "user_id",
+        *(
+            pl.col(c).cast(pl.Int64).alias(f"user_{c}")
+            for c in ("age", "gender", "device", "activity")
+        ),
+    )
+    authors = pl.read_parquet(table_path(root, "authors"))
+    authors = authors.select(
+        "author_id",
+        pl.Series("author_type", enc.author_type_code(authors["author_type"])),
+        pl.col("fans").cast(pl.Int64).alias("author_fans"),
+    )
+    videos = pl.read_parquet(table_path(root, "videos"), columns=["photo_id", "tag"])
+    return {
+        "users": users,
+        "authors": authors,
+        "rooms": rooms.select(
+            "live_id", pl.col("category").cast(pl.Int64).alias("room_category"), "start_ts"
+        ),
+        "room_category": rooms.select("live_id", pl.col("category").cast(pl.Int64)),
+        "video_tag": videos.select("photo_id", pl.col("tag").cast(pl.Int64)),
+    }
+
+
+def _event_range(ts: np.ndarray, lo: int, hi: int) -> tuple[int | None, int]:
+    """Events to read for impression rows ``lo:hi`` (``ts`` sorted): ``[t_lo, t_hi)``.
+
+    From the chunk's first ts (no lower bound for the first chunk) to the next chunk's first
+    ts; the last chunk stops at its own last ts, as no query needs an event at or after it.
+    """
+    t_lo = int(ts[lo]) if lo > 0 else None
+    if hi < len(ts):
+        return t_lo, int(ts[hi])
+    return t_lo, int(ts[-1]) if len(ts) else 0
+
+
+def _scan_range(path: Path, t_lo: int | None, t_hi: int) -> pl.LazyFrame:
+    """Rows with ``t_lo <= ts < t_hi`` (no lower bound if ``t_lo`` is None), in file order."""
+    cond = pl.col("ts") < t_hi
+    if t_lo is not None:
+        cond = cond & (pl.col("ts") >= t_lo)
+    return pl.scan_parquet(path).filter(cond)
+
+
+def _live_history(
+    root: Path, t_lo: int | None, t_hi: int, room_category: pl.DataFrame
+) -> SortedHistory:
+    ev = (
+        _scan_range(table_path(root, "live_events"), t_lo, t_hi)
+        .filter(pl.col("event") != "exit")
+        .select("ts", "user_id", "live_id", "author_id", "event")
+        .collect()
+        .join(room_category, on="live_id", how="left", maintain_order="left")
+    )
+    cols = {
+        "author": ev["author_id"].to_numpy(),
+        "category": ev["category"].fill_null(0).to_numpy(),
+        "action": enc.live_action_code(ev["event"]),
+    }
+    return SortedHistory.build(ev["user_id"].to_numpy(), ev["ts"].to_numpy(), cols)
+
+
+def _video_history(
+    root: Path, t_lo: int | None, t_hi: int, video_tag: pl.DataFrame
+) -> SortedHistory:
+    ev = (
+        _scan_range(table_path(root, "video_events"), t_lo, t_hi)
+        .filter(pl.col("event") != "impression")
+        .select("ts", "user_id", "photo_id", "author_id", "event", "play_ms")
+        .collect()
+        .join(video_tag, on="photo_id", how="left", maintain_order="left")
+    )
+    cols = {
+        "author": ev["author_id"].to_numpy(),
+        "tag": ev["tag"].fill_null(0).to_numpy(),
+        "action": enc.video_action_code(ev["event"]),
+        "play": enc.play_bucket(ev["play_ms"].fill_null(0).to_numpy()),
+    }
+    return SortedHistory.build(ev["user_id"].to_numpy(), ev["ts"].to_numpy(), cols)
+
+
+# ---------------------------------------------------------------------------------- output
+def _sequence_columns(
+    domain: str, features: tuple[str, ...], snap: Snapshot, q_ts: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``<domain>_seq_<x>`` ``[Q, L]`` arrays in spec order, plus ``<domain>_seq_len`` ``[Q]``."""
+    gap = np.where(snap.mask, enc.time_gap_bucket(q_ts[:, None] - snap.ts), 0)  # [Q, L]
+    out = {}
+    for x in features:
+        arr = gap if x == "age" else snap.columns[x]
+        out[f"{domain}_seq_{x}"] = np.ascontiguousarray(arr, dtype=np.int64)
+    out[f"{domain}_seq_len"] = snap.lengths
+    return out
+
+
+def _assemble(
+    chunk: pl.DataFrame,
+    sample_ids: np.ndarray,
+    labels: pl.DataFrame,
+    live: Snapshot,
+    video: Snapshot,
+    static: dict[str, pl.DataFrame],
+    meta: DatasetMeta,
+) -> pl.DataFrame:
+    """One shard: meta, sparse features, sequences, labels and masks (spec column order)."""
+    side = (
+        chunk.select("user_id", "author_id", "live_id")
+        .join(static["users"], on="user_id", how="left", maintain_order="left")
+        .join(static["authors"], on="author_id", how="left", maintain_order="left")
+        .join(static["rooms"], on="live_id", how="left", maintain_order="left")
+        .fill_null(0)
+    )
+    ts = chunk["ts"].to_numpy()  # [Q]
+    rel = ts - meta.start_ts
+    cols: dict[str, np.ndarray | pl.Series] = {
+        "sample_id": sample_ids,
+        "request_id": chunk["request_id"].to_numpy(),
+        "ts": ts,
+        "day": rel // enc.MS_PER_DAY,
+        "hour": rel // enc.MS_PER_HOUR,
+        "live_id": chunk["live_id"].to_numpy(),
+        "user_id": chunk["user_id"].to_numpy(),
+    }
+    for c in ("user_age", "user_gender", "user_device", "user_activity"):
+        cols[c] = side[c].to_numpy()
+    cols["author_id"] = chunk["author_id"].to_numpy()
+    cols["author_type"] = side["author_type"].to_numpy()
+    cols["author_fans"] = side["author_fans"].to_numpy()
+    cols["room_category"] = side["room_category"].to_numpy()
+    # every impressed room exists (reconstruct_visits raises otherwise), so start_ts is known
+    cols["room_age_bucket"] = enc.room_age_bucket(ts, side["start_ts"].to_numpy())
+    cols["position"] = enc.position_code(chunk["position"].to_numpy())
+    cols["hour_of_day"] = enc.hour_of_day(ts, meta.day_offset_ms)
+    cols |= _sequence_columns("live", tuple(LIVE_SEQ_FEATURES), live, ts)
+    cols |= _sequence_columns("video", tuple(VIDEO_SEQ_FEATURES), video, ts)
+    for t in TASKS:
+        cols[t] = labels[t].cast(pl.Float32).to_numpy()
+    cols["stay_ms"] = labels["stay_ms"].cast(pl.Float32).to_numpy()
+    for t in TASKS:
+        cols[f"mask_{t}"] = np.ones(len(ts), dtype=np.float32)
+    return pl.DataFrame(
+        {
+            name: pl.Series(name, v, dtype=pl.Array(pl.Int64, v.shape[1]))
+            if isinstance(v, np.ndarray) and v.ndim == 2
+            else pl.Series(name, v, dtype=pl.Float32 if v.dtype == np.float32 else pl.Int64)
+            for name, v in cols.items()
+        }
+    )
+
+
+def _clear_outputs(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stale = [*out.glob("part-*.parquet"), out / "feature_map.json", out / STATS_FILE]
+    removed = [p for p in stale if p.exists()]
+    for p in removed:
+        p.unlink()
+    if removed:
+        log.info("removed %d file(s) of a previous build in %s", len(removed), out)
