@@ -148,7 +148,9 @@ TABLES: dict[str, Table] = {
                 Column("user_id", I64, "user"),
                 Column("live_id", I64, "room"),
                 Column("author_id", I64, "room's author"),
-                Column("event", STR, "enter | exit | like | comment | gift | follow | cart_click | buy"),
+                Column(
+                    "event", STR, "enter | exit | like | comment | gift | follow | cart_click | buy"
+                ),
                 Column("value", F64, "gift price or order amount; 0 otherwise"),
                 Column("product_id", I64, "product of a cart_click / buy; 0 otherwise"),
             ),

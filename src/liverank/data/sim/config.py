@@ -1,0 +1,219 @@
+"""Simulator configuration: validated data (pydantic), named size presets, one switch per phenomenon.
+
+Every number of the generative model that a user may want to change lives here, grouped by the
+mechanism that uses it; ``docs/simulator.md`` gives the equations each parameter enters.
+
+Example::
+
+    cfg = SimConfig.preset("tiny", seed=3, highlights=False)
+    report = simulate(cfg, Path("runs/sim-tiny"))
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from liverank.data.schema import AUTHOR_TYPES, DEFAULT_LONG_VIEW_MS
+from liverank.errors import ConfigError
+
+Size = Literal["tiny", "small", "medium", "large"]
+
+#: names of the phenomenon switches (ARCHITECTURE section 3), in the order of the docs
+SWITCHES: tuple[str, ...] = (
+    "cross_domain_interest",
+    "activity_groups",
+    "highlights",
+    "consistent_style",
+    "gifting_communities",
+    "multimodal",
+    "logging_policy_slates",
+    "on_air_schedule",
+)
+
+#: per-size overrides on top of the defaults below
+PRESETS: dict[str, dict[str, Any]] = {
+    # unit tests: about a second
+    "tiny": {
+        "n_users": 200,
+        "n_authors": 40,
+        "n_days": 1,
+        "sessions_per_author_day": 2.5,
+        "session_median_min": 150.0,
+        "products_per_cat3": 4,
+        "videos_per_author": 8.0,
+        "community_size": 25,
+        "live_requests_per_day": (3.0, 8.0, 20.0),
+    },
+    # the demo: ~300k live impressions, < 60 s on 2 cores
+    "small": {"n_users": 5_000, "n_authors": 400, "n_days": 5},
+    # benchmarks
+    "medium": {"n_users": 50_000, "n_authors": 2_500, "n_days": 7, "community_size": 200},
+    "large": {
+        "n_users": 200_000,
+        "n_authors": 8_000,
+        "n_days": 14,
+        "community_size": 250,
+        "segment_dim": 16,
+    },
+}
+
+
+class SimConfig(BaseModel):
+    """All parameters of one simulated platform. Build one with :meth:`preset`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # ------------------------------------------------------------------ identity and size
+    size: Size | Literal["custom"] = "custom"
+    seed: int = 0
+    start_date: date = date(2025, 5, 5)  # the period starts at 00:00 UTC of this day
+    n_days: int = Field(5, ge=1, le=366)
+    n_users: int = Field(5_000, ge=10)
+    n_authors: int = Field(400, ge=8)
+
+    # ------------------------------------------------------------------ latent world
+    latent_dim: int = Field(16, ge=4)
+    #: content categories of non-shopping rooms (split among talent_show, chat, game)
+    n_topics: int = Field(9, ge=3)
+    #: product verticals (cat1); each is also the content category of shopping rooms
+    n_verticals: int = Field(6, ge=2)
+    cat2_per_cat1: int = Field(3, ge=1)
+    cat3_per_cat2: int = Field(3, ge=1)
+    products_per_cat3: int = Field(12, ge=1)
+    videos_per_author: float = Field(20.0, gt=0)
+    author_type_shares: dict[str, float] = Field(
+        default_factory=lambda: {"talent_show": 0.3, "shopping": 0.25, "chat": 0.25, "game": 0.2}
+    )
+    #: spread of an author's latent vector around its category centre
+    author_noise: float = Field(0.6, ge=0)
+    #: weight of the consistent (cross-domain) component of a user's interest, rho in the docs
+    cross_domain_share: float = Field(0.7, ge=0, le=1)
+
+    # ------------------------------------------------------------------ users and traffic
+    #: shares of activity groups (low, mid, high)
+    activity_shares: tuple[float, float, float] = (0.5, 0.35, 0.15)
+    #: live ranking requests per user per day, by activity group
+    live_requests_per_day: tuple[float, float, float] = (0.8, 2.5, 7.0)
+    #: multiplier of like / comment propensity, by activity group
+    interaction_mult: tuple[float, float, float] = (0.6, 1.0, 1.8)
+    #: probability that a user is a gifter at all, by activity group
+    gifter_share: tuple[float, float, float] = (0.06, 0.2, 0.5)
+    #: log-normal spread of a gifter's propensity (mean 1): the heavy tail of gifting
+    gift_sigma: float = Field(1.5, ge=0)
+    slate_min: int = Field(4, ge=1)
+    slate_max: int = Field(8, ge=1)
+    #: short-video impressions per live impression (each hour; spread over users by request rate)
+    video_exposure_ratio: float = Field(9.0, gt=0)
+    #: e-commerce product clicks per user per day (scaled by the user's relative request rate)
+    product_clicks_per_day: float = Field(1.0, ge=0)
+
+    # ------------------------------------------------------------------ rooms on air
+    sessions_per_author_day: float = Field(0.8, gt=0)
+    session_median_min: float = Field(90.0, gt=1)
+
+    # ------------------------------------------------------------------ logging policy
+    policy_relevance: float = 3.0  # weight of the (noisy) user-author relevance
+    policy_noise: float = 0.5  # std of the relevance estimate's noise
+    policy_popularity: float = 1.0  # weight of author popularity
+    policy_heat: float = 1.5  # weight of the room's current excitement ("heat")
+    policy_familiarity: float = 1.0  # weight of log(1 + familiarity): follows, past visits
+
+    # ------------------------------------------------------------------ behaviour model
+    ctr_bias: float = -3.9  # click logit intercept
+    w_affinity: float = 2.5  # click logit per unit of user-author cosine affinity
+    w_position: float = 0.12  # click logit lost per slate position
+    w_familiarity: float = 0.6  # click logit per log(1 + familiarity with the author)
+    w_community: float = 0.5  # click logit for an author in the user's favourite (gift) set
+    w_excitement: float = 1.3  # click logit per unit of excitement above its reference
+    stay_median_s: float = 18.0  # median stay of a non-bounce visit (at zero affinity)
+    stay_sigma: float = 1.1  # log-normal spread of the stay
+    bounce_rate: float = 0.18  # share of clicks that bounce (< 3 s) at zero affinity
+    w_stay_excitement: float = 0.5  # log-stay per unit of excitement at entry
+    like_rate: float = 0.012  # like intensity per visit-minute (before propensities)
+    comment_rate: float = 0.009
+    follow_rate: float = 0.012
+    gift_rate: float = 0.3  # for a gifter with propensity 1 on a favoured author
+    w_interact_excitement: float = 0.8  # log-intensity per unit of visit excitement
+    cart_rate: float = 0.06  # cart-click intensity per visit-minute in a shopping room
+    buy_given_cart: float = 0.4
+
+    # ------------------------------------------------------------------ gifting graph
+    community_size: int = Field(150, ge=2)
+    favourites_per_community: tuple[int, int] = (3, 6)
+    #: gift intensity on an author outside the favoured set, relative to a favoured one
+    off_favourite_gift: float = 0.03
+    #: familiarity every user starts with for its favourite authors (it follows them already)
+    favourite_familiarity: float = Field(3.0, ge=0)
+
+    # ------------------------------------------------------------------ content
+    segment_dim: int = Field(32, ge=2)
+    long_view_ms: int = Field(DEFAULT_LONG_VIEW_MS, gt=0)
+
+    # ------------------------------------------------------------------ phenomena (switches)
+    cross_domain_interest: bool = True
+    activity_groups: bool = True
+    highlights: bool = True
+    consistent_style: bool = True
+    gifting_communities: bool = True
+    multimodal: bool = True
+    logging_policy_slates: bool = True
+    on_air_schedule: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> SimConfig:
+        if self.slate_min > self.slate_max:
+            raise ValueError(f"slate_min {self.slate_min} > slate_max {self.slate_max}")
+        if set(self.author_type_shares) - set(AUTHOR_TYPES):
+            raise ValueError(f"author_type_shares keys must be in {AUTHOR_TYPES}")
+        if sum(self.author_type_shares.values()) <= 0:
+            raise ValueError("author_type_shares must have a positive sum")
+        if abs(sum(self.activity_shares) - 1.0) > 1e-6:
+            raise ValueError(f"activity_shares must sum to 1, got {self.activity_shares}")
+        lo, hi = self.favourites_per_community
+        if not 1 <= lo <= hi:
+            raise ValueError(f"favourites_per_community must be 1 <= lo <= hi, got {(lo, hi)}")
+        return self
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def start_ts(self) -> int:
+        """Epoch ms of 00:00 UTC on ``start_date``."""
+        d = self.start_date
+        return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
+
+    @property
+    def end_ts(self) -> int:
+        return self.start_ts + self.n_days * 86_400_000
+
+    @property
+    def switches(self) -> dict[str, bool]:
+        return {name: getattr(self, name) for name in SWITCHES}
+
+    @classmethod
+    def preset(cls, size: Size, seed: int = 0, **overrides: Any) -> SimConfig:
+        """The named size with ``seed`` and field ``overrides`` (e.g. ``highlights=False``).
+
+        Raises :class:`ConfigError` naming the field when a value is invalid or unknown.
+        """
+        if size not in PRESETS:
+            raise ConfigError(f"unknown simulator size '{size}'; choose one of {list(PRESETS)}")
+        unknown = sorted(set(overrides) - set(cls.model_fields))
+        if unknown:
+            raise ConfigError(
+                f"unknown simulator option(s) {unknown}; switches are {list(SWITCHES)}"
+            )
+        values = {**PRESETS[size], **overrides, "size": size, "seed": seed}
+        return cls.build(values)
+
+    @classmethod
+    def build(cls, values: dict[str, Any]) -> SimConfig:
+        """Validate a mapping; errors become :class:`ConfigError` naming the first bad field."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(x) for x in first["loc"]) or "config"
+            raise ConfigError(f"simulator config field '{loc}': {first['msg']}") from exc
