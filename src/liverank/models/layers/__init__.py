@@ -1,0 +1,2 @@
+"""Model layers by kind: embeddings (and their deduplicating gathers), MLP, attention,
+mixtures of experts, sequence pooling."""

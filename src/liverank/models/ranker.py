@@ -1,0 +1,360 @@
+"""The Ranker: shared embeddings -> FeatureModules -> multi-task backbone -> one head per task.
+
+ARCHITECTURE section 5. A Ranker is fully described by a :class:`RankerConfig` (data: which
+modules with which params, which backbone, which tasks and weights) and a feature map
+(vocabularies). ``save`` writes both next to the weights in one file, and ``load`` rebuilds the
+model from that file alone.
+
+Example::
+
+    model = Ranker(feature_map, get_config("din"))
+    out = model(batch)                      # out.logits["ctr"]: [B]
+    loss, parts = model.loss(batch, out)    # masked multi-task BCE + auxiliary losses
+    proba = model.predict_proba(batch)      # {task: [B]} in (0, 1)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from torch import nn
+
+from liverank.errors import ConfigError, DataValidationError
+from liverank.features.spec import FeatureMap
+from liverank.models.backbones import BackboneConfig, MLPBackboneConfig, build_backbone
+from liverank.models.base import Batch, FeatureModule
+from liverank.models.layers.embedding import EmbeddingCollection
+from liverank.models.layers.mlp import MLP
+from liverank.models.registry import build_module
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "liverank.ranker"
+CHECKPOINT_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModuleSpec(_Strict):
+    """One FeatureModule of a Ranker: its registered ``name`` and constructor ``params``."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: key of the module inside the Ranker (default: ``name``); prefixes its aux losses
+    key: str | None = None
+
+    @property
+    def module_key(self) -> str:
+        return self.key or self.name
+
+
+class RankerConfig(_Strict):
+    """Everything that defines a Ranker besides the feature map (validated; YAML-friendly)."""
+
+    name: str = "custom"
+    modules: list[ModuleSpec] = Field(min_length=1)
+    backbone: BackboneConfig = Field(default_factory=MLPBackboneConfig)
+    #: tasks with a head (default: every task of the feature map)
+    tasks: list[str] | None = None
+    #: per-task loss weight (default 1.0)
+    task_weights: dict[str, float] = Field(default_factory=dict)
+    embedding_dim: int = Field(16, ge=1)
+    #: standard deviation of the initial embedding rows
+    embedding_init_std: float = Field(0.1, gt=0)
+    #: per-table dimension overrides
+    embedding_dims: dict[str, int] = Field(default_factory=dict)
+    #: extra hashed tables (table -> buckets), on top of the feature map's ``hash_buckets``
+    hash_buckets: dict[str, int] = Field(default_factory=dict)
+    #: fused embedding storage (see layers/embedding.py); same model, faster on CPU
+    fused_embeddings: bool = True
+    sparse_embeddings: bool = True
+    head_hidden: list[int] = Field(default_factory=lambda: [32])
+    head_activation: str = "relu"
+    #: multiplier of each auxiliary loss, by ``<module key>.<loss name>`` or ``<module key>``
+    aux_loss_weights: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> RankerConfig:
+        keys = [m.module_key for m in self.modules]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise ValueError(
+                f"module keys must be unique, repeated: {dup} (set 'key' to tell apart)"
+            )
+        bad = [k for k in keys if "." in k or "/" in k]
+        if bad:
+            raise ValueError(f"module keys may not contain '.' or '/': {bad}")
+        return self
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], source: str = "<model config>") -> RankerConfig:
+        """``model_validate`` that raises :class:`ConfigError` naming the offending field."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(x) for x in first["loc"])
+            raise ConfigError(f"{source}: field '{loc}': {first['msg']}") from exc
+
+
+@dataclass
+class RankerOutput:
+    logits: dict[str, torch.Tensor]  # task -> [B]
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # "<key>.<name>" -> scalar
+    diagnostics: dict[str, torch.Tensor | float] = field(default_factory=dict)
+
+
+class Ranker(nn.Module):
+    """Embeddings -> FeatureModules (concatenated) -> backbone -> per-task logit heads."""
+
+    def __init__(self, feature_map: FeatureMap, config: RankerConfig) -> None:
+        super().__init__()
+        self.feature_map = feature_map
+        self.config = config
+        self.tasks: list[str] = list(config.tasks or feature_map.tasks)
+        if not self.tasks:
+            raise ConfigError("the Ranker has no task: set 'tasks' or use a feature map with tasks")
+        unknown_tasks = [t for t in self.tasks if t not in feature_map.tasks]
+        if unknown_tasks:
+            raise ConfigError(
+                f"config tasks {unknown_tasks} are not tasks of the feature map {feature_map.tasks}"
+            )
+        unknown = [t for t in config.task_weights if t not in self.tasks]
+        if unknown:
+            raise ConfigError(f"task_weights names tasks the model does not have: {unknown}")
+
+        effective_map = feature_map.model_copy(
+            update={"hash_buckets": {**feature_map.hash_buckets, **config.hash_buckets}}
+        )
+        tables = sorted(set(effective_map.tables) | set(effective_map.hash_buckets))
+        unknown_tables = sorted(set(config.embedding_dims) - set(tables))
+        if unknown_tables:
+            raise ConfigError(f"embedding_dims names unknown tables {unknown_tables}")
+        dims = {t: config.embedding_dims.get(t, config.embedding_dim) for t in tables}
+        self.embeddings = EmbeddingCollection(
+            effective_map,
+            dims,
+            sparse=config.sparse_embeddings,
+            fused=config.fused_embeddings,
+            init_std=config.embedding_init_std,
+        )
+        self.feature_modules = nn.ModuleDict()
+        for spec in config.modules:
+            self.feature_modules[spec.module_key] = build_module(
+                spec.name, effective_map, self.embeddings, dict(spec.params)
+            )
+        in_dim = sum(m.out_dim for m in self._modules_list())
+        self.backbone = build_backbone(config.backbone, in_dim, self.tasks)
+        self.heads = nn.ModuleDict(
+            {
+                t: nn.Sequential(
+                    MLP(self.backbone.out_dim, config.head_hidden, config.head_activation),
+                    nn.Linear(
+                        config.head_hidden[-1] if config.head_hidden else self.backbone.out_dim, 1
+                    ),
+                )
+                for t in self.tasks
+            }
+        )
+        weights = [config.task_weights.get(t, 1.0) for t in self.tasks]
+        self.register_buffer("_task_weights", torch.tensor(weights), persistent=False)
+        self.required_fields: dict[str, tuple[str, ...]] = {
+            key: tuple(m.required_fields) for key, m in self.feature_modules.items()
+        }
+        log.debug("Ranker %s: input width %d, tasks %s", config.name, in_dim, self.tasks)
+
+    def _modules_list(self) -> list[FeatureModule]:
+        return list(self.feature_modules.values())  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ forward
+    def check_batch(self, batch: Batch) -> None:
+        """Raise :class:`ConfigError` naming the first missing field and the module needing it."""
+        for key, fields in self.required_fields.items():
+            for f in fields:
+                if f not in batch:
+                    raise ConfigError(
+                        f"module '{key}' needs batch field '{f}', which the batch does not have "
+                        f"(batch fields: {', '.join(sorted(batch))}); rebuild the samples with "
+                        f"that feature or remove the module from the model config"
+                    )
+
+    def forward(self, batch: Batch) -> RankerOutput:
+        self.check_batch(batch)
+        reps: list[torch.Tensor] = []
+        aux: dict[str, torch.Tensor] = {}
+        diagnostics: dict[str, torch.Tensor | float] = {}
+        for key, module in self.feature_modules.items():
+            out = module(batch, self.embeddings)
+            reps.append(out.representation)  # [B, d_m]
+            for name, value in out.aux_losses.items():
+                aux[f"{key}.{name}"] = value
+            for name, value in out.diagnostics.items():
+                diagnostics[f"{key}/{name}"] = value
+        x = torch.cat(reps, dim=-1) if len(reps) > 1 else reps[0]  # [B, D_in]
+        task_reprs, backbone_diag = self.backbone(x)  # T x [B, H]
+        diagnostics.update({f"backbone/{k}": v for k, v in backbone_diag.items()})
+        logits = {
+            t: self.heads[t](h).squeeze(-1)  # [B]
+            for t, h in zip(self.tasks, task_reprs, strict=True)
+        }
+        return RankerOutput(logits=logits, aux_losses=aux, diagnostics=diagnostics)
+
+    def _aux_weight(self, name: str) -> float:
+        w = self.config.aux_loss_weights
+        if name in w:
+            return w[name]
+        return w.get(name.split(".", 1)[0], 1.0)
+
+    def loss(self, batch: Batch, out: RankerOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Masked multi-task BCE plus weighted auxiliary losses.
+
+        Per task: mean BCE over samples whose ``mask_<task>`` is 1 (a batch without that mask
+        column counts every label as observed; a task with no observed label contributes 0).
+        Tasks are summed with ``task_weights``; auxiliary losses are added with
+        ``aux_loss_weights``. Returns ``(total, parts)``, parts detached: ``task/<task>``,
+        ``aux/<name>`` and ``total``.
+        """
+        parts: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=self._task_weights.device)
+        for i, t in enumerate(self.tasks):
+            if t not in batch:
+                raise DataValidationError(
+                    f"batch has no label column for task '{t}' (fields: {', '.join(sorted(batch))})",
+                    column=t,
+                )
+            logit = out.logits[t]  # [B]
+            label = batch[t].to(logit.dtype)
+            mask = batch.get(f"mask_{t}")
+            bce = F.binary_cross_entropy_with_logits(logit, label, reduction="none")  # [B]
+            if mask is None:
+                task_loss = bce.mean()
+            else:
+                m = mask.to(logit.dtype)
+                task_loss = (bce * m).sum() / m.sum().clamp(min=1.0)
+            parts[f"task/{t}"] = task_loss.detach()
+            total = total + self._task_weights[i] * task_loss
+        for name, value in out.aux_losses.items():
+            weighted = self._aux_weight(name) * value
+            parts[f"aux/{name}"] = weighted.detach()
+            total = total + weighted
+        parts["total"] = total.detach()
+        return total, parts
+
+    @torch.no_grad()
+    def predict_proba(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per-task probabilities ``{task: [B]}``, computed in eval mode (mode is restored)."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(batch)
+        finally:
+            self.train(was_training)
+        return {t: torch.sigmoid(v) for t, v in out.logits.items()}
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """``(sparse, dense)``: embedding weights with sparse gradients, and everything else."""
+        sparse_ids = set()
+        sparse: list[nn.Parameter] = []
+        if self.embeddings.sparse:
+            sparse = list(self.embeddings.parameters())
+            sparse_ids = {id(p) for p in sparse}
+        dense = [p for p in self.parameters() if id(p) not in sparse_ids]
+        return sparse, dense
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """One file: format tag, config, feature map and state dict."""
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": self.config.model_dump(mode="json"),
+            "feature_map": self.feature_map.model_dump(mode="json"),
+            "state_dict": self.state_dict(),
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)  # atomic: a reader never sees half a checkpoint
+
+    @classmethod
+    def load(
+        cls, path: str | Path, feature_map: FeatureMap | None = None, map_location: str = "cpu"
+    ) -> Ranker:
+        """Rebuild a Ranker saved by :meth:`save`.
+
+        With ``feature_map`` (e.g. the map of the samples about to be scored), check that its
+        tasks and table sizes match the checkpoint's; any mismatch raises :class:`ConfigError`.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: no such model checkpoint")
+        try:
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # any unpickling failure means "not a checkpoint"
+            raise ConfigError(f"{path}: not a readable liverank checkpoint ({exc})") from exc
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(f"{path}: not a liverank Ranker checkpoint")
+        if payload.get("version") != CHECKPOINT_VERSION:
+            raise ConfigError(
+                f"{path}: checkpoint version {payload.get('version')} is not supported "
+                f"(this liverank reads version {CHECKPOINT_VERSION})"
+            )
+        saved_map = FeatureMap.model_validate(payload["feature_map"])
+        config = RankerConfig.parse(payload["config"], source=str(path))
+        if feature_map is not None:
+            _check_compatible(saved_map, feature_map, set(config.hash_buckets), path)
+        model = cls(saved_map, config)
+        _load_state(model, payload["state_dict"], path)
+        return model
+
+
+def _check_compatible(saved: FeatureMap, given: FeatureMap, hashed: set[str], path: Path) -> None:
+    """Raise ConfigError if ``given`` would index the model's tables differently from ``saved``.
+
+    ``hashed``: tables the model config hashes, whose vocabulary size does not matter.
+    """
+    if saved.tasks != given.tasks:
+        raise ConfigError(f"{path}: model tasks {saved.tasks} != feature map tasks {given.tasks}")
+    hashed = hashed | set(saved.hash_buckets)
+    for table in sorted(set(saved.tables) | set(given.tables)):
+        a, b = saved.tables.get(table), given.tables.get(table)
+        if a != b and table not in hashed:
+            raise ConfigError(
+                f"{path}: embedding table '{table}' has {a} rows in the model but {b} in the "
+                f"feature map; retrain on these samples or use the model's feature map"
+            )
+    if saved.hash_buckets != given.hash_buckets:
+        raise ConfigError(
+            f"{path}: hash buckets differ: model {saved.hash_buckets}, feature map "
+            f"{given.hash_buckets}"
+        )
+    if saved.seq_len != given.seq_len:
+        log.warning(
+            "%s: seq_len %d in the model, %d in the feature map", path, saved.seq_len, given.seq_len
+        )
+
+
+def _load_state(model: Ranker, state: dict[str, torch.Tensor], path: Path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise ConfigError(
+            f"{path}: state dict does not match the config: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
+    for key, value in state.items():
+        if own[key].shape != value.shape:
+            raise ConfigError(
+                f"{path}: parameter '{key}' has shape {tuple(value.shape)} in the checkpoint but "
+                f"{tuple(own[key].shape)} in the model built from its config"
+            )
+    model.load_state_dict(state)

@@ -1,0 +1,244 @@
+"""Tiny synthetic batches in the sample format, with a planted signal a model must learn.
+
+For model tests and throughput benchmarks, without building a dataset. The *world* (which
+category each author streams in, each user's favourite category, ...) is fixed by
+``world_seed``, so train and test batches drawn with different ``seed`` share it.
+
+Planted signal (``planted=True``). Each user has a hidden favourite category; ~70 % of the live
+sequence and ~60 % of the video sequence come from it. A candidate room is clicked with
+probability ``sigmoid(-1.8 + q + 2.5 match + seen + 0.5 top3 + 0.3 (activity - 2))`` where
+``q ~ N(0, 1)`` is the author's hidden quality (learnable from the author id alone),
+``match`` = the room's category is the user's favourite (only inferable from the sequences),
+``seen`` = the room's author is in the user's live sequence (a target-attention signal) and
+``top3`` = the position is 1-3. Deeper labels (evtr, lvtr, ltr, cmtr, gtr) are
+thinned from clicks, rarer for deeper behaviours, and also depend on ``match`` / ``seen``.
+With ``planted=False`` every label is drawn independently of the features at similar rates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from liverank.errors import ConfigError
+from liverank.features.spec import TASKS, FeatureMap
+
+_HOURS = 24
+_POSITIONS = 10
+_TIME_GAPS = 20
+_LIVE_ACTIONS = 8
+_VIDEO_ACTIONS = 6
+_PLAY_BUCKETS = 8
+
+
+def synthetic_feature_map(
+    n_users: int = 500,
+    n_authors: int = 120,
+    n_categories: int = 8,
+    seq_len: int = 20,
+    tasks: list[str] | None = None,
+    hash_buckets: dict[str, int] | None = None,
+) -> FeatureMap:
+    """A feature map with the standard sparse and sequence fields of ``features/spec.py``."""
+    if n_authors < n_categories:
+        raise ConfigError(f"need at least one author per category ({n_authors} < {n_categories})")
+    tables = {
+        "user": n_users + 1,
+        "user_age": 8,
+        "user_gender": 3,
+        "user_device": 5,
+        "user_activity": 4,
+        "author": n_authors + 1,
+        "author_type": 5,
+        "author_fans": 8,
+        "category": n_categories + 1,
+        "room_age_bucket": 8,
+        "position": _POSITIONS + 1,
+        "hour_of_day": _HOURS + 1,
+        "live_action": _LIVE_ACTIONS + 1,
+        "time_gap": _TIME_GAPS,
+        "video_tag": 2 * n_categories + 1,
+        "video_action": _VIDEO_ACTIONS + 1,
+        "play_bucket": _PLAY_BUCKETS,
+    }
+    return FeatureMap(
+        seq_len=seq_len,
+        tasks=list(tasks or TASKS),
+        tables=tables,
+        hash_buckets=dict(hash_buckets or {}),
+        dataset="synthetic",
+    )
+
+
+class _World:
+    """Hidden structure shared by every batch drawn from one feature map and world seed."""
+
+    def __init__(self, fm: FeatureMap, world_seed: int) -> None:
+        missing = [t for t in ("user", "author", "category") if t not in fm.tables]
+        if missing:
+            raise ConfigError(
+                f"synthetic batches need tables {missing}; build the map with synthetic_feature_map"
+            )
+        rng = np.random.default_rng(world_seed)
+        self.n_users = fm.tables["user"] - 1
+        self.n_authors = fm.tables["author"] - 1
+        self.n_cats = fm.tables["category"] - 1
+        # Authors 1..A; every category has at least one author.
+        cats = np.concatenate(
+            [
+                np.arange(1, self.n_cats + 1),
+                rng.integers(1, self.n_cats + 1, self.n_authors - self.n_cats),
+            ]
+        )
+        self.author_cat = np.concatenate([[0], rng.permutation(cats)])  # [A+1]
+        self.author_type = np.concatenate([[0], (self.author_cat[1:] - 1) % 4 + 1])
+        self.author_fans = np.concatenate([[0], rng.integers(1, 8, self.n_authors)])
+        self.author_quality = np.concatenate([[0.0], rng.normal(0.0, 1.0, self.n_authors)])
+        order = np.argsort(self.author_cat[1:], kind="stable") + 1
+        counts = np.bincount(self.author_cat[1:], minlength=self.n_cats + 1)
+        self.authors_by_cat = order  # authors sorted by category
+        self.cat_start = np.concatenate([[0], np.cumsum(counts)[:-1]])  # [C+1]
+        self.cat_count = counts
+        self.user_fav = np.concatenate([[0], rng.integers(1, self.n_cats + 1, self.n_users)])
+        self.user_side = {
+            "user_age": np.concatenate([[0], rng.integers(1, 8, self.n_users)]),
+            "user_gender": np.concatenate([[0], rng.integers(1, 3, self.n_users)]),
+            "user_device": np.concatenate([[0], rng.integers(1, 5, self.n_users)]),
+            "user_activity": np.concatenate([[0], rng.integers(1, 4, self.n_users)]),
+        }
+
+    def author_in(self, cats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A uniformly random author of each category in ``cats`` (any shape)."""
+        pick = (rng.random(cats.shape) * self.cat_count[cats]).astype(np.int64)
+        return self.authors_by_cat[self.cat_start[cats] + pick]
+
+
+def _sequence(
+    world: _World, rng: np.random.Generator, fav: np.ndarray, n: int, length: int, p_fav: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lengths ``[N]``, categories ``[N, L]`` and a validity mask ``[N, L]`` of a sequence."""
+    lens = rng.integers(0, length + 1, n)
+    lens[rng.random(n) < 0.1] = 0  # some users have no history
+    valid = np.arange(length)[None, :] < lens[:, None]  # [N, L]
+    cats = np.where(
+        rng.random((n, length)) < p_fav,
+        fav[:, None],
+        rng.integers(1, world.n_cats + 1, (n, length)),
+    )
+    return lens, np.where(valid, cats, 0), valid
+
+
+def _draw(fm: FeatureMap, world: _World, n: int, seed: int, planted: bool) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    length = fm.seq_len
+    user = rng.integers(1, world.n_users + 1, n)
+    fav = world.user_fav[user]
+    cand_cat = np.where(rng.random(n) < 0.35, fav, rng.integers(1, world.n_cats + 1, n))
+    author = world.author_in(cand_cat, rng)
+    cols: dict[str, np.ndarray] = {"user_id": user, "author_id": author}
+    cols.update({k: v[user] for k, v in world.user_side.items()})
+    cols["author_type"] = world.author_type[author]
+    cols["author_fans"] = world.author_fans[author]
+    cols["room_category"] = world.author_cat[author]
+    cols["room_age_bucket"] = rng.integers(1, 8, n)
+    cols["position"] = rng.integers(1, _POSITIONS + 1, n)
+    cols["hour_of_day"] = rng.integers(1, _HOURS + 1, n)
+
+    def gaps(valid: np.ndarray) -> np.ndarray:  # most recent first: non-decreasing gaps
+        g = np.sort(rng.integers(1, _TIME_GAPS, valid.shape), axis=1)
+        return np.where(valid, g, 0)
+
+    live_len, live_cat, live_valid = _sequence(world, rng, fav, n, length, 0.8)
+    live_author = np.where(live_valid, world.author_in(live_cat, rng), 0)
+    cols |= {
+        "live_seq_author": live_author,
+        "live_seq_category": live_cat,
+        "live_seq_action": np.where(
+            live_valid, rng.integers(1, _LIVE_ACTIONS + 1, live_cat.shape), 0
+        ),
+        "live_seq_age": gaps(live_valid),
+        "live_seq_len": live_len,
+    }
+    video_len, video_cat, video_valid = _sequence(world, rng, fav, n, length, 0.6)
+    tag = 2 * (video_cat - 1) + 1 + rng.integers(0, 2, video_cat.shape)
+    cols |= {
+        "video_seq_author": np.where(video_valid, world.author_in(video_cat, rng), 0),
+        "video_seq_tag": np.where(video_valid, tag, 0),
+        "video_seq_action": np.where(
+            video_valid, rng.integers(1, _VIDEO_ACTIONS + 1, video_cat.shape), 0
+        ),
+        "video_seq_play": np.where(video_valid, rng.integers(1, _PLAY_BUCKETS, video_cat.shape), 0),
+        "video_seq_age": gaps(video_valid),
+        "video_seq_len": video_len,
+    }
+
+    match = (cols["room_category"] == fav).astype(np.float64)
+    seen = (live_author == author[:, None]).any(1).astype(np.float64)
+    if planted:
+        top3 = (cols["position"] <= 3).astype(np.float64)
+        quality = world.author_quality[author]
+        activity = cols["user_activity"] - 2
+        logit = -2.0 + 1.0 * quality + 3.0 * match + 1.0 * seen + 0.5 * top3 + 0.3 * activity
+        p_click = 1 / (1 + np.exp(-logit))
+    else:
+        p_click = np.full(n, 0.3)
+        match = np.full(n, match.mean())
+        seen = np.full(n, seen.mean())
+    ctr = rng.random(n) < p_click
+    evtr = ctr & (rng.random(n) < 0.55 + 0.3 * match)
+    deeper = {
+        "lvtr": 0.25 + 0.3 * match,
+        "ltr": 0.15 + 0.2 * seen,
+        "cmtr": 0.1 + 0.1 * seen,
+        "gtr": 0.03 + 0.1 * seen * match,
+    }
+    labels = {"ctr": ctr, "evtr": evtr}
+    labels |= {k: evtr & (rng.random(n) < p) for k, p in deeper.items()}
+    cols |= {k: v.astype(np.float32) for k, v in labels.items()}
+    cols["stay_ms"] = (ctr * rng.exponential(30_000.0, n) * (1 + match)).astype(np.float32)
+    return cols
+
+
+def synthetic_batches(
+    feature_map: FeatureMap,
+    n_batches: int,
+    batch_size: int,
+    seed: int = 0,
+    planted: bool = True,
+    world_seed: int = 0,
+    mask_rate: float = 0.0,
+) -> list[dict[str, torch.Tensor]]:
+    """``n_batches`` batches of ``batch_size`` samples in the format of ``features/spec.py``.
+
+    Ids and sequences are int64 (sequences ``[B, seq_len]``, 0 = padding), labels and
+    ``mask_<task>`` float32. ``mask_rate`` masks that fraction of labels per task at random.
+    Deterministic for (feature map, seed, world_seed).
+    """
+    unknown = [t for t in feature_map.tasks if t not in TASKS]
+    if unknown:
+        raise ConfigError(f"synthetic batches only know the tasks {TASKS}, not {unknown}")
+    world = _World(feature_map, world_seed)
+    n = n_batches * batch_size
+    cols = _draw(feature_map, world, n, seed, planted)
+    rng = np.random.default_rng([seed, 1])
+    for t in feature_map.tasks:
+        cols[f"mask_{t}"] = (rng.random(n) >= mask_rate).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64) + seed * 10_000_000
+    cols |= {
+        "sample_id": ids,
+        "request_id": ids // 8,
+        "ts": 1_700_000_000_000 + np.arange(n, dtype=np.int64) * 1_000,
+        "day": np.zeros(n, dtype=np.int64),
+        "hour": (np.arange(n, dtype=np.int64) * 1_000) // 3_600_000,
+        "live_id": cols["author_id"] * 1_000 + rng.integers(0, 5, n),
+    }
+    tensors = {
+        k: torch.from_numpy(
+            np.ascontiguousarray(v if v.dtype == np.float32 else v.astype(np.int64))
+        )
+        for k, v in cols.items()
+    }
+    return [
+        {k: v[i * batch_size : (i + 1) * batch_size] for k, v in tensors.items()}
+        for i in range(n_batches)
+    ]

@@ -1,0 +1,77 @@
+"""Named model configurations: the baselines (and, later, the paper models).
+
+=======  ===========================================  ==============================
+name     modules                                      backbone
+=======  ===========================================  ==============================
+mlp      sparse_features + seq_pool                   shared-bottom MLP [128, 64]
+din      sparse_features + din                        shared-bottom MLP [128, 64]
+mmoe     sparse_features + din                        MMoE, 4 experts [128, 64]
+ple      sparse_features + din                        PLE, 2 CGC levels, 1 specific +
+                                                      2 shared experts [64] per level
+=======  ===========================================  ==============================
+
+Sizes are CPU-friendly defaults (embedding dim 16). ``get_config`` returns a fresh copy, so a
+caller may modify it; a YAML file may instead give a full :class:`RankerConfig` mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from liverank.errors import ConfigError
+from liverank.models.backbones import MLPBackboneConfig, MMoEBackboneConfig, PLEBackboneConfig
+from liverank.models.ranker import ModuleSpec, RankerConfig
+
+
+def _mlp() -> RankerConfig:
+    return RankerConfig(
+        name="mlp",
+        modules=[ModuleSpec(name="sparse_features"), ModuleSpec(name="seq_pool")],
+        backbone=MLPBackboneConfig(hidden=[128, 64]),
+    )
+
+
+def _din() -> RankerConfig:
+    return RankerConfig(
+        name="din",
+        modules=[ModuleSpec(name="sparse_features"), ModuleSpec(name="din")],
+        backbone=MLPBackboneConfig(hidden=[128, 64]),
+    )
+
+
+def _mmoe() -> RankerConfig:
+    return RankerConfig(
+        name="mmoe",
+        modules=[ModuleSpec(name="sparse_features"), ModuleSpec(name="din")],
+        backbone=MMoEBackboneConfig(n_experts=4, expert_hidden=[128, 64]),
+    )
+
+
+def _ple() -> RankerConfig:
+    return RankerConfig(
+        name="ple",
+        modules=[ModuleSpec(name="sparse_features"), ModuleSpec(name="din")],
+        backbone=PLEBackboneConfig(levels=2, n_specific=1, n_shared=2, expert_hidden=[64]),
+    )
+
+
+_CONFIGS: dict[str, Callable[[], RankerConfig]] = {
+    "mlp": _mlp,
+    "din": _din,
+    "mmoe": _mmoe,
+    "ple": _ple,
+}
+
+
+def list_configs() -> list[str]:
+    """Names accepted by :func:`get_config`."""
+    return list(_CONFIGS)
+
+
+def get_config(name: str) -> RankerConfig:
+    """A fresh :class:`RankerConfig` for a named model; ConfigError lists the known names."""
+    try:
+        factory = _CONFIGS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model '{name}'; known models: {', '.join(_CONFIGS)}") from None
+    return factory()
