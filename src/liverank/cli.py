@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.console import Console
+# On small shared CPU boxes OpenMP's default spin-waiting makes torch 5-10x slower whenever another
+# process is busy (measured in benchmarks/train_throughput.py); must be set before torch starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from rich.console import Console  # noqa: E402
 from rich.logging import RichHandler
+from rich.table import Table
 
 from liverank import __version__
+from liverank.data.sim.config import SWITCHES
 from liverank.errors import LiverankError
 
 console = Console(stderr=True)
@@ -31,8 +38,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         "--off",
         action="append",
         default=[],
+        choices=SWITCHES,
         metavar="SWITCH",
-        help="turn a phenomenon off (repeatable), e.g. --off highlights",
+        help=f"turn a phenomenon off (repeatable): {', '.join(SWITCHES)}",
     )
     p.set_defaults(func=cmd_simulate)
 
@@ -44,8 +52,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     cfg = SimConfig.preset(args.size, seed=args.seed, **overrides)
     start = time.perf_counter()
     report = simulate(cfg, args.out)
-    console.print(report.to_markdown(), markup=False, highlight=False)
-    console.print(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
+    table = Table(title=f"calibration of '{args.size}', seed {args.seed}")
+    for col in ("metric", "measured", "target", "ok"):
+        table.add_column(col, justify="right" if col == "measured" else "left")
+    for m in report.metrics:
+        ok = {True: "yes", False: "[bold red]NO[/]", None: ""}[m.passed]
+        table.add_row(m.name, f"{m.value:.4g}", m.target, ok)
+    Console().print(table)
+    verdict = "all targets met" if report.passed else f"{len(report.failures)} target(s) missed"
+    console.print(
+        f"wrote {args.out} in {time.perf_counter() - start:.1f} s; {verdict} (see calibration.md)"
+    )
     return 0
 
 

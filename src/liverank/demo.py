@@ -27,6 +27,8 @@ from liverank.train.experiment import ExperimentResult, load_splits, run_experim
 log = logging.getLogger(__name__)
 
 DEMO_EPOCHS = {"tiny": 2, "small": 3, "medium": 2}
+#: train / validation / test need at least three simulated days
+MIN_DAYS = 3
 
 
 def run_demo(
@@ -43,7 +45,10 @@ def run_demo(
     t0 = time.perf_counter()
     dataset = out / "dataset"
     log.info("simulating a '%s' platform (seed %d) into %s", size, seed, dataset)
-    simulate(SimConfig.preset(size, seed=seed), dataset)
+    sim = SimConfig.preset(size, seed=seed)
+    if sim.n_days < MIN_DAYS:
+        sim = SimConfig.preset(size, seed=seed, n_days=MIN_DAYS)
+    simulate(sim, dataset)
     timings["simulate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

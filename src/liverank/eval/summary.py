@@ -27,27 +27,23 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def comparison_table(results: Mapping[str, EvalResult], slice: str = "hour-avg") -> Table:
-    """One row per model; the best value of each column in bold."""
+    """One row per (task, metric), one column per model; the best value of each row in bold."""
     table = Table(title=f"test metrics ({slice})")
-    table.add_column("model")
-    cols = [
-        (t, m)
-        for t, m in SUMMARY_COLUMNS
-        if any(_get(r, t, m, slice) is not None for r in results.values())
-    ]
-    for t, m in cols:
-        table.add_column(f"{t} {m}", justify="right")
-    best = {
-        c: max((v for r in results.values() if (v := _get(r, *c, slice)) is not None), default=None)
-        for c in cols
-    }
-    for name, r in results.items():
-        cells = []
-        for c in cols:
-            v = _get(r, *c, slice)
-            cell = "-" if v is None else f"{v:.4f}"
-            cells.append(f"[bold]{cell}[/]" if v is not None and v == best[c] else cell)
-        table.add_row(name, *cells)
+    table.add_column("metric")
+    for name in results:
+        table.add_column(name, justify="right")
+    for task, metric in SUMMARY_COLUMNS:
+        values = [_get(r, task, metric, slice) for r in results.values()]
+        if all(v is None for v in values):
+            continue
+        best = max(v for v in values if v is not None)
+        cells = [
+            "-"
+            if v is None
+            else (f"[bold]{v:.4f}[/]" if v == best and len(values) > 1 else f"{v:.4f}")
+            for v in values
+        ]
+        table.add_row(f"{task} {metric}", *cells)
     return table
 
 

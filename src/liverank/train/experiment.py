@@ -42,12 +42,12 @@ def ranker_config(cfg: ExperimentConfig) -> RankerConfig:
         base = get_config(cfg.model)
         if not cfg.model_overrides:
             return base
-        return RankerConfig.model_validate({**base.model_dump(), **cfg.model_overrides})
+        return RankerConfig.parse({**base.model_dump(), **cfg.model_overrides}, "model_overrides")
     if cfg.model_overrides:
         raise ConfigError(
             "model_overrides only apply to a named model; edit the model mapping instead"
         )
-    return RankerConfig.model_validate(cfg.model)
+    return RankerConfig.parse(cfg.model, "model")
 
 
 def load_splits(cfg: ExperimentConfig) -> tuple[FeatureMap, SampleSet, SampleSet, SampleSet]:
@@ -107,9 +107,7 @@ def run_popularity(
     for name in ["author_id", *tasks, *(f"mask_{t}" for t in tasks)]:
         fit_cols[name] = np.concatenate([train[name], val[name]])
     model = PopularityBaseline(tasks).fit(fit_cols)
-    pred = prediction_frame(
-        test, tasks, model.predict_proba({"author_id": test["author_id"]})
-    )
+    pred = prediction_frame(test, tasks, model.predict_proba({"author_id": test["author_id"]}))
     result = evaluate(pred, tasks)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

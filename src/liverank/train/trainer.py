@@ -128,7 +128,7 @@ class Trainer:
             loss.backward()
             self.optim.step()
             bs = len(batch["user_id"])
-            total += float(loss) * bs
+            total += loss.item() * bs
             seen += bs
             bar.update(1)
             if i % 20 == 0:
