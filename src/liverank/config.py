@@ -19,12 +19,14 @@ Relative paths are resolved against the current working directory; command-line 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from liverank.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -83,13 +85,18 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     return parse_config(raw, source=str(p))
 
 
-def parse_config(raw: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+def validate_as(model: type[M], raw: Any, source: str) -> M:
+    """``model.model_validate(raw)``, raising :class:`ConfigError` naming the first bad field."""
     try:
-        return ExperimentConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
+        loc = ".".join(str(x) for x in first["loc"]) or "<root>"
         raise ConfigError(f"{source}: field '{loc}': {first['msg']}") from exc
+
+
+def parse_config(raw: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    return validate_as(ExperimentConfig, raw, source)
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:

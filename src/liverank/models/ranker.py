@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from liverank.config import validate_as
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features.spec import FeatureMap
 from liverank.models.backbones import BackboneConfig, MLPBackboneConfig, build_backbone
@@ -97,12 +98,7 @@ class RankerConfig(_Strict):
     @classmethod
     def parse(cls, raw: dict[str, Any], source: str = "<model config>") -> RankerConfig:
         """``model_validate`` that raises :class:`ConfigError` naming the offending field."""
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(x) for x in first["loc"])
-            raise ConfigError(f"{source}: field '{loc}': {first['msg']}") from exc
+        return validate_as(cls, raw, source)
 
 
 @dataclass

@@ -14,8 +14,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from liverank.config import validate_as
 from liverank.data.schema import AUTHOR_TYPES, DEFAULT_LONG_VIEW_MS
 from liverank.errors import ConfigError
 
@@ -211,9 +212,4 @@ class SimConfig(BaseModel):
     @classmethod
     def build(cls, values: dict[str, Any]) -> SimConfig:
         """Validate a mapping; errors become :class:`ConfigError` naming the first bad field."""
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(x) for x in first["loc"]) or "config"
-            raise ConfigError(f"simulator config field '{loc}': {first['msg']}") from exc
+        return validate_as(cls, values, "simulator config")
