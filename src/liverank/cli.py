@@ -145,6 +145,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=Path, required=True)
     p.add_argument("--test-days", type=int, default=1)
     p.add_argument("--out", type=Path, help="write metrics.json and predictions.parquet here")
+    p.add_argument(
+        "--slice",
+        action="append",
+        default=[],
+        help="also print every metric of a slice: all, hour-avg, hour=H, activity=low|mid|high",
+    )
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -152,7 +158,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from liverank.eval.summary import evaluate_checkpoint, print_comparison
 
     result = evaluate_checkpoint(args.model, args.samples, args.test_days, args.out)
-    print_comparison({args.model.stem if args.model.is_file() else args.model.name: result})
+    m = args.model
+    label = f"{m.parent.name} {m.name}" if m.is_dir() else m.stem
+    print_comparison({label: result})
+    for name in args.slice:
+        Console(width=160).print(result.to_table(name))
     return 0
 
 

@@ -7,7 +7,7 @@ comparison table on the terminal + an HTML report. Everything lands under ``out`
     out/samples/    Parquet sample shards + feature_map.json
     out/runs/<m>/   per-model run directory (config, checkpoints, predictions, metrics)
     out/registry/   model registry with versioned checkpoints
-    out/report/     index.html + plots
+    out/report/     report.html (plots embedded) + results/<model>.json
 """
 
 from __future__ import annotations
