@@ -125,7 +125,9 @@ def build_samples(
     )
     ts_all = impressions["ts"].to_numpy()
     files, seq_len_sums = [], np.zeros(2)
-    for k in tqdm(range(n_shards), desc="build samples", unit="shard", disable=not progress):
+    for k in tqdm(
+        range(n_shards), desc="build samples", unit="shard", disable=None if progress else True
+    ):
         lo, hi = k * shard_rows, min((k + 1) * shard_rows, len(impressions))
         t_lo, t_hi = _event_range(ts_all, lo, hi)
         chunk = impressions.slice(lo, hi - lo)

@@ -112,7 +112,7 @@ class Trainer:
         bar = tqdm(
             total=n_batches,
             desc=f"epoch {epoch}",
-            disable=not t.progress,
+            disable=None if t.progress else True,  # None: hide when stderr is not a terminal
             leave=False,
             unit="batch",
         )
