@@ -88,10 +88,22 @@ def _add_build_samples(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="canonical dataset directory")
     p.add_argument("--out", type=Path, required=True, help="samples directory to write")
     p.add_argument("--seq-len", type=int, default=50)
+    p.add_argument(
+        "--mode",
+        choices=["offline", "exit", "fast_slow", "moment"],
+        default="offline",
+        help="offline: one row per impression; else the rows of a stream reporting mode",
+    )
     p.set_defaults(func=cmd_build_samples)
 
 
 def cmd_build_samples(args: argparse.Namespace) -> int:
+    if args.mode != "offline":
+        from liverank.stream.samples import build_stream_samples
+
+        stats = build_stream_samples(args.data, args.out, args.mode, seq_len=args.seq_len)
+        console.print(stats)
+        return 0
     from liverank.data.samples import build_samples
 
     stats = build_samples(args.data, args.out, seq_len=args.seq_len)

@@ -23,6 +23,14 @@ labels                         ``ctr``, ``evtr``, ``lvtr``, ``ltr``, ``cmtr``, `
                                ``stay_ms`` (Float32, 0 for a non-click)
 label masks                    ``mask_<task>`` (Float32, 1 = the label is observed; the offline
                                builder sets 1 everywhere, the stream engine masks)
+stream columns                 only in directories of ``build-samples --mode exit|fast_slow|
+                               moment`` (:mod:`liverank.stream.samples`): ``emit_ts`` (Int64,
+                               when the row is emitted), ``part`` (Int64: 0 in ``exit``, 0 fast /
+                               1 slow in ``fast_slow``, the 30 s window index in ``moment``),
+                               ``slow`` (Int64 0/1, the slow row of ``fast_slow``). There rows
+                               are sorted by ``emit_ts`` and ``day`` / ``hour`` count from
+                               ``emit_ts``: training order is emission order. Features are still
+                               as of the impression ``ts``; one impression may give several rows
 ============================  =====================================================
 
 Sequence columns are ``pl.Array(pl.Int64, L)`` so that a loader turns them into ``[N, L]`` arrays
