@@ -203,7 +203,8 @@ class Ranker(nn.Module):
         }
         return RankerOutput(logits=logits, aux_losses=aux, diagnostics=diagnostics)
 
-    def _aux_weight(self, name: str) -> float:
+    def aux_weight(self, name: str) -> float:
+        """Weight of auxiliary loss ``name``: its own entry, else its module's (prefix before "."), else 1."""
         w = self.config.aux_loss_weights
         if name in w:
             return w[name]
@@ -238,7 +239,7 @@ class Ranker(nn.Module):
             parts[f"task/{t}"] = task_loss.detach()
             total = total + self._task_weights[i] * task_loss
         for name, value in out.aux_losses.items():
-            weighted = self._aux_weight(name) * value
+            weighted = self.aux_weight(name) * value
             parts[f"aux/{name}"] = weighted.detach()
             total = total + weighted
         parts["total"] = total.detach()

@@ -141,9 +141,8 @@ def stream_loss(
     )
     total = (weights * per_task).sum()
     parts = {f"task/{t}": per_task[i].detach() for i, t in enumerate(model.tasks)}
-    aux_w = model.config.aux_loss_weights
     for name, value in out.aux_losses.items():
-        w = aux_w.get(name, aux_w.get(name.split(".", 1)[0], 1.0))
+        w = model.aux_weight(name)
         parts[f"aux/{name}"] = (w * value).detach()
         total = total + w * value
     parts["total"] = total.detach()
