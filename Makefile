@@ -11,7 +11,7 @@ DEMO_OUT ?= demo_out
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,serve]"
+	$(PY) -m pip install --quiet -e ".[dev,serve,stream]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -49,9 +49,15 @@ StrValues = pl.Series | np.ndarray | Sequence[str]
 
 def _log2_bucket(units: np.ndarray, vocab: int) -> np.ndarray:
     """``1 + bit_length(units)`` clipped to ``[1, vocab - 1]``; ``units`` >= 0, int."""
-    # frexp's exponent of an integer-valued float is exactly its bit length (0 for 0)
-    _, bit_length = np.frexp(units.astype(np.float64))
-    return 1 + np.minimum(bit_length.astype(np.int64), vocab - 2)
+    # frexp's exponent of an integer-valued float is exactly its bit length (0 for 0). Clipping
+    # to 2**(vocab - 1) first keeps every value exact in float32 (vocab <= 25), which is ~10x
+    # faster than float64 on the [Q, L] sequence arrays and changes no code (all clipped values
+    # land in the last bucket either way).
+    if vocab > 25:
+        raise ValueError(f"_log2_bucket supports vocab <= 25, got {vocab}")
+    clipped = np.minimum(units, 1 << (vocab - 1)).astype(np.float32)
+    _, bit_length = np.frexp(clipped)
+    return (1 + np.minimum(bit_length, vocab - 2)).astype(np.int64)
 
 
 def _code_of(values: StrValues, vocabulary: Sequence[str]) -> np.ndarray:
