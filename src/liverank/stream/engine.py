@@ -8,8 +8,9 @@ The input is one merged stream (:func:`merge_stream`) of ``live_impressions`` an
   counted), never silently dropped; so every row with ``ts < watermark`` that the engine will
   ever use is already in its state;
 * the open **visit state**: the impressions whose last emission is not yet due, and the events
-  at or after the earliest of them (or the watermark), which are the only events a visit rule
-  can still look at (enter, exit and behaviours of a visit all come at or after its impression).
+  a visit rule can still look at: those at or after the watermark, and older ones of a
+  (user, room) pair only from that pair's earliest open impression on (enter, exit and
+  behaviours of a visit all come at or after its impression).
 
 On each push the engine re-derives the visits of its open state with
 :func:`liverank.data.visits.reconstruct_visits`, computes the rows of
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
@@ -163,6 +164,55 @@ class StreamEngine:
         self._events = pl.concat([self._events, chunk.filter(~is_imp)])
         return self._emit(self.watermark)
 
+    # ------------------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, object]:
+        """Everything needed to continue this engine elsewhere (see ``stream.checkpoint``).
+
+        Values are either ``pl.DataFrame`` (the open state, emitted ids, dead letters, rooms) or
+        JSON-serialisable scalars / dicts (configuration, watermark, counters).
+        """
+        return {
+            "config": {
+                "mode": self.mode,
+                "long_view_ms": self.long_view_ms,
+                "allowed_lateness_ms": self.lateness,
+                "behaviours": dict(self.behaviours),
+                "window_ms": self.window_ms,
+            },
+            "max_ts": self._max_ts,
+            "stats": asdict(self.stats),
+            "rooms": self.rooms,
+            "impressions": self._imps,
+            "events": self._events,
+            "emitted": self._emitted,
+            "dead_letters": self.dead_letters,
+        }
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Continue from ``state`` (from :meth:`state_dict`); the configuration must match."""
+        config = dict(state["config"])  # type: ignore[call-overload]
+        mine = self.state_dict()["config"]
+        if config != mine:
+            raise ConfigError(
+                f"engine state was saved with config {config}, this engine has {mine}; "
+                "build the engine with the saved configuration (stream.checkpoint.restore_engine)"
+            )
+        frames: dict[str, pl.DataFrame] = {}
+        for name in ("rooms", "impressions", "events", "emitted", "dead_letters"):
+            frame = state[name]
+            if not isinstance(frame, pl.DataFrame):
+                raise DataValidationError(f"engine state '{name}' is not a DataFrame")
+            frames[name] = frame
+        self.rooms = frames["rooms"].select("live_id", "end_ts")
+        self._imps = frames["impressions"].select(list(STREAM_SCHEMA)).cast(STREAM_SCHEMA)
+        self._events = frames["events"].select(list(STREAM_SCHEMA)).cast(STREAM_SCHEMA)
+        self._emitted = frames["emitted"].select(_IDS).cast(dict.fromkeys(_IDS, pl.Int64()))
+        dead = frames["dead_letters"].select(list(DEAD_SCHEMA)).cast(DEAD_SCHEMA)
+        self._dead = [dead] if len(dead) else []
+        max_ts = state["max_ts"]
+        self._max_ts = None if max_ts is None else int(max_ts)  # type: ignore[call-overload]
+        self.stats = EngineStats(**dict(state["stats"]))  # type: ignore[call-overload]
+
     def flush(self) -> pl.DataFrame:
         """End of stream: emit every remaining row and clear the state."""
         out = self._emit(_NEVER)
@@ -241,8 +291,26 @@ class StreamEngine:
             self._imps = self._imps.join(done, on=["request_id", "position"], how="anti")
             # rows of retired impressions cannot come back: forget their ids
             self._emitted = self._emitted.join(done, on=["request_id", "position"], how="anti")
-        horizon = min(watermark, int(self._imps["ts"].min())) if len(self._imps) else watermark
-        self._events = self._events.filter(pl.col("ts") >= horizon)
+        self._events = self._live_events_needed(watermark)
+
+    def _live_events_needed(self, watermark: int) -> pl.DataFrame:
+        """The events a visit rule can still read.
+
+        A future impression is accepted only with ``ts >= watermark`` and a visit reads events at
+        or after its impression, so an event before the watermark matters only to an *open*
+        impression of its own (user, room) pair at or before it. Keeping just those (instead of
+        every event after the earliest open impression) keeps the state small even when one
+        long visit stays open for an hour.
+        """
+        late_enough = pl.col("ts") >= watermark
+        if len(self._imps) == 0:
+            return self._events.filter(late_enough)
+        first = self._imps.group_by("user_id", "live_id").agg(pl.col("ts").min().alias("_first"))
+        return (
+            self._events.join(first, on=["user_id", "live_id"], how="left", maintain_order="left")
+            .filter(late_enough | (pl.col("ts") >= pl.col("_first")).fill_null(False))
+            .drop("_first")
+        )
 
     def _empty(self) -> pl.DataFrame:
         cols = {c: pl.Int64() for c in (*KEYS, "exit_ts", *time_columns(self.behaviours).values())}
