@@ -47,6 +47,12 @@ log = logging.getLogger("train_throughput")
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", nargs="+", default=list_configs(), help="zoo names")
+    p.add_argument(
+        "--long-len",
+        type=int,
+        default=1000,
+        help="items per user per domain in the long histories (read only by moment_cross)",
+    )
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
@@ -84,7 +90,9 @@ def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-    fm = synthetic_feature_map(n_users=args.users, n_authors=args.authors, seq_len=args.seq_len)
+    fm = synthetic_feature_map(
+        n_users=args.users, n_authors=args.authors, seq_len=args.seq_len, long_len=args.long_len
+    )
     n_batches = min(args.warmup + args.steps, 16)
     batches = synthetic_batches(fm, n_batches, args.batch_size, seed=0)
     layouts = ["fused"] if args.no_peer else ["fused", "per_table"]

@@ -25,7 +25,7 @@ from rich.table import Table
 from liverank import __version__
 from liverank.cli_stream import add_stream
 from liverank.data.sim.config import SWITCHES
-from liverank.errors import LiverankError
+from liverank.errors import ConfigError, LiverankError
 
 console = Console(stderr=True)
 
@@ -95,6 +95,19 @@ def _add_build_samples(sub: argparse._SubParsersAction) -> None:
         default="offline",
         help="offline: one row per impression; else the rows of a stream reporting mode",
     )
+    p.add_argument(
+        "--long-len",
+        type=int,
+        default=0,
+        help="also write the long-history store; batches carry the last K items per domain",
+    )
+    p.add_argument(
+        "--features",
+        choices=["impression", "emission"],
+        default="impression",
+        help="stream modes: features as of the impression (default) or as of emission "
+        "(leaks the reported behaviours into the features; see docs/streaming.md)",
+    )
     p.set_defaults(func=cmd_build_samples)
 
 
@@ -102,12 +115,21 @@ def cmd_build_samples(args: argparse.Namespace) -> int:
     if args.mode != "offline":
         from liverank.stream.samples import build_stream_samples
 
-        stats = build_stream_samples(args.data, args.out, args.mode, seq_len=args.seq_len)
+        stats = build_stream_samples(
+            args.data,
+            args.out,
+            args.mode,
+            seq_len=args.seq_len,
+            long_len=args.long_len,
+            features=args.features,
+        )
         console.print(stats)
         return 0
     from liverank.data.samples import build_samples
 
-    stats = build_samples(args.data, args.out, seq_len=args.seq_len)
+    if args.features != "impression":
+        raise ConfigError("--features emission applies to the stream modes only")
+    stats = build_samples(args.data, args.out, seq_len=args.seq_len, long_len=args.long_len)
     console.print(stats)
     return 0
 

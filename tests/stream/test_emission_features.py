@@ -69,3 +69,18 @@ def test_sequences_at_emission_are_newer_and_contain_the_reported_enter(
 def test_rows_must_be_sorted_by_emit_ts(dataset: Path, moment_rows: pl.DataFrame) -> None:
     with pytest.raises(ValueError, match="sorted by emit_ts"):
         features_at_emission(dataset, moment_rows.reverse(), SEQ_LEN)
+
+
+def test_build_stream_samples_option_writes_emission_time_features(
+    dataset: Path, moment_rows: pl.DataFrame, tmp_path: Path
+) -> None:
+    from liverank.cli import main
+
+    out = tmp_path / "em"
+    args = ["build-samples", "--data", str(dataset), "--out", str(out), "--mode", "moment"]
+    assert main([*args, "--seq-len", str(SEQ_LEN), "--features", "emission"]) == 0
+    got = pl.read_parquet(out / "part-*.parquet")
+    want = features_at_emission(dataset, moment_rows, SEQ_LEN)
+    assert got.equals(want)
+    off = ["build-samples", "--data", str(dataset), "--out", str(tmp_path / "off")]
+    assert main([*off, "--features", "emission"]) == 2

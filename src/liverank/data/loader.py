@@ -6,7 +6,9 @@ regression targets) without Python loops over rows: a first pass counts the sele
 shard, the arrays are allocated once, and each shard is copied into its slice, so the peak
 memory is the arrays plus one shard. :meth:`SampleSet.iter_batches` yields
 ``dict[str, torch.Tensor]`` batches (a :data:`liverank.models.base.Batch`) made with
-``torch.from_numpy`` on index slices.
+``torch.from_numpy`` on index slices. With a long history (``long_len = K > 0``, see
+:mod:`liverank.features.long_history`) every batch also carries the ``long_<d>_*`` ``[B, K]``
+fields, gathered per batch from the store of the samples directory.
 
 Example::
 
@@ -27,7 +29,8 @@ import polars as pl
 import torch
 
 from liverank.errors import ConfigError, DataValidationError
-from liverank.features.spec import REGRESSION_TARGETS, TASKS, FeatureMap
+from liverank.features.long_history import LongHistory
+from liverank.features.spec import LONG_INDEX_COLUMNS, REGRESSION_TARGETS, TASKS, FeatureMap
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +56,31 @@ class SampleSet:
     """Samples held in memory as ``{column: np.ndarray}`` with one row per sample."""
 
     def __init__(
-        self, arrays: dict[str, np.ndarray], feature_map: FeatureMap | None = None
+        self,
+        arrays: dict[str, np.ndarray],
+        feature_map: FeatureMap | None = None,
+        long_history: LongHistory | None = None,
+        long_len: int = 0,
     ) -> None:
         lengths = {k: len(v) for k, v in arrays.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"columns differ in length: {lengths}")
+        if long_len > 0:
+            missing = [c for c in ("ts", *LONG_INDEX_COLUMNS) if c not in arrays]
+            if long_history is None or missing:
+                raise ValueError(
+                    f"long_len={long_len} needs a long-history store and the columns {missing}"
+                )
         self.arrays = arrays
         self.feature_map = feature_map
+        #: shared, read-only store of the long histories (None without long history)
+        self.long_history = long_history if long_len > 0 else None
+        #: window length K of the ``long_<d>_*`` batch fields (0 = none)
+        self.long_len = long_len
         self._n = next(iter(lengths.values()), 0)
+
+    def _like(self, arrays: dict[str, np.ndarray]) -> SampleSet:
+        return SampleSet(arrays, self.feature_map, self.long_history, self.long_len)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -69,15 +89,27 @@ class SampleSet:
         samples_dir: str | Path,
         days: Sequence[int] | None = None,
         columns: Sequence[str] | None = None,
+        long_len: int | None = None,
     ) -> SampleSet:
         """Read the shards of ``samples_dir`` (optionally only ``days`` and ``columns``).
 
-        ``day`` is always loaded (it drives :func:`split_by_day`). Raises
-        :class:`DataValidationError` naming the shard and column when a column is missing.
+        ``day`` is always loaded (it drives :func:`split_by_day`). ``long_len = K > 0`` also
+        loads the long-history store and makes every batch carry the ``long_<d>_*`` fields
+        (``ts`` and the ``long_<d>_start / _end`` columns are then always loaded); ``None``
+        takes ``feature_map.long_len`` (0 when the directory has no long history). The set's
+        ``feature_map.long_len`` is set to ``K``. Raises :class:`DataValidationError` naming
+        the shard and column when a column is missing.
         """
         paths = shard_paths(samples_dir)
         schema = pl.read_parquet_schema(paths[0])
-        wanted = list(schema) if columns is None else list(dict.fromkeys(["day", *columns]))
+        fmap_path = Path(samples_dir) / "feature_map.json"
+        fmap = FeatureMap.load(fmap_path) if fmap_path.exists() else None
+        if long_len is None:
+            long_len = fmap.long_len if fmap is not None else 0
+        if long_len < 0:
+            raise ValueError(f"long_len must be >= 0, got {long_len}")
+        extra = ("ts", *LONG_INDEX_COLUMNS) if long_len > 0 else ()
+        wanted = list(schema) if columns is None else list(dict.fromkeys(["day", *columns, *extra]))
         for c in wanted:
             if c not in schema:
                 raise DataValidationError(
@@ -113,10 +145,11 @@ class SampleSet:
                     )
                 arrays[c][offset : offset + count] = values
             offset += count
-        fmap_path = Path(samples_dir) / "feature_map.json"
-        fmap = FeatureMap.load(fmap_path) if fmap_path.exists() else None
+        store = LongHistory.load(samples_dir) if long_len > 0 else None
+        if fmap is not None:
+            fmap = fmap.model_copy(update={"long_len": long_len})
         log.info("loaded %d samples x %d columns from %d shard(s)", n, len(wanted), len(paths))
-        return cls(arrays, fmap)
+        return cls(arrays, fmap, store, long_len)
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -138,11 +171,11 @@ class SampleSet:
         mask = np.asarray(mask)
         if mask.dtype == bool and len(mask) != self._n:
             raise ValueError(f"mask has {len(mask)} rows, the sample set {self._n}")
-        return SampleSet({k: v[mask] for k, v in self.arrays.items()}, self.feature_map)
+        return self._like({k: v[mask] for k, v in self.arrays.items()})
 
     def slice(self, start: int, stop: int) -> SampleSet:
         """Rows ``start:stop`` as views (no copy; shares memory with this set)."""
-        return SampleSet({k: v[start:stop] for k, v in self.arrays.items()}, self.feature_map)
+        return self._like({k: v[start:stop] for k, v in self.arrays.items()})
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return self._n // batch_size if drop_last else -(-self._n // batch_size)
@@ -161,11 +194,23 @@ class SampleSet:
         order = np.random.default_rng(seed).permutation(self._n) if shuffle else None
         for b in range(self.num_batches(batch_size, drop_last)):
             lo, hi = b * batch_size, min((b + 1) * batch_size, self._n)
-            if order is None:
-                yield {k: _tensor(v[lo:hi]) for k, v in self.arrays.items()}
-            else:
-                idx = np.sort(order[lo:hi])  # [B]
-                yield {k: _tensor(v.take(idx, axis=0)) for k, v in self.arrays.items()}
+            yield self.batch(slice(lo, hi) if order is None else np.sort(order[lo:hi]))
+
+    def batch(self, rows: slice | np.ndarray) -> dict[str, torch.Tensor]:
+        """One batch ``{column: tensor}`` of the rows ``rows`` (a slice or a ``[B]`` index).
+
+        A slice gives tensors sharing memory with the arrays; with ``long_len > 0`` the
+        ``long_<d>_*`` fields are added (:meth:`LongHistory.batch_fields`).
+        """
+        if isinstance(rows, slice):
+            arrays = {k: v[rows] for k, v in self.arrays.items()}
+        else:
+            arrays = {k: v.take(rows, axis=0) for k, v in self.arrays.items()}
+        out = {k: _tensor(v) for k, v in arrays.items()}
+        if self.long_history is not None:
+            fields = self.long_history.batch_fields(arrays, self.long_len)
+            out |= {k: torch.from_numpy(v) for k, v in fields.items()}
+        return out
 
 
 def _tensor(values: np.ndarray) -> torch.Tensor:

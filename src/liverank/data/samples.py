@@ -39,6 +39,7 @@ from liverank.data.schema import DatasetMeta
 from liverank.data.visits import DEFAULT_BEHAVIOURS, VisitStats, reconstruct_visits_with_stats
 from liverank.errors import DataValidationError
 from liverank.features import encoders as enc
+from liverank.features import long_history as lh
 from liverank.features.ids import stable_id
 from liverank.features.snapshot import Snapshot, SortedHistory
 from liverank.features.spec import LIVE_SEQ_FEATURES, TASKS, VIDEO_SEQ_FEATURES
@@ -76,6 +77,9 @@ class SampleStats:
     mean_live_seq_len: float
     mean_video_seq_len: float
     seconds: float
+    long_len: int = 0
+    #: rows per domain of the long-history store (empty when long_len = 0)
+    long_history_rows: dict[str, int] = field(default_factory=dict)
     dataset: str = ""
     sample_id_rule: str = SAMPLE_ID_RULE
     files: list[str] = field(default_factory=list)
@@ -92,15 +96,21 @@ def build_samples(
     progress: bool = True,
     *,
     visit_partition_events: int = 5_000_000,
+    long_len: int = 0,
 ) -> SampleStats:
     """Build the samples directory ``out_dir`` from the canonical dataset at ``dataset_dir``.
 
-    Existing ``part-*.parquet``, ``feature_map.json`` and ``stats.json`` in ``out_dir`` are
-    replaced. Raises :class:`DataValidationError` if a required table or column is missing or
+    With ``long_len = K > 0`` the long-history store ``long_history/`` and the sample columns
+    ``long_<d>_start / _end`` are written too (:mod:`liverank.features.long_history`) and the
+    feature map records ``long_len = K`` (the loader's default window). Existing
+    ``part-*.parquet``, ``feature_map.json``, ``stats.json`` and ``long_history/`` in
+    ``out_dir`` are replaced. Raises :class:`DataValidationError` if a required table or column is missing or
     an impression key ``(request_id, position)`` is duplicated.
     """
     if seq_len < 1 or shard_rows < 1:
         raise ValueError(f"seq_len and shard_rows must be >= 1, got {seq_len}, {shard_rows}")
+    if long_len < 0:
+        raise ValueError(f"long_len must be >= 0, got {long_len}")
     started = time.perf_counter()
     root, out = Path(dataset_dir), Path(out_dir)
     meta = read_meta(root)
@@ -115,9 +125,15 @@ def build_samples(
     rooms = pl.read_parquet(table_path(root, "rooms"), columns=list(REQUIRED_COLUMNS["rooms"]))
     labels, visit_stats = _visit_labels(root, impressions, rooms, meta, visit_partition_events)
     fmap = feature_map_for_dataset(root, seq_len)
+    fmap.long_len = long_len
     static = _static_tables(root, rooms)
 
     _clear_outputs(out)
+    store, store_files = None, []
+    if long_len > 0:
+        frames = _long_history_frames(root, impressions, labels, static)
+        store_files = lh.write_store(out, frames)
+        store = lh.LongHistory.from_frames(frames)
     n_shards = max(1, math.ceil(len(impressions) / shard_rows))
     live_hist = SortedHistory.empty({"author": np.int64, "category": np.int64, "action": np.int64})
     video_hist = SortedHistory.empty(
@@ -141,8 +157,9 @@ def build_samples(
         video_hist = video_hist.keep_last(seq_len)
         seq_len_sums += (live.lengths.sum(), video.lengths.sum())
 
+        extra = {} if store is None else _long_index(store, q_user, q_ts)
         frame = _assemble(
-            chunk, sample_ids[lo:hi], labels.slice(lo, hi - lo), live, video, static, meta
+            chunk, sample_ids[lo:hi], labels.slice(lo, hi - lo), live, video, static, meta, extra
         )
         path = out / SHARD_PATTERN.format(k)
         frame.write_parquet(path, compression="zstd", statistics=True)
@@ -160,7 +177,9 @@ def build_samples(
         mean_video_seq_len=float(seq_len_sums[1] / max(n, 1)),
         seconds=round(time.perf_counter() - started, 3),
         dataset=meta.name,
-        files=files,
+        files=files + store_files,
+        long_len=long_len,
+        long_history_rows={} if store is None else {d: t.size for d, t in store.tables.items()},
     )
     stats.save(out / STATS_FILE)
     log.info("built %d samples in %d shard(s) at %s in %.1f s", n, n_shards, out, stats.seconds)
@@ -220,7 +239,7 @@ def _visit_labels(
         visits, stats = reconstruct_visits_with_stats(
             part_imp.drop("_row"), events, rooms, meta.long_view_ms
         )
-        frames.append(visits.select(*TASKS, "stay_ms").with_columns(part_imp["_row"]))
+        frames.append(visits.select(*TASKS, "stay_ms", "t_lvtr").with_columns(part_imp["_row"]))
         d = stats.to_dict()
         totals = d if totals is None else {k: totals[k] + v for k, v in d.items()}
     labels = pl.concat(frames).sort("_row").drop("_row")
@@ -333,8 +352,10 @@ def _assemble(
     video: Snapshot,
     static: dict[str, pl.DataFrame],
     meta: DatasetMeta,
+    long_index: dict[str, np.ndarray],
 ) -> pl.DataFrame:
-    """One shard: meta, sparse features, sequences, labels and masks (spec column order)."""
+    """One shard: meta, sparse features, sequences, long-history index (if any), labels and
+    masks (spec column order)."""
     side = (
         chunk.select("user_id", "author_id", "live_id")
         .join(static["users"], on="user_id", how="left", maintain_order="left")
@@ -365,6 +386,7 @@ def _assemble(
     cols["hour_of_day"] = enc.hour_of_day(ts, meta.day_offset_ms)
     cols |= _sequence_columns("live", tuple(LIVE_SEQ_FEATURES), live, ts)
     cols |= _sequence_columns("video", tuple(VIDEO_SEQ_FEATURES), video, ts)
+    cols |= long_index
     for t in TASKS:
         cols[t] = labels[t].cast(pl.Float32).to_numpy()
     cols["stay_ms"] = labels["stay_ms"].cast(pl.Float32).to_numpy()
@@ -383,8 +405,34 @@ def _assemble(
 def _clear_outputs(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stale = [*out.glob("part-*.parquet"), out / "feature_map.json", out / STATS_FILE]
+    stale += [lh.store_path(out, d) for d in lh.DOMAIN_COLUMNS]
     removed = [p for p in stale if p.exists()]
     for p in removed:
         p.unlink()
     if removed:
         log.info("removed %d file(s) of a previous build in %s", len(removed), out)
+
+
+# ---------------------------------------------------------------------------------- long history
+def _long_history_frames(
+    root: Path, impressions: pl.DataFrame, labels: pl.DataFrame, static: dict[str, pl.DataFrame]
+) -> dict[str, pl.DataFrame]:
+    """The whole live and video histories, with one long-view row per long visit (t_lvtr)."""
+    long_views = (
+        impressions.select("user_id", "live_id", "author_id")
+        .with_columns(labels["t_lvtr"].alias("ts"))
+        .filter(pl.col("ts").is_not_null())
+    )
+    return lh.read_history_frames(root, long_views, static["room_category"])
+
+
+def _long_index(
+    store: lh.LongHistory, q_user: np.ndarray, q_ts: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``long_<d>_start / _end`` ``[Q]`` of one chunk."""
+    out = {}
+    for domain, table in store.tables.items():
+        start, end = table.bounds(q_user, q_ts)
+        c_start, c_end = lh.index_columns(domain)
+        out[c_start], out[c_end] = start, end
+    return out

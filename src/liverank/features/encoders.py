@@ -29,8 +29,11 @@ MS_PER_MINUTE = 60_000
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 86_400_000
 
-#: live action codes: 1 + index in ``schema.LIVE_EVENTS``
-LIVE_ACTION_VOCAB = len(LIVE_EVENTS) + 1
+#: live action code of a derived long-view row of the long histories (not an event of the
+#: table: a visit's stay reaching ``long_view_ms``; :mod:`liverank.features.long_history`)
+LIVE_LONG_VIEW_CODE = len(LIVE_EVENTS) + 1
+#: live action codes: 1 + index in ``schema.LIVE_EVENTS``, plus ``LIVE_LONG_VIEW_CODE``
+LIVE_ACTION_VOCAB = len(LIVE_EVENTS) + 2
 #: short-video action codes: 1 + index in ``schema.VIDEO_EVENTS``
 VIDEO_ACTION_VOCAB = len(VIDEO_EVENTS) + 1
 #: author type codes: 1 + index in ``schema.AUTHOR_TYPES``

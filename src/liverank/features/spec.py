@@ -23,6 +23,14 @@ labels                         ``ctr``, ``evtr``, ``lvtr``, ``ltr``, ``cmtr``, `
                                ``stay_ms`` (Float32, 0 for a non-click)
 label masks                    ``mask_<task>`` (Float32, 1 = the label is observed; the offline
                                builder sets 1 everywhere, the stream engine masks)
+long-history index             only when built with ``long_len > 0``
+                               (:mod:`liverank.features.long_history`): ``long_live_start``,
+                               ``long_live_end``, ``long_video_start``, ``long_video_end``
+                               (Int64): the rows ``[start, end)`` of ``long_history/<d>.parquet``
+                               that are the user's history strictly before ``ts``. The loader
+                               turns them into ``long_<d>_<x>`` ``[B, K]`` batch fields
+                               (:data:`LONG_FIELDS`, plus ``long_<d>_lv``, ``long_<d>_dt``,
+                               ``long_<d>_len``)
 stream columns                 only in directories of ``build-samples --mode exit|fast_slow|
                                moment`` (:mod:`liverank.stream.samples`): ``emit_ts`` (Int64,
                                when the row is emitted), ``part`` (Int64: 0 in ``exit``, 0 fast /
@@ -82,6 +90,31 @@ VIDEO_SEQ_FEATURES: dict[str, str] = {
     "age": "time_gap",
 }
 
+#: long-history batch field -> embedding table, per domain (``FeatureMap.long_fields``); the
+#: loader also yields ``long_<d>_lv`` (0/1), ``long_<d>_dt`` (float seconds) and ``long_<d>_len``
+LONG_FIELDS: dict[str, dict[str, str]] = {
+    "live": {
+        "long_live_author": "author",
+        "long_live_category": "category",
+        "long_live_action": "live_action",  # incl. encoders.LIVE_LONG_VIEW_CODE
+        "long_live_age": "time_gap",
+    },
+    "video": {
+        "long_video_author": "author",
+        "long_video_tag": "video_tag",
+        "long_video_action": "video_action",
+        "long_video_play": "play_bucket",
+        "long_video_age": "time_gap",
+    },
+}
+#: sample columns of the long-history row ranges
+LONG_INDEX_COLUMNS: tuple[str, ...] = (
+    "long_live_start",
+    "long_live_end",
+    "long_video_start",
+    "long_video_end",
+)
+
 #: the sequence's item key (used for masks and target attention keys)
 SEQ_ITEM_KEY = "author"
 
@@ -105,6 +138,12 @@ class FeatureMap(BaseModel):
     #: sequence domain ("live", "video") -> {column -> table}
     seq_fields: dict[str, dict[str, str]] = Field(
         default_factory=lambda: {"live": seq_fields("live"), "video": seq_fields("video")}
+    )
+    #: long-history window length K of the batches (0 = no long history)
+    long_len: int = Field(0, ge=0)
+    #: long-history domain -> {batch field -> table}
+    long_fields: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {d: dict(f) for d, f in LONG_FIELDS.items()}
     )
     #: table -> hash bucket count, for tables whose ids are hashed instead of looked up directly
     hash_buckets: dict[str, int] = Field(default_factory=dict)

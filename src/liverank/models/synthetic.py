@@ -13,6 +13,12 @@ probability ``sigmoid(-1.8 + q + 2.5 match + seen + 0.5 top3 + 0.3 (activity - 2
 ``top3`` = the position is 1-3. Deeper labels (evtr, lvtr, ltr, cmtr, gtr) are
 thinned from clicks, rarer for deeper behaviours, and also depend on ``match`` / ``seen``.
 With ``planted=False`` every label is drawn independently of the features at similar rates.
+
+Long histories (feature maps with ``long_len > 0``, the fields of the long-history batch
+contract: ``long_<d>_<x>``, ``long_<d>_lv``, ``long_<d>_dt``, ``long_<d>_len``): the click logit
+also gets ``+2 long_seen``, where ``long_seen`` = the candidate's author is among the user's
+long video history (planted for half the samples), which the 20-item sequences do not show.
+They are drawn from their own random stream, so batches of maps without them are unchanged.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ _TIME_GAPS = 20
 _LIVE_ACTIONS = 8
 _VIDEO_ACTIONS = 6
 _PLAY_BUCKETS = 8
+#: click-logit effect of "the candidate's author is in the long video history" (long_len > 0)
+_LONG_SEEN_EFFECT = 2.0
 
 
 def synthetic_feature_map(
@@ -38,8 +46,13 @@ def synthetic_feature_map(
     seq_len: int = 20,
     tasks: list[str] | None = None,
     hash_buckets: dict[str, int] | None = None,
+    long_len: int = 0,
 ) -> FeatureMap:
-    """A feature map with the standard sparse and sequence fields of ``features/spec.py``."""
+    """A feature map with the standard sparse and sequence fields of ``features/spec.py``.
+
+    With ``long_len > 0``, :func:`synthetic_batches` also fills the long-history fields of
+    ``FeatureMap.long_fields`` (``[B, long_len]``, see :func:`_long_history`).
+    """
     if n_authors < n_categories:
         raise ConfigError(f"need at least one author per category ({n_authors} < {n_categories})")
     tables = {
@@ -67,6 +80,7 @@ def synthetic_feature_map(
         tables=tables,
         hash_buckets=dict(hash_buckets or {}),
         dataset="synthetic",
+        long_len=long_len,
     )
 
 
@@ -128,6 +142,58 @@ def _sequence(
     return lens, np.where(valid, cats, 0), valid
 
 
+def _long_history(
+    world: _World, rng: np.random.Generator, fav: np.ndarray, author: np.ndarray, fm: FeatureMap
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Long histories of both domains (most recent first, 0-padded) and ``long_seen`` ``[N]``.
+
+    Half of the video items come from the user's favourite category, half from any author; with
+    probability 1/2 the candidate's author is planted at 1-3 random real positions of the video
+    history. ``long_seen`` = the candidate's author is in the long video history; with
+    ``planted=True`` it raises the click logit by ``_LONG_SEEN_EFFECT`` (a signal that only a
+    model reading the long history can learn). About 20 % of the items are long views (``lv``).
+    """
+    n, k = author.shape[0], fm.long_len
+    cols: dict[str, np.ndarray] = {}
+    seen = np.zeros(n)
+    for domain in ("live", "video"):
+        lens = rng.integers(k // 4, k + 1, n)
+        lens[rng.random(n) < 0.1] = 0
+        valid = np.arange(k)[None, :] < lens[:, None]  # [N, K]
+        any_cat = rng.integers(1, world.n_cats + 1, (n, k))
+        cats = np.where(
+            rng.random((n, k)) < (0.7 if domain == "live" else 0.5), fav[:, None], any_cat
+        )
+        authors = world.author_in(cats, rng)  # [N, K]
+        if domain == "video":
+            plant = (rng.random(n) < 0.5) & (lens > 0)
+            pos = (rng.random((n, 3)) * lens[:, None]).astype(np.int64)  # [N, 3]
+            rows = np.repeat(np.arange(n), 3)
+            hit = np.repeat(plant, 3) & (rng.random(3 * n) < 0.67)
+            hit[::3] = plant  # at least one planted position
+            authors[rows[hit], pos.reshape(-1)[hit]] = np.repeat(author, 3)[hit]
+            seen = ((authors == author[:, None]) & valid).any(1).astype(np.float64)
+        cats = world.author_cat[authors]
+        lv = valid & (rng.random((n, k)) < 0.2)
+        dt_s = np.cumsum(rng.exponential(3_600.0, (n, k)), axis=1)  # [N, K] seconds, increasing
+        gap = np.minimum(2 + np.floor(np.log2(np.maximum(dt_s, 1.0))), _TIME_GAPS - 1)
+        p = f"long_{domain}_"
+        cols[p + "author"] = np.where(valid, authors, 0)
+        if domain == "live":
+            cols[p + "category"] = np.where(valid, cats, 0)
+            action = np.where(lv, _LIVE_ACTIONS, rng.integers(1, _LIVE_ACTIONS, (n, k)))
+        else:
+            cols[p + "tag"] = np.where(valid, 2 * (cats - 1) + 1 + rng.integers(0, 2, (n, k)), 0)
+            action = rng.integers(1, _VIDEO_ACTIONS + 1, (n, k))
+            cols[p + "play"] = np.where(valid, rng.integers(1, _PLAY_BUCKETS, (n, k)), 0)
+        cols[p + "action"] = np.where(valid, action, 0)
+        cols[p + "age"] = np.where(valid, gap, 0).astype(np.int64)
+        cols[p + "lv"] = lv.astype(np.int64)
+        cols[p + "dt"] = np.where(valid, dt_s, 0.0).astype(np.float32)
+        cols[p + "len"] = lens
+    return cols, seen
+
+
 def _draw(fm: FeatureMap, world: _World, n: int, seed: int, planted: bool) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     length = fm.seq_len
@@ -172,6 +238,12 @@ def _draw(fm: FeatureMap, world: _World, n: int, seed: int, planted: bool) -> di
         "video_seq_len": video_len,
     }
 
+    long_seen = np.zeros(n)
+    if fm.long_len > 0:
+        long_cols, long_seen = _long_history(
+            world, np.random.default_rng([seed, 7]), fav, author, fm
+        )
+        cols |= long_cols
     match = (cols["room_category"] == fav).astype(np.float64)
     seen = (live_author == author[:, None]).any(1).astype(np.float64)
     if planted:
@@ -179,6 +251,7 @@ def _draw(fm: FeatureMap, world: _World, n: int, seed: int, planted: bool) -> di
         quality = world.author_quality[author]
         activity = cols["user_activity"] - 2
         logit = -2.0 + 1.0 * quality + 3.0 * match + 1.0 * seen + 0.5 * top3 + 0.3 * activity
+        logit = logit + _LONG_SEEN_EFFECT * long_seen
         p_click = 1 / (1 + np.exp(-logit))
     else:
         p_click = np.full(n, 0.3)

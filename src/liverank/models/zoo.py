@@ -1,14 +1,17 @@
 """Named model configurations: the baselines (and, later, the paper models).
 
-=======  ===========================================  ==============================
-name     modules                                      backbone
-=======  ===========================================  ==============================
-mlp      sparse_features + seq_pool                   shared-bottom MLP [128, 64]
-din      sparse_features + din                        shared-bottom MLP [128, 64]
-mmoe     sparse_features + din                        MMoE, 4 experts [128, 64]
-ple      sparse_features + din                        PLE, 2 CGC levels, 1 specific +
-                                                      2 shared experts [64] per level
-=======  ===========================================  ==============================
+============  =======================================  ==================================
+name          modules                                  backbone
+============  =======================================  ==================================
+mlp           sparse_features + seq_pool               shared-bottom MLP [128, 64]
+din           sparse_features + din                    shared-bottom MLP [128, 64]
+mmoe          sparse_features + din                    MMoE, 4 experts [128, 64]
+ple           sparse_features + din                    PLE, 2 CGC levels, 1 specific +
+                                                       2 shared experts [64] per level
+moment_cross  sparse_features + din + moment_cross     as ``ple``
+              (Moment&Cross section 4; needs samples
+              built with ``long_len > 0``)
+============  =======================================  ==================================
 
 Sizes are CPU-friendly defaults (embedding dim 16). ``get_config`` returns a fresh copy, so a
 caller may modify it; a YAML file may instead give a full :class:`RankerConfig` mapping.
@@ -55,11 +58,20 @@ def _ple() -> RankerConfig:
     )
 
 
+def _moment_cross() -> RankerConfig:
+    """``ple`` plus the Cross module (five GSU sequences, ESU, contrastive alignment)."""
+    cfg = _ple()
+    cfg.name = "moment_cross"
+    cfg.modules.append(ModuleSpec(name="moment_cross", params={"gsu_len": 50, "heads": 2}))
+    return cfg
+
+
 _CONFIGS: dict[str, Callable[[], RankerConfig]] = {
     "mlp": _mlp,
     "din": _din,
     "mmoe": _mmoe,
     "ple": _ple,
+    "moment_cross": _moment_cross,
 }
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,14 +41,18 @@ from liverank.data.samples import SHARD_PATTERN, STATS_FILE, build_samples
 from liverank.data.visits import DEFAULT_BEHAVIOURS, reconstruct_visits
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features import encoders as enc
+from liverank.features import long_history as lh
 from liverank.features.ids import stable_id
 from liverank.features.spec import TASKS, FeatureMap
+from liverank.stream.emission_features import features_at_emission
 from liverank.stream.reporting import MODES, emit_rows
 
 log = logging.getLogger(__name__)
 
 #: columns a stream samples directory adds to the offline sample columns
 STREAM_COLUMNS: tuple[str, ...] = ("emit_ts", "part", "slow")
+#: when the features of a row are taken (see build_stream_samples)
+FEATURE_TIMES: tuple[str, ...] = ("impression", "emission")
 _LABELS: tuple[str, ...] = (*TASKS, *(f"mask_{t}" for t in TASKS))
 _VISIT_EVENTS = ("enter", "exit", *DEFAULT_BEHAVIOURS.values())
 
@@ -66,6 +71,7 @@ class StreamSampleStats:
     slow_rows: int
     seconds: float
     dataset: str = ""
+    features: str = "impression"
     order: str = "emit_ts, request_id, position, part"
     files: list[str] = field(default_factory=list)
 
@@ -81,6 +87,8 @@ def build_stream_samples(
     progress: bool = True,
     *,
     shard_rows: int = 200_000,
+    long_len: int = 0,
+    features: str = "impression",
 ) -> StreamSampleStats:
     """Build the samples directory ``out_dir`` of reporting ``mode`` from ``dataset_dir``.
 
@@ -91,6 +99,12 @@ def build_stream_samples(
         seq_len: sequence length of the features (as in the offline builder).
         progress: show progress bars.
         shard_rows: rows per output shard.
+        long_len: ``K > 0`` also writes the long-history store ``long_history/`` and keeps the
+            ``long_<d>_start / _end`` columns (as of the impression ``ts``), as
+            :func:`liverank.data.samples.build_samples` does.
+        features: ``"impression"`` (default): features as of the impression ``ts``;
+            ``"emission"``: the time-dependent columns recomputed at ``emit_ts``
+            (:mod:`liverank.stream.emission_features`; read its leakage caveat first).
 
     Returns:
         The :class:`StreamSampleStats` also written to ``stats.json``.
@@ -99,19 +113,24 @@ def build_stream_samples(
         raise ConfigError(f"unknown stream mode '{mode}' (expected one of {MODES})")
     if shard_rows < 1:
         raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+    if features not in FEATURE_TIMES:
+        raise ConfigError(f"features must be one of {FEATURE_TIMES}, got '{features}'")
     started = time.perf_counter()
     root, out = Path(dataset_dir), Path(out_dir)
     meta = read_meta(root)
     out.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(dir=out, prefix=".offline-") as tmp:
-        build_samples(root, tmp, seq_len=seq_len, progress=progress)
+        build_samples(root, tmp, seq_len=seq_len, progress=progress, long_len=long_len)
         offline = pl.read_parquet(Path(tmp) / "part-*.parquet")
         fmap = FeatureMap.load(Path(tmp) / "feature_map.json")
+        shutil.rmtree(out / lh.STORE_DIR, ignore_errors=True)
+        if long_len > 0:  # same store: the index columns point into it
+            shutil.move(Path(tmp) / lh.STORE_DIR, out / lh.STORE_DIR)
     rows = _emitted(root, mode, meta.long_view_ms)
 
-    features = offline.drop(*_LABELS, "day", "hour").rename({"sample_id": "_key"})
-    joined = rows.join(features, on="_key", how="inner", maintain_order="left")
+    feature_cols = offline.drop(*_LABELS, "day", "hour").rename({"sample_id": "_key"})
+    joined = rows.join(feature_cols, on="_key", how="inner", maintain_order="left")
     if len(joined) != len(rows):
         raise DataValidationError(
             f"{len(rows) - len(joined)} emitted row(s) have no offline features",
@@ -122,6 +141,8 @@ def build_stream_samples(
         (rel // enc.MS_PER_DAY).alias("day"), (rel // enc.MS_PER_HOUR).alias("hour")
     )
     frame = joined.select(*offline.columns, *STREAM_COLUMNS)  # [R, C]
+    if features == "emission":
+        frame = features_at_emission(root, frame, seq_len)
 
     for p in [*out.glob("part-*.parquet"), out / STATS_FILE]:
         p.unlink(missing_ok=True)
@@ -145,6 +166,7 @@ def build_stream_samples(
         slow_rows=int(frame["slow"].sum()),
         seconds=round(time.perf_counter() - started, 3),
         dataset=meta.name,
+        features=features,
         files=files,
     )
     stats.save(out / STATS_FILE)

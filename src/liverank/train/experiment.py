@@ -52,7 +52,7 @@ def ranker_config(cfg: ExperimentConfig) -> RankerConfig:
 
 def load_splits(cfg: ExperimentConfig) -> tuple[FeatureMap, SampleSet, SampleSet, SampleSet]:
     feature_map = FeatureMap.load(cfg.data.samples)
-    data = SampleSet.load(cfg.data.samples)
+    data = SampleSet.load(cfg.data.samples, long_len=cfg.data.long_len)
     train, val, test = split_by_day(data, val_days=cfg.data.val_days, test_days=cfg.data.test_days)
     log.info("samples: train %d, validation %d, test %d", len(train), len(val), len(test))
     return feature_map, train, val, test

@@ -1,0 +1,141 @@
+"""Search over long behaviour histories: GSU selection and ESU target attention.
+
+A two-stage *search-then-extract* scheme, as in SIM (Q. Pi et al., "Search-based User Interest
+Modeling with Lifelong Sequential Behavior Data for CTR Prediction", CIKM 2020) and in the Cross
+part of Moment&Cross (Z. Cao et al., 2024, section 4; digest in ``papers/moment_cross.md``):
+
+* a **GSU** (general search unit) picks at most ``k`` positions of a long history ``[B, K]``
+  that are relevant to the candidate. Three selection rules cover the paper's five sequences:
+  :func:`select_top_scores` (soft search: largest relevance score), :func:`select_recent`
+  (hard search: the most recent positions that satisfy a condition) and the same rule over a
+  concatenation of two domains ordered by recency (:func:`select_most_recent_by_age`).
+  Selections are index tensors ``[B, k]`` plus a validity mask ``[B, k]``; they carry no
+  gradient (indices are integers), so nothing is learnt *through* a selection.
+* an **ESU** (exact search unit) pools the selected items into one vector with the candidate as
+  query: :class:`DotTargetAttention` (eq. 7 of Moment&Cross: scaled dot-product attention of
+  ``q W^q`` over ``V W^k`` / ``V W^v``).
+
+Every function is vectorised (``topk`` / ``gather`` / masks); invalid positions are never
+selected: a selected slot whose mask is False must be ignored by the caller (its index points at
+an arbitrary position).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from liverank.errors import ConfigError
+
+
+def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """``[B]`` int lengths -> ``[B, max_len]`` bool, true at the first ``lengths[b]`` positions."""
+    positions = torch.arange(max_len, device=lengths.device)
+    return positions.unsqueeze(0) < lengths.unsqueeze(1)  # [B, K]
+
+
+def select_top_scores(
+    scores: torch.Tensor, valid: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft search: the ``k`` valid positions of largest ``scores``.
+
+    Args:
+        scores: ``[B, K]`` relevance of every position (no gradient is taken through it).
+        valid: ``[B, K]`` bool, true at real positions.
+        k: how many to keep (``min(k, K)`` slots are returned).
+
+    Returns:
+        ``(index [B, k'], mask [B, k'])``, highest score first; ``mask`` is false for slots left
+        empty because a row has fewer than ``k'`` valid positions.
+    """
+    k = min(k, scores.shape[1])
+    filled = scores.detach().masked_fill(~valid, float("-inf"))  # [B, K]
+    _, index = torch.topk(filled, k, dim=1)  # [B, k]
+    mask = torch.gather(valid, 1, index)  # [B, k]
+    return index, mask
+
+
+def select_recent(condition: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard search: the first (= most recent) ``k`` positions where ``condition`` holds.
+
+    ``condition`` is ``[B, K]`` bool over a history stored most recent first (so it must already
+    be false at padding). Returns ``(index [B, k'], mask [B, k'])`` in history order.
+    """
+    length = condition.shape[1]
+    k = min(k, length)
+    # Key K - position for a match (earlier = larger), 0 otherwise; topk keeps history order.
+    recency = torch.arange(length, 0, -1, device=condition.device)  # [K]: K, K-1, ..., 1
+    key = torch.where(condition, recency, torch.zeros_like(recency))  # [B, K]
+    top, index = torch.topk(key, k, dim=1)  # [B, k]
+    return index, top > 0
+
+
+def select_most_recent_by_age(
+    age: torch.Tensor, condition: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard search by recency when positions are not in time order (e.g. two merged domains).
+
+    Args:
+        age: ``[B, K]`` time since each behaviour (smaller = more recent; any unit).
+        condition: ``[B, K]`` bool, which positions may be selected (false at padding).
+        k: how many to keep.
+
+    Returns:
+        ``(index [B, k'], mask [B, k'])``, most recent first. Ties keep an arbitrary order.
+    """
+    k = min(k, age.shape[1])
+    key = (-age.float()).masked_fill(~condition, float("-inf"))  # [B, K]
+    _, index = torch.topk(key, k, dim=1)  # [B, k]
+    return index, torch.gather(condition, 1, index)
+
+
+def gather_positions(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values [B, K]`` (or ``[B, K, ...]``) at ``index [B, k]`` -> ``[B, k]`` (``[B, k, ...]``)."""
+    if values.dim() == 2:
+        return torch.gather(values, 1, index)
+    expanded = index.view(*index.shape, *([1] * (values.dim() - 2))).expand(
+        -1, -1, *values.shape[2:]
+    )
+    return torch.gather(values, 1, expanded)
+
+
+class DotTargetAttention(nn.Module):
+    """Multi-head scaled dot-product target attention (Moment&Cross eq. 7).
+
+    ``out = concat_h softmax_l((q W^q)_h . (v_l W^k)_h / sqrt(d_h)) (v_l W^v)_h`` over the valid
+    positions ``l``. The query may be wider than the items (e.g. the concatenated embeddings of
+    every candidate-room field); ``W^q`` maps it to the items' width. A row with no valid
+    position gives zeros (never NaN).
+
+    Args:
+        query_dim: width of the query vector.
+        dim: width ``D`` of the items and of the output.
+        heads: number of heads; must divide ``dim``.
+    """
+
+    def __init__(self, query_dim: int, dim: int, heads: int = 2) -> None:
+        super().__init__()
+        if heads < 1 or dim % heads:
+            raise ConfigError(f"attention heads ({heads}) must divide the item dimension ({dim})")
+        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        self.w_q = nn.Linear(query_dim, dim)
+        self.w_k = nn.Linear(dim, dim, bias=False)
+        self.w_v = nn.Linear(dim, dim, bias=False)
+
+    def forward(
+        self, query: torch.Tensor, items: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query ``[B, Dq]``, items ``[B, L, D]``, mask ``[B, L]`` -> (``[B, D]``, weights ``[B, L, H]``)."""
+        b, length, _ = items.shape
+        q = self.w_q(query).view(b, 1, self.heads, self.head_dim)  # [B, 1, H, dh]
+        k = self.w_k(items).view(b, length, self.heads, self.head_dim)  # [B, L, H, dh]
+        v = self.w_v(items).view(b, length, self.heads, self.head_dim)  # [B, L, H, dh]
+        scores = (q * k).sum(-1) / math.sqrt(self.head_dim)  # [B, L, H]
+        valid = mask.unsqueeze(-1)  # [B, L, 1]
+        scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
+        # Multiplying by the mask zeroes rows without any valid position (their softmax is uniform).
+        weights = torch.softmax(scores, dim=1) * valid.to(scores.dtype)  # [B, L, H]
+        out = (weights.unsqueeze(-1) * v).sum(1).reshape(b, self.dim)  # [B, D]
+        return out, weights

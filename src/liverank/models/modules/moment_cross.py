@@ -1,0 +1,355 @@
+"""Cross: five searched behaviour sequences, target attention and anchor-based alignment.
+
+Reference: Z. Cao et al., "Moment&Cross: Next-Generation Real-Time Cross-Domain CTR Prediction
+for Live-Streaming Recommendation at Kuaishou", 2024, section 4 (digest:
+``papers/moment_cross.md``). The user's much richer short-video behaviour helps the sparse live
+domain through five GSU sequences (section 4.1), each pooled by an ESU target attention with the
+candidate room as query (eq. 7), plus in-batch contrastive alignment of every pooled sequence to
+the mixed long-view sequence (eq. 6):
+
+==========  ===================================================================================
+short       recent short videos: the ``video_seq_*`` fields (L = ``seq_len``)
+long        long-term short videos: top-``gsu_len`` of ``long_video_*`` by dot product with the
+            candidate room (soft search)
+aidhard     short videos of the candidate's author: ``long_video_*`` items with
+            ``author == author_id``, most recent first (hard search)
+livelong    long-term live: top-``gsu_len`` of ``long_live_*`` by dot product (soft search)
+mixed       long-view behaviours (``lv == 1``) of both domains merged most recent first by
+            ``long_<d>_dt`` (hard search); the anchor of the contrastive terms
+==========  ===================================================================================
+
+Choices the paper leaves open (documented in docs/models.md, "Cross"):
+
+* GSU embeddings: the soft searches score items with the *shared* embedding tables, looked up
+  without gradient: ``score = (e_author(c) + e_category(c)) . (e_author(i) + e_category/tag(i))``
+  for candidate ``c`` and history item ``i``. Selection is discrete, so no gradient could flow
+  through it anyway; detaching also skips a ``[B, K, D]`` backward over the whole history. The
+  ESU trains the same tables on the selected items, so the search improves as the model learns.
+* ESU: multi-head scaled dot-product attention (``layers/search.py``), one set of ``W^q, W^k,
+  W^v`` per sequence; the query is the concatenation of the candidate room's field embeddings
+  (``query_fields``). An item vector is the sum of its side-feature embeddings; mixed items add
+  a learnt domain vector (live / video).
+* Contrastive: one-directional InfoNCE (mixed anchor -> sequence) over the rows where both
+  sequences are non-empty, in-batch negatives, other samples of the same user excluded as
+  negatives (``dedup_users``); one weight per term.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from liverank.config import validate_as
+from liverank.errors import ConfigError
+from liverank.features.spec import FeatureMap
+from liverank.models.base import Batch, FeatureModule, ModuleOutput
+from liverank.models.layers.contrastive import info_nce
+from liverank.models.layers.embedding import EmbeddingCollection
+from liverank.models.layers.gather import unique_rows
+from liverank.models.layers.pooling import SequenceItems, masked_mean
+from liverank.models.layers.search import (
+    DotTargetAttention,
+    gather_positions,
+    length_mask,
+    select_most_recent_by_age,
+    select_recent,
+    select_top_scores,
+)
+from liverank.models.registry import register_module
+
+SequenceName = Literal["short", "long", "aidhard", "livelong", "mixed"]
+SEQUENCES: tuple[str, ...] = ("short", "long", "aidhard", "livelong", "mixed")
+#: the sequences aligned to the mixed anchor (each gives an aux loss ``cl_<name>``)
+ALIGNED: tuple[str, ...] = ("short", "long", "aidhard", "livelong")
+#: long-history columns (suffix after ``long_<domain>_``) that describe *what* an item is
+_CONTENT = {"live": ("author", "category"), "video": ("author", "tag")}
+
+
+class MomentCrossConfig(BaseModel):
+    """Validated parameters of :class:`MomentCross` (see its docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gsu_len: int = Field(50, ge=1)
+    heads: int = Field(2, ge=1)
+    temperature: float = Field(0.1, gt=0)
+    sequences: list[SequenceName] = Field(default_factory=lambda: list(SEQUENCES), min_length=1)
+    contrastive_weight: float | dict[str, float] = 0.1
+    query_fields: list[str] = Field(
+        default_factory=lambda: ["author_id", "author_type", "author_fans", "room_category"],
+        min_length=1,
+    )
+    gsu_query_fields: list[str] = Field(
+        default_factory=lambda: ["author_id", "room_category"], min_length=1
+    )
+    dedup_users: bool = True
+
+    @field_validator("sequences")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"sequences are repeated: {value}")
+        return value
+
+    @field_validator("contrastive_weight")
+    @classmethod
+    def _weights(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        weights = value if isinstance(value, dict) else dict.fromkeys(ALIGNED, value)
+        unknown = sorted(set(weights) - set(ALIGNED))
+        if unknown:
+            raise ValueError(f"unknown contrastive terms {unknown}; terms are {list(ALIGNED)}")
+        negative = {k: w for k, w in weights.items() if w < 0}
+        if negative:
+            raise ValueError(f"contrastive weights must be >= 0, got {negative}")
+        return value
+
+    def weight(self, name: str) -> float:
+        """Weight of the contrastive term ``cl_<name>`` (a missing dict entry is 0)."""
+        if isinstance(self.contrastive_weight, dict):
+            return self.contrastive_weight.get(name, 0.0)
+        return self.contrastive_weight
+
+
+class _LongDomain(nn.Module):
+    """Columns of one long history (``long_<domain>_*``) and its item vectors."""
+
+    def __init__(self, feature_map: FeatureMap, emb: EmbeddingCollection, domain: str) -> None:
+        super().__init__()
+        fields = feature_map.long_fields.get(domain)
+        prefix = f"long_{domain}_"
+        content = [prefix + s for s in _CONTENT[domain]]
+        if not fields or any(c not in fields for c in content):
+            raise ConfigError(
+                f"moment_cross: the feature map's long_fields['{domain}'] must list {content}, "
+                f"got {sorted(fields or {})}"
+            )
+        self.domain = domain
+        self.columns = list(fields)  # item side features -> tables
+        self.tables = [fields[c] for c in self.columns]
+        self.content_columns = content
+        self.content_tables = [fields[c] for c in content]
+        self.key, self.len = prefix + "author", prefix + "len"
+        self.lv, self.dt = prefix + "lv", prefix + "dt"
+        dims = {emb.dim(t) for t in self.tables}
+        if len(dims) != 1:
+            raise ConfigError(f"moment_cross: long {domain} tables need one width, got {dims}")
+        self.dim = dims.pop()
+
+    def valid(self, batch: Batch) -> torch.Tensor:
+        """``[B, K]`` bool: the first ``long_<d>_len`` positions."""
+        return length_mask(batch[self.len], batch[self.key].shape[1])
+
+    @torch.no_grad()
+    def scores(self, batch: Batch, emb: EmbeddingCollection, query: torch.Tensor) -> torch.Tensor:
+        """GSU relevance ``[B, K]`` of every item to ``query [B, D]``; no gradient.
+
+        ``sum_c query . e_c(item)`` over the content columns ``c``. A batch's histories repeat
+        few distinct ids, so per column the distinct ids ``U`` are looked up once and scored
+        against every query (``[B, U]``), then gathered to positions; when ``U`` is so large
+        that ``[B, U]`` would outgrow the ``[B, K, D]`` item vectors, those are built instead.
+        """
+        total = torch.zeros(batch[self.key].shape, dtype=query.dtype, device=query.device)
+        for column, table in zip(self.content_columns, self.content_tables, strict=True):
+            ids = batch[column].clamp(min=0)  # [B, K]; negative ids are unknown (row 0) anyway
+            uniq, position = unique_rows(ids, int(ids.max()) + 1)  # [U], [B, K]
+            if uniq.numel() <= ids.shape[1] * query.shape[1]:
+                per_id = query @ emb.lookup(table, uniq).t()  # [B, U]
+                total += torch.gather(per_id, 1, position)
+            else:
+                items = emb.lookup(table, ids)  # [B, K, D]
+                total += torch.bmm(items, query.unsqueeze(-1)).squeeze(-1)
+        return total  # [B, K]
+
+    def items(
+        self, batch: Batch, emb: EmbeddingCollection, index: torch.Tensor, keep: torch.Tensor
+    ) -> torch.Tensor:
+        """Item vectors ``[B, G, D]`` at ``index [B, G]``; slots where ``keep`` is false are 0."""
+        ids = torch.stack([gather_positions(batch[c], index) for c in self.columns], -1)
+        ids = ids * keep.unsqueeze(-1)  # [B, G, F]; dropped slots look up the zero padding row
+        return emb.lookup_sum(self.tables, ids)  # [B, G, D]
+
+
+@register_module
+class MomentCross(FeatureModule):
+    """Five GSU sequences -> ESU target attention -> ``[B, n_sequences * D]`` (+ InfoNCE losses).
+
+    Args:
+        gsu_len: items each GSU keeps (the paper: "hundreds").
+        heads: ESU attention heads (must divide the embedding width).
+        temperature: InfoNCE temperature.
+        sequences: subset of ``short, long, aidhard, livelong, mixed`` (ablations: dropping one
+            drops its GSU, its ESU and its contrastive term; without ``mixed`` there is none).
+        contrastive_weight: weight of every ``cl_<x>`` term, or ``{x: weight}`` (missing = 0).
+        query_fields: candidate-room sparse fields concatenated into the ESU query.
+        gsu_query_fields: candidate fields whose embeddings are summed into the GSU query.
+        dedup_users: exclude other samples of the same user from the in-batch negatives.
+    """
+
+    name = "moment_cross"
+
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        emb: EmbeddingCollection,
+        gsu_len: int = 50,
+        heads: int = 2,
+        temperature: float = 0.1,
+        sequences: list[str] | None = None,
+        contrastive_weight: float | dict[str, float] = 0.1,
+        query_fields: list[str] | None = None,
+        gsu_query_fields: list[str] | None = None,
+        dedup_users: bool = True,
+    ) -> None:
+        super().__init__()
+        raw = {
+            "gsu_len": gsu_len,
+            "heads": heads,
+            "temperature": temperature,
+            "contrastive_weight": contrastive_weight,
+            "dedup_users": dedup_users,
+        }
+        for key, value in (
+            ("sequences", sequences),
+            ("query_fields", query_fields),
+            ("gsu_query_fields", gsu_query_fields),
+        ):
+            if value is not None:
+                raw[key] = value
+        cfg = validate_as(MomentCrossConfig, raw, "moment_cross params")
+        self.cfg = cfg
+        self.sequences: list[str] = [s for s in SEQUENCES if s in cfg.sequences]
+        for fields in (cfg.query_fields, cfg.gsu_query_fields):
+            unknown = [f for f in fields if f not in feature_map.sparse_fields]
+            if unknown:
+                raise ConfigError(f"moment_cross: query fields {unknown} are not sparse fields")
+        self.query_tables = [feature_map.sparse_fields[f] for f in cfg.query_fields]
+        self.gsu_query_tables = [feature_map.sparse_fields[f] for f in cfg.gsu_query_fields]
+
+        needs = {"long": "video", "aidhard": "video", "livelong": "live", "mixed": "both"}
+        long_seqs = [s for s in self.sequences if s in needs]
+        if long_seqs and feature_map.long_len <= 0:
+            raise ConfigError(
+                f"moment_cross: sequences {long_seqs} need long histories, but the feature map "
+                f"has long_len = 0; build the samples with long_len > 0 (data.long_len in the "
+                f"experiment config) or use sequences: [short]"
+            )
+        domains = {
+            d for s in long_seqs for d in (["live", "video"] if needs[s] == "both" else [needs[s]])
+        }
+        self.long = nn.ModuleDict({d: _LongDomain(feature_map, emb, d) for d in sorted(domains)})
+        self.short = SequenceItems(feature_map, emb, "video") if "short" in self.sequences else None
+
+        widths = {emb.dim(t) for t in self.query_tables + self.gsu_query_tables}
+        widths |= {self._domain(d).dim for d in self.long}
+        if self.short is not None:
+            widths.add(self.short.out_dim)
+        if len(widths) != 1:
+            raise ConfigError(f"moment_cross: every table it reads needs one width, got {widths}")
+        dim = widths.pop()
+        query_dim = dim * len(self.query_tables)
+        self.esu = nn.ModuleDict(
+            {s: DotTargetAttention(query_dim, dim, cfg.heads) for s in self.sequences}
+        )
+        # Learnt domain vectors of the mixed sequence's items: [2, D] (0 = live, 1 = video).
+        self.domain_vec = (
+            nn.Parameter(torch.randn(2, dim) * 0.1) if "mixed" in self.sequences else None
+        )
+        self.aligned = [
+            s
+            for s in ALIGNED
+            if s in self.sequences and "mixed" in self.sequences and cfg.weight(s) > 0
+        ]
+        self.required_fields = self._fields()
+        self.out_dim = dim * len(self.sequences)
+
+    def _fields(self) -> tuple[str, ...]:
+        fields = self.cfg.query_fields + self.cfg.gsu_query_fields
+        if "aidhard" in self.sequences:
+            fields.append("author_id")
+        if self.aligned and self.cfg.dedup_users:
+            fields.append("user_id")
+        if self.short is not None:
+            fields += self.short.required_fields
+        for d in self.long:
+            dom = self._domain(d)
+            fields += [*dom.columns, dom.len]
+            if "mixed" in self.sequences:
+                fields += [dom.lv, dom.dt]
+        return tuple(dict.fromkeys(fields))
+
+    def _domain(self, domain: str) -> _LongDomain:
+        dom = self.long[domain]
+        assert isinstance(dom, _LongDomain)
+        return dom
+
+    # ------------------------------------------------------------------ GSU
+    def _select(
+        self, name: str, batch: Batch, emb: EmbeddingCollection, gsu_query: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item vectors ``[B, G, D]`` and mask ``[B, G]`` of sequence ``name``."""
+        k = self.cfg.gsu_len
+        if name == "short":
+            assert self.short is not None
+            return self.short.items(batch, emb), self.short.mask(batch)  # [B, L, D], [B, L]
+        if name in ("long", "livelong"):
+            dom = self._domain("video" if name == "long" else "live")
+            assert gsu_query is not None
+            scores = dom.scores(batch, emb, gsu_query)  # [B, K], no grad
+            index, mask = select_top_scores(scores, dom.valid(batch), k)
+            return dom.items(batch, emb, index, mask), mask
+        if name == "aidhard":
+            dom = self._domain("video")
+            same = (batch[dom.key] == batch["author_id"].unsqueeze(1)) & dom.valid(batch)  # [B, K]
+            index, mask = select_recent(same, k)
+            return dom.items(batch, emb, index, mask), mask
+        return self._select_mixed(batch, emb, k)
+
+    def _select_mixed(
+        self, batch: Batch, emb: EmbeddingCollection, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        live, video = self._domain("live"), self._domain("video")
+        k_live = batch[live.key].shape[1]
+        cond = torch.cat(
+            [(batch[d.lv] != 0) & d.valid(batch) for d in (live, video)], dim=1
+        )  # [B, K_live + K_video]
+        age = torch.cat([batch[live.dt], batch[video.dt]], dim=1)  # [B, K_live + K_video]
+        index, mask = select_most_recent_by_age(age, cond, k)  # [B, G]
+        is_video = index >= k_live  # [B, G]
+        items = live.items(batch, emb, index.clamp(max=k_live - 1), mask & ~is_video)
+        items = items + video.items(batch, emb, (index - k_live).clamp(min=0), mask & is_video)
+        assert self.domain_vec is not None
+        domain = self.domain_vec[is_video.long()] * mask.unsqueeze(-1)  # [B, G, D]
+        return items + domain, mask
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: Batch, emb: EmbeddingCollection) -> ModuleOutput:
+        ids = torch.stack([batch[f] for f in self.cfg.query_fields], dim=-1)  # [B, Q]
+        query = emb.lookup_stack(self.query_tables, ids).flatten(1)  # [B, Q * D]
+        gsu_query = None
+        if "long" in self.sequences or "livelong" in self.sequences:
+            with torch.no_grad():
+                gids = torch.stack([batch[f] for f in self.cfg.gsu_query_fields], dim=-1)
+                gsu_query = emb.lookup_sum(self.gsu_query_tables, gids)  # [B, D]
+
+        outputs: list[torch.Tensor] = []
+        pooled: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        diagnostics: dict[str, torch.Tensor | float] = {}
+        for name in self.sequences:
+            items, mask = self._select(name, batch, emb, gsu_query)  # [B, G, D], [B, G]
+            out, _ = self.esu[name](query, items, mask)  # [B, D]
+            outputs.append(out)
+            pooled[name] = (masked_mean(items, mask), mask.any(1))  # [B, D], [B]
+            diagnostics[f"{name}_fill"] = mask.float().mean().detach()
+
+        aux: dict[str, torch.Tensor] = {}
+        if self.aligned:
+            anchor, anchor_ok = pooled["mixed"]
+            groups = batch["user_id"] if self.cfg.dedup_users else None
+            for name in self.aligned:
+                vec, ok = pooled[name]
+                loss = info_nce(anchor, vec, self.cfg.temperature, anchor_ok & ok, groups)
+                aux[f"cl_{name}"] = self.cfg.weight(name) * loss
+        return ModuleOutput(torch.cat(outputs, dim=-1), aux_losses=aux, diagnostics=diagnostics)
