@@ -161,25 +161,38 @@ def _fast_slow(v: pl.DataFrame, times: dict[str, str]) -> pl.DataFrame:
 
 
 def _moment(v: pl.DataFrame, times: dict[str, str], window_ms: int) -> pl.DataFrame:
-    # long form: one row per (impression, task): when it is reported and with which label
-    long = pl.concat(
-        [
-            v.select(
-                *KEYS,
-                pl.lit(task).alias("_task"),
-                pl.col(col).is_not_null().alias("_pos"),
-                pl.coalesce(col, "visit_end").alias("_t"),
-            )
-            for task, col in times.items()
-        ]
-    ).with_columns((pl.col("_t") // window_ms).alias("part"))  # [N * T]
-    out = long.group_by(*KEYS, "part").agg(
-        *((pl.col("_pos") & (pl.col("_task") == t)).any().cast(pl.Float32).alias(t) for t in times),
-        *((pl.col("_task") == t).any().cast(pl.Float32).alias(f"mask_{t}") for t in times),
-    )
-    return out.with_columns(
-        ((pl.col("part") + 1) * window_ms).alias("emit_ts"), pl.lit(0, pl.Int8).alias("slow")
-    )
+    """One row per (impression, window with something to report), vectorised in NumPy.
+
+    Each task of an impression is reported in one window: the window of its first occurrence
+    (label 1) or, if it never happens, the window of ``visit_end`` (label 0). An impression
+    emits one row per *distinct* window among its tasks' windows.
+    """
+    n = len(v)
+    end = v["visit_end"].to_numpy()  # [N]
+    occ = np.stack(
+        [v[c].fill_null(-1).to_numpy() for c in times.values()], axis=1
+    )  # [N, T] first occurrence (ms) or -1
+    pos = np.stack([v[c].is_not_null().to_numpy() for c in times.values()], axis=1)  # [N, T]
+    when = np.where(pos, occ, end[:, None])  # [N, T] report time of each task
+    part = when // window_ms  # [N, T] window index of each task
+    # distinct windows per impression: sort each row, keep the first of every run
+    srt = np.sort(part, axis=1)  # [N, T]
+    new = np.ones_like(srt, dtype=bool)
+    new[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    row_of, col_of = np.nonzero(new)  # [R] impression index, position in the sorted row
+    row_part = srt[row_of, col_of]  # [R]
+    mask = part[row_of] == row_part[:, None]  # [R, T] task reported in this row
+    label = mask & pos[row_of]  # [R, T]
+    keys = v.select(KEYS)[row_of] if n else v.select(KEYS)
+    cols = {
+        "part": pl.Series("part", row_part, dtype=pl.Int64),
+        "emit_ts": pl.Series("emit_ts", (row_part + 1) * window_ms, dtype=pl.Int64),
+        "slow": pl.Series("slow", np.zeros(len(row_of), dtype=np.int8), dtype=pl.Int8),
+    }
+    for j, t in enumerate(times):
+        cols[t] = pl.Series(t, label[:, j].astype(np.float32))
+        cols[f"mask_{t}"] = pl.Series(f"mask_{t}", mask[:, j].astype(np.float32))
+    return keys.with_columns(**cols)
 
 
 # ---------------------------------------------------------------------------------- helpers
