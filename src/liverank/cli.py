@@ -23,7 +23,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from liverank import __version__
-from liverank.cli_stream import add_stream
+from liverank.cli_stream import add_stream, add_train_stream
 from liverank.data.sim.config import SWITCHES
 from liverank.errors import ConfigError, LiverankError
 
@@ -235,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_evaluate,
         _add_demo,
         add_stream,
+        add_train_stream,
     ):
         add(sub)
     return parser

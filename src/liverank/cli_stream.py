@@ -73,3 +73,58 @@ def cmd_stream(args: argparse.Namespace) -> int:
     )
     _print_stats(f"liverank stream ({args.mode})", stats.to_dict())
     return 0
+
+
+def add_train_stream(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-stream",
+        help="prequential (test-then-train) training on a stream-mode samples directory",
+    )
+    p.add_argument("--samples", type=Path, required=True, help="stream-mode samples dir")
+    p.add_argument("--model", default="ple", help="zoo name (liverank.models.zoo)")
+    p.add_argument("--mode", required=True, choices=list(MODES), help="loss of this mode")
+    p.add_argument(
+        "--eval-samples",
+        type=Path,
+        default=None,
+        help="evaluation stream: an exit or offline samples dir (default: folded from --samples)",
+    )
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--checkpoint-every-min", type=int, default=10, help="event-time minutes")
+    p.add_argument("--registry", type=Path, default=None, help="publish checkpoints here")
+    p.add_argument("--slice-sec", type=int, default=60, help="event-time slice length")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup-hours", type=int, default=24, help="hours left out of the metrics")
+    p.set_defaults(func=cmd_train_stream)
+
+
+def cmd_train_stream(args: argparse.Namespace) -> int:
+    from liverank.train.stream_run import run_stream_training
+
+    run = run_stream_training(
+        args.samples,
+        args.model,
+        args.mode,
+        args.out,
+        eval_dir=args.eval_samples,
+        slice_ms=args.slice_sec * 1000,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        warmup_ms=args.warmup_hours * 3_600_000,
+        checkpoint_every_ms=args.checkpoint_every_min * 60_000,
+        registry=args.registry,
+    )
+    table = Table(title=f"train-stream {args.model} ({args.mode}), after {args.warmup_hours} h")
+    for col in ("task", "auc (hour-avg)", "gauc (hour-avg)", "auc (pooled)", "gauc (pooled)", "n"):
+        table.add_column(col, justify="right")
+    for task, m in run.summary["tasks"].items():
+        cells = [m.get(k) for k in ("auc", "gauc", "auc_pooled", "gauc_pooled")]
+        table.add_row(
+            task,
+            *("-" if v is None else f"{v:.4f}" for v in cells),
+            f"{int(m.get('n', 0)):,}",
+        )
+    Console().print(table)
+    Console().print(f"run directory: {args.out}")
+    return 0

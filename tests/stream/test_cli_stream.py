@@ -51,3 +51,24 @@ def test_stream_command_names_a_missing_dataset(tmp_path: Path) -> None:
     assert not (tmp_path / "o" / "samples").exists() or not any(
         (tmp_path / "o" / "samples").glob("*.parquet")
     )
+
+
+def test_train_stream_command_runs_prequentially_and_writes_its_summary(
+    dataset: Path, tmp_path: Path
+) -> None:
+    import json
+
+    samples = tmp_path / "moment"
+    assert (
+        main(["build-samples", "--data", str(dataset), "--out", str(samples), "--mode", "moment"])
+        == 0
+    )
+    out = tmp_path / "run"
+    args = ["train-stream", "--samples", str(samples), "--model", "mlp", "--mode", "moment"]
+    assert main([*args, "--out", str(out), "--warmup-hours", "0", "--batch-size", "256"]) == 0
+    summaries = list(out.rglob("*.json"))
+    assert summaries, "train-stream wrote no summary"
+    text = " ".join(p.read_text() for p in summaries)
+    assert '"mode": "moment"' in text
+    summary = next(json.loads(p.read_text()) for p in summaries if "tasks" in p.read_text())
+    assert 0.5 < summary["tasks"]["ctr"]["auc_pooled"] <= 1.0

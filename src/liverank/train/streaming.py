@@ -104,9 +104,9 @@ class PrequentialTrainer:
                     first_ts = int(emit[0])
                     next_ckpt = first_ts + self.checkpoint_every_ms
                 records.append(self._test(batch, tasks, i, emit, first_ts))
-                losses.append(self._train(batch, i))
+                losses.append(self.train_step(batch, i))
                 if last_ts >= next_ckpt:
-                    checkpoints.append(self._checkpoint(Path(tmp), next_ckpt, last_ts, i + 1))
+                    checkpoints.append(self.checkpoint(Path(tmp), next_ckpt, last_ts, i + 1))
                     periods = (last_ts - first_ts) // self.checkpoint_every_ms + 1
                     next_ckpt = first_ts + periods * self.checkpoint_every_ms
         predictions = pl.concat([pl.DataFrame(r) for r in records]) if records else pl.DataFrame()
@@ -134,7 +134,8 @@ class PrequentialTrainer:
             rec[f"p_{t}"] = probs[t].numpy().astype(np.float32)
         return rec
 
-    def _train(self, batch: Batch, index: int) -> float:
+    def train_step(self, batch: Batch, index: int) -> float:
+        """One optimiser step on ``batch`` with the trainer's stream loss; returns the loss."""
         self.model.train()
         self.optimizers.zero_grad()
         out = self.model(batch)
@@ -145,7 +146,11 @@ class PrequentialTrainer:
         self.optimizers.step()
         return float(loss.item())
 
-    def _checkpoint(self, tmp: Path, event_ts: int, last_ts: int, batches: int) -> Checkpoint:
+    def checkpoint(self, tmp: Path, event_ts: int, last_ts: int, batches: int) -> Checkpoint:
+        """Publish the current weights to the registry (if any) as of event time ``event_ts``.
+
+        ``tmp`` is a scratch directory for the file handed to the registry.
+        """
         version = None
         if self.registry is not None:
             path = tmp / "model.pt"
