@@ -16,6 +16,7 @@ from liverank.errors import ConfigError
 from liverank.models.fusion import ranking_score
 from liverank.models.layers.contrastive import info_nce
 from liverank.models.layers.embedding import EmbeddingCollection
+from liverank.models.layers.history import EagerWindow
 from liverank.models.layers.search import (
     select_most_recent_by_age,
     select_recent,
@@ -157,14 +158,15 @@ def test_gsu_scoring_gets_no_gradient(fm, batch) -> None:
         query = emb.lookup_sum(
             module.gsu_query_tables, torch.stack([batch["author_id"], batch["room_category"]], -1)
         )
-    scores = dom.scores(batch, emb, query)
+    window = EagerWindow(batch, "video", dom.suffixes)
+    scores = dom.scores(window, emb, query)
     assert not scores.requires_grad
-    index, mask = select_top_scores(scores, dom.valid(batch), 8)
+    index, mask = select_top_scores(scores, window.valid, 8)
     module(batch, emb).representation.pow(2).sum().backward()
     grad = emb.tables[emb._group["author"]].weight.grad  # fused rows
     rows = lambda ids: set(emb.rows_for("author", ids).reshape(-1).tolist()) - {0}  # noqa: E731
     selected = rows(torch.gather(batch["long_video_author"], 1, index)[mask])
-    valid_ids = batch["long_video_author"][dom.valid(batch)]
+    valid_ids = batch["long_video_author"][window.valid]
     unselected = rows(valid_ids) - selected - rows(batch["author_id"])
     assert unselected and selected
     assert all(float(grad[r].abs().sum()) == 0.0 for r in unselected)
@@ -183,7 +185,8 @@ def test_gsu_scores_equal_the_dot_product_of_item_vectors(dim: int) -> None:
     query = torch.randn(64, dim)
     ids = torch.stack([batch["long_video_author"], batch["long_video_tag"]], -1)  # [B, K, 2]
     want = (emb.lookup_sum(["author", "video_tag"], ids) * query.unsqueeze(1)).sum(-1)
-    torch.testing.assert_close(dom.scores(batch, emb, query), want.detach())
+    window = EagerWindow(batch, "video", dom.suffixes)
+    torch.testing.assert_close(dom.scores(window, emb, query), want.detach())
 
 
 def test_info_nce_matches_a_hand_computed_reference() -> None:

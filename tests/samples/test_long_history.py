@@ -94,7 +94,7 @@ def test_batches_equal_brute_force_reference(dataset_factory, seed, k, grid_ms) 
     with tempfile.TemporaryDirectory() as tmp:
         root = data.write(Path(tmp) / "ds")
         build_samples(root, Path(tmp) / "out", seq_len=3, shard_rows=17, progress=False, long_len=k)
-        got = _all_rows(SampleSet.load(Path(tmp) / "out"), k_batch=13)
+        got = _all_rows(SampleSet.load(Path(tmp) / "out", long_fields="eager"), k_batch=13)
     imp = data.tables["live_impressions"].sort(["ts", "request_id", "position"])
     ref = reference_long(data, imp, k)
     for col in ref[0]:
@@ -115,7 +115,7 @@ def test_batches_equal_brute_force_reference(dataset_factory, seed, k, grid_ms) 
 
 def test_video_window_extends_the_short_sequence(long_dir: Path) -> None:
     """The first seq_len items of the long video window are the 50-item-style sequence."""
-    rows = _all_rows(SampleSet.load(long_dir))
+    rows = _all_rows(SampleSet.load(long_dir, long_fields="eager"))
     for x in ("author", "tag", "action", "play", "age"):
         np.testing.assert_array_equal(rows[f"long_video_{x}"][:, :4], rows[f"video_seq_{x}"])
     np.testing.assert_array_equal(np.minimum(rows["long_video_len"], 4), rows["video_seq_len"])
@@ -129,7 +129,7 @@ def test_long_view_rows_are_stamped_when_known(long_dir: Path, small_dataset_dir
     assert live.select("user_id", "ts").equals(live.select("user_id", "ts").sort("user_id", "ts"))
     # samples taken during a visit that later becomes long must not see its long-view row
     long_view_ms = FeatureMap.load(long_dir).long_view_ms
-    rows = _all_rows(SampleSet.load(long_dir, long_len=200))
+    rows = _all_rows(SampleSet.load(long_dir, long_len=200, long_fields="eager"))
     pending = 0
     for user, t_lv, author in lv.select("user_id", "ts", "author").iter_rows():
         during = (rows["user_id"] == user) & (rows["ts"] > t_lv - long_view_ms)
@@ -253,9 +253,9 @@ def test_age_codes_equal_the_encoder(gaps: list[int], k: int, query: int) -> Non
 
 
 def test_loader_options(long_dir: Path) -> None:
-    full = SampleSet.load(long_dir)
+    full = SampleSet.load(long_dir, long_fields="eager")
     assert full.long_len == K and full.feature_map.long_len == K
-    wide = SampleSet.load(long_dir, long_len=2 * K)
+    wide = SampleSet.load(long_dir, long_len=2 * K, long_fields="eager")
     assert wide.feature_map.long_len == 2 * K
     a, b = next(full.iter_batches(32, shuffle=False)), next(wide.iter_batches(32, shuffle=False))
     np.testing.assert_array_equal(a["long_video_author"], b["long_video_author"][:, :K])
@@ -304,8 +304,8 @@ def test_stream_mode_dirs_keep_the_store(long_dir: Path, small_dataset_dir: Path
 
     out = tmp_path / "moment"
     build_stream_samples(small_dataset_dir, out, "moment", seq_len=4, progress=False, long_len=K)
-    stream = _all_rows(SampleSet.load(out))
-    offline = _all_rows(SampleSet.load(long_dir))
+    stream = _all_rows(SampleSet.load(out, long_fields="eager"))
+    offline = _all_rows(SampleSet.load(long_dir, long_fields="eager"))
     pairs = zip(offline["request_id"], offline["position"], strict=True)
     key = {pair: i for i, pair in enumerate(pairs)}
     pairs = zip(stream["request_id"], stream["position"], strict=True)
@@ -315,3 +315,27 @@ def test_stream_mode_dirs_keep_the_store(long_dir: Path, small_dataset_dir: Path
         np.testing.assert_array_equal(stream[c], offline[c][pos], err_msg=c)
     build_stream_samples(small_dataset_dir, out, "exit", seq_len=4, progress=False)
     assert not (out / lh.STORE_DIR).exists() and SampleSet.load(out).long_len == 0
+
+
+def test_lazy_batches_feed_the_cross_module_like_eager_ones(long_dir: Path) -> None:
+    """Default (lazy) batches carry only the row ranges; a moment_cross Ranker reading the store
+    predicts exactly what it predicts from the eager [B, K] fields (predict_frame attaches)."""
+    from liverank.models.ranker import Ranker
+    from liverank.models.zoo import get_config
+    from liverank.train.trainer import predict_frame
+
+    lazy, eager = SampleSet.load(long_dir), SampleSet.load(long_dir, long_fields="eager")
+    assert lazy.long_fields == "lazy" and lazy.long_history is not None
+    lazy_batch = next(lazy.iter_batches(16, shuffle=False))
+    eager_batch = next(eager.iter_batches(16, shuffle=False))
+    window_fields = set(eager_batch) - set(lazy_batch)
+    assert window_fields and all(f.startswith("long_") for f in window_fields)
+    assert {"ts", *lh.index_columns("live"), *lh.index_columns("video")} <= set(lazy_batch)
+    cfg = get_config("moment_cross")
+    cfg.modules[-1].params["gsu_len"] = 3  # < K: the GSUs really select
+    torch.manual_seed(0)
+    model = Ranker(lazy.feature_map, cfg)
+    want = predict_frame(model, eager, batch_size=37)
+    got = predict_frame(model, lazy, batch_size=37)
+    for task in model.tasks:
+        np.testing.assert_allclose(got[f"p_{task}"], want[f"p_{task}"], rtol=1e-6, atol=1e-6)

@@ -7,8 +7,12 @@ shard, the arrays are allocated once, and each shard is copied into its slice, s
 memory is the arrays plus one shard. :meth:`SampleSet.iter_batches` yields
 ``dict[str, torch.Tensor]`` batches (a :data:`liverank.models.base.Batch`) made with
 ``torch.from_numpy`` on index slices. With a long history (``long_len = K > 0``, see
-:mod:`liverank.features.long_history`) every batch also carries the ``long_<d>_*`` ``[B, K]``
-fields, gathered per batch from the store of the samples directory.
+:mod:`liverank.features.long_history`) the set holds the store of the samples directory
+(:attr:`SampleSet.long_history`) and every batch carries each sample's row range
+``long_<d>_start / _end`` and ``ts``: the model reads the rows it needs from the store (attach
+it with ``Ranker.attach_long_history(samples.long_history, samples.long_len)``), so a batch
+costs the same as without long history. ``long_fields="eager"`` instead gathers every
+``long_<d>_*`` ``[B, K]`` field per batch (the reference the tests compare against).
 
 Example::
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -33,6 +38,9 @@ from liverank.features.long_history import LongHistory
 from liverank.features.spec import LONG_INDEX_COLUMNS, REGRESSION_TARGETS, TASKS, FeatureMap
 
 log = logging.getLogger(__name__)
+
+#: how batches carry long histories: ``lazy`` = row ranges only, ``eager`` = ``[B, K]`` fields
+LongFields = Literal["lazy", "eager"]
 
 #: columns loaded as float32; every other column is int64
 FLOAT_COLUMNS: frozenset[str] = frozenset(
@@ -61,6 +69,7 @@ class SampleSet:
         feature_map: FeatureMap | None = None,
         long_history: LongHistory | None = None,
         long_len: int = 0,
+        long_fields: LongFields = "lazy",
     ) -> None:
         lengths = {k: len(v) for k, v in arrays.items()}
         if len(set(lengths.values())) > 1:
@@ -77,10 +86,16 @@ class SampleSet:
         self.long_history = long_history if long_len > 0 else None
         #: window length K of the ``long_<d>_*`` batch fields (0 = none)
         self.long_len = long_len
+        if long_fields not in ("lazy", "eager"):
+            raise ValueError(f"long_fields must be 'lazy' or 'eager', got {long_fields!r}")
+        #: ``lazy``: batches carry row ranges; ``eager``: also the ``[B, K]`` fields
+        self.long_fields: LongFields = long_fields
         self._n = next(iter(lengths.values()), 0)
 
     def _like(self, arrays: dict[str, np.ndarray]) -> SampleSet:
-        return SampleSet(arrays, self.feature_map, self.long_history, self.long_len)
+        return SampleSet(
+            arrays, self.feature_map, self.long_history, self.long_len, self.long_fields
+        )
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -90,14 +105,16 @@ class SampleSet:
         days: Sequence[int] | None = None,
         columns: Sequence[str] | None = None,
         long_len: int | None = None,
+        long_fields: LongFields = "lazy",
     ) -> SampleSet:
         """Read the shards of ``samples_dir`` (optionally only ``days`` and ``columns``).
 
         ``day`` is always loaded (it drives :func:`split_by_day`). ``long_len = K > 0`` also
-        loads the long-history store and makes every batch carry the ``long_<d>_*`` fields
-        (``ts`` and the ``long_<d>_start / _end`` columns are then always loaded); ``None``
-        takes ``feature_map.long_len`` (0 when the directory has no long history). The set's
-        ``feature_map.long_len`` is set to ``K``. Raises :class:`DataValidationError` naming
+        loads the long-history store (``ts`` and the ``long_<d>_start / _end`` columns are then
+        always loaded); ``None`` takes ``feature_map.long_len`` (0 when the directory has no
+        long history). The set's ``feature_map.long_len`` is set to ``K``. ``long_fields``:
+        ``"lazy"`` (batches carry the row ranges; the model reads the store) or ``"eager"``
+        (every batch also carries the ``long_<d>_*`` ``[B, K]`` fields; a test reference). Raises :class:`DataValidationError` naming
         the shard and column when a column is missing.
         """
         paths = shard_paths(samples_dir)
@@ -149,7 +166,7 @@ class SampleSet:
         if fmap is not None:
             fmap = fmap.model_copy(update={"long_len": long_len})
         log.info("loaded %d samples x %d columns from %d shard(s)", n, len(wanted), len(paths))
-        return cls(arrays, fmap, store, long_len)
+        return cls(arrays, fmap, store, long_len, long_fields)
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -199,15 +216,16 @@ class SampleSet:
     def batch(self, rows: slice | np.ndarray) -> dict[str, torch.Tensor]:
         """One batch ``{column: tensor}`` of the rows ``rows`` (a slice or a ``[B]`` index).
 
-        A slice gives tensors sharing memory with the arrays; with ``long_len > 0`` the
-        ``long_<d>_*`` fields are added (:meth:`LongHistory.batch_fields`).
+        A slice gives tensors sharing memory with the arrays; with ``long_len > 0`` and
+        ``long_fields="eager"`` the ``long_<d>_*`` fields are added
+        (:meth:`LongHistory.batch_fields`).
         """
         if isinstance(rows, slice):
             arrays = {k: v[rows] for k, v in self.arrays.items()}
         else:
             arrays = {k: v.take(rows, axis=0) for k, v in self.arrays.items()}
         out = {k: _tensor(v) for k, v in arrays.items()}
-        if self.long_history is not None:
+        if self.long_history is not None and self.long_fields == "eager":
             fields = self.long_history.batch_fields(arrays, self.long_len)
             out |= {k: torch.from_numpy(v) for k, v in fields.items()}
         return out

@@ -75,6 +75,7 @@ def evaluate_checkpoint(
     path = model_path / MODEL_FILE if model_path.is_dir() else model_path
     model = Ranker.load(path)
     data = SampleSet.load(samples)
+    model.attach_long_history(data.long_history, data.long_len)
     days = sorted(data.days())
     test = data.subset(data["day"] >= days[-test_days])
     torch.set_num_threads(2)

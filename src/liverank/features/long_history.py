@@ -23,15 +23,25 @@ Long-view rows (``lv = 1``, the mixed GSU's "strong positives"):
   ends (the sequences already use ``play_ms`` at the play's ``ts``), so the play row itself is
   the long-view row.
 
-At batch time :meth:`LongHistory.batch_fields` gathers the last ``K`` rows before each sample,
-most recent first: one ``[B, K]`` row index shared by every feature (padding points at a zero
-sentinel row, so no masking pass per feature), int32 gathers widened to int64, and the time-gap
-bucket computed from ``B x 22`` threshold searches instead of per-item arithmetic.
+The store is a *history service*: the loader's batches carry only each sample's row range, and
+the Cross module (``models/modules/moment_cross.py``) reads the store through
+:meth:`LongHistory.tensors` (torch views of the int32 columns, made once, never copied per
+batch) -- the item keys of the whole ``K``-window for the GSU searches, every other feature only
+for the ``gsu_len`` selected rows (``models/layers/history.py``). In serving, the online feature
+store plays this role. Attach it with ``Ranker.attach_long_history(store, K)``.
+
+:meth:`LongHistory.batch_fields` (the *eager* reference, ``SampleSet.load(...,
+long_fields="eager")``) gathers every feature of the last ``K`` rows before each sample, most
+recent first: one ``[B, K]`` row index shared by every feature (padding points at a zero sentinel
+row), int32 gathers widened to int64, and the time-gap bucket computed from ``B x 22`` threshold
+searches instead of per-item arithmetic. It costs ~16x a batch without long history at K = 1000
+(``benchmarks/results/long_history_loader.json``), which is why training uses the service.
 
 Example::
 
     >>> store = LongHistory.load("runs/samples")  # doctest: +SKIP
-    >>> f = store.batch_fields(batch_arrays, k=1000)  # doctest: +SKIP
+    >>> model.attach_long_history(store, 1000)  # doctest: +SKIP
+    >>> f = store.batch_fields(batch_arrays, k=1000)  # doctest: +SKIP (eager reference)
     >>> f["long_video_author"].shape  # (B, 1000), int64
 """
 
@@ -39,10 +49,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
 from liverank.data.io import table_path
 from liverank.errors import DataValidationError
@@ -94,7 +106,9 @@ class HistoryTable:
         ts = frame["ts"].to_numpy().astype(np.int64, copy=False)  # [H]
         h = len(ts)
         self.size = h
-        self._ts = ts  # [H]
+        #: ``[H + 1]`` int64 row times (ms) with a 0 sentinel
+        self.ts_ms = np.append(ts, 0)
+        self._ts = self.ts_ms[:h]  # [H] view
         self.ts_seconds = np.append(ts / 1000.0, 0.0)  # [H + 1]
         self.columns: dict[str, np.ndarray] = {}
         for c in feature_columns:
@@ -197,11 +211,42 @@ class HistoryTable:
         return lo
 
 
+@dataclass(frozen=True)
+class DomainTensors:
+    """Torch views (no copy) of one :class:`HistoryTable`, for the history service.
+
+    ``columns[name]`` is ``[H + 1]`` int32, ``ts_ms`` ``[H + 1]`` int64 (row ``H`` is the zero
+    sentinel that padded window slots point at); ``size`` is ``H``.
+    """
+
+    columns: dict[str, torch.Tensor]
+    ts_ms: torch.Tensor
+    size: int
+
+
 class LongHistory:
     """The long-history store of a samples directory: one :class:`HistoryTable` per domain."""
 
     def __init__(self, tables: Mapping[str, HistoryTable]) -> None:
         self.tables = dict(tables)
+        self._tensors: dict[str, DomainTensors] | None = None
+
+    def tensors(self) -> dict[str, DomainTensors]:
+        """Per domain, torch views of the columns (``torch.from_numpy``, made once and cached).
+
+        They share memory with the numpy arrays: a store of ``H`` rows costs ``H x (4 x
+        columns + 8)`` bytes once, whatever the number of batches.
+        """
+        if self._tensors is None:
+            self._tensors = {
+                d: DomainTensors(
+                    columns={c: torch.from_numpy(v) for c, v in t.columns.items()},
+                    ts_ms=torch.from_numpy(t.ts_ms),
+                    size=t.size,
+                )
+                for d, t in self.tables.items()
+            }
+        return self._tensors
 
     @classmethod
     def from_frames(cls, frames: Mapping[str, pl.DataFrame]) -> LongHistory:

@@ -27,8 +27,11 @@ long-history index             only when built with ``long_len > 0``
                                (:mod:`liverank.features.long_history`): ``long_live_start``,
                                ``long_live_end``, ``long_video_start``, ``long_video_end``
                                (Int64): the rows ``[start, end)`` of ``long_history/<d>.parquet``
-                               that are the user's history strictly before ``ts``. The loader
-                               turns them into ``long_<d>_<x>`` ``[B, K]`` batch fields
+                               that are the user's history strictly before ``ts``. By default
+                               batches carry only these bounds and the model reads the store
+                               it was attached to (a history service); with
+                               ``SampleSet.load(..., long_fields="eager")`` the loader turns
+                               them into ``long_<d>_<x>`` ``[B, K]`` batch fields
                                (:data:`LONG_FIELDS`, plus ``long_<d>_lv``, ``long_<d>_dt``,
                                ``long_<d>_len``)
 stream columns                 only in directories of ``build-samples --mode exit|fast_slow|
@@ -91,7 +94,7 @@ VIDEO_SEQ_FEATURES: dict[str, str] = {
 }
 
 #: long-history batch field -> embedding table, per domain (``FeatureMap.long_fields``); the
-#: loader also yields ``long_<d>_lv`` (0/1), ``long_<d>_dt`` (float seconds) and ``long_<d>_len``
+#: eager loader (``long_fields="eager"``) also yields ``long_<d>_lv`` (0/1), ``long_<d>_dt`` (float seconds) and ``long_<d>_len``
 LONG_FIELDS: dict[str, dict[str, str]] = {
     "live": {
         "long_live_author": "author",

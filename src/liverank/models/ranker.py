@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,9 @@ from liverank.models.base import Batch, FeatureModule
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.mlp import MLP
 from liverank.models.registry import build_module
+
+if TYPE_CHECKING:
+    from liverank.features.long_history import LongHistory
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +179,11 @@ class Ranker(nn.Module):
         for key, fields in self.required_fields.items():
             for f in fields:
                 if f not in batch:
+                    hint = getattr(self.feature_modules[key], "field_hint", lambda _: "")(f)
                     raise ConfigError(
                         f"module '{key}' needs batch field '{f}', which the batch does not have "
                         f"(batch fields: {', '.join(sorted(batch))}); rebuild the samples with "
-                        f"that feature or remove the module from the model config"
+                        f"that feature or remove the module from the model config{hint}"
                     )
 
     def forward(self, batch: Batch) -> RankerOutput:
@@ -265,6 +269,25 @@ class Ranker(nn.Module):
             sparse_ids = {id(p) for p in sparse}
         dense = [p for p in self.parameters() if id(p) not in sparse_ids]
         return sparse, dense
+
+    def attach_long_history(self, store: LongHistory | None, long_len: int = 0) -> int:
+        """Give every module that reads long histories (e.g. ``moment_cross``) the store.
+
+        Call it right after loading the samples: ``model.attach_long_history(
+        samples.long_history, samples.long_len)``. The store is data, not parameters: it is
+        not saved in checkpoints (attach it again after :meth:`load`). ``None`` detaches it
+        (samples without long history). Returns how many modules read long histories.
+        """
+        taken = 0
+        for module in self._modules_list():
+            attach = getattr(module, "attach_long_history", None)
+            if attach is not None:
+                attach(store, long_len)
+                taken += 1
+        self.required_fields = {
+            key: tuple(m.required_fields) for key, m in self.feature_modules.items()
+        }
+        return taken
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:

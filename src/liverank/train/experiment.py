@@ -70,6 +70,7 @@ def run_experiment(
     feature_map, train, val, test = splits or load_splits(cfg)
     seed_everything(cfg.train.seed, cfg.train.threads)
     model = Ranker(feature_map, ranker_config(cfg))
+    model.attach_long_history(train.long_history, train.long_len)  # the Cross GSUs' store
     trainer = Trainer(cfg, feature_map, model)
     fit = trainer.fit(train, val, out)
     pred = trainer.predict(test)

@@ -162,6 +162,7 @@ def run_stream_training(
     torch.manual_seed(seed)
     config = get_config(model) if isinstance(model, str) else model
     ranker = Ranker(train.feature_map, config)
+    ranker.attach_long_history(train.long_history, train.long_len)
     reg = ModelRegistry(registry) if registry is not None else None
     kind = LOSS_OF_MODE[loss]
     trainer = PrequentialTrainer(

@@ -180,6 +180,8 @@ class Trainer:
 def predict_frame(model: Ranker, data: SampleSet, batch_size: int = 8192) -> pl.DataFrame:
     """Prediction frame: group keys, labels, masks and ``p_<task>`` for every sample of ``data``."""
     model.eval()
+    if data.long_history is not None:  # the rows the Cross GSUs read (idempotent, no copy)
+        model.attach_long_history(data.long_history, data.long_len)
     tasks = list(model.tasks)
     probs: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
     for batch in data.iter_batches(batch_size, shuffle=False, seed=0):

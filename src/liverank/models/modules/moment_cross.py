@@ -18,6 +18,13 @@ mixed       long-view behaviours (``lv == 1``) of both domains merged most recen
             ``long_<d>_dt`` (hard search); the anchor of the contrastive terms
 ==========  ===================================================================================
 
+The long histories are read through ``models/layers/history.py``: ``[B, K]`` ``long_<d>_*``
+batch fields when the batch has them (synthetic batches, ``long_fields="eager"``), otherwise the
+history service attached with :meth:`MomentCross.attach_long_history` (``Ranker.
+attach_long_history``): the full ``K``-window is read only for the GSU keys (author, category /
+tag, ``lv``, row time); every other feature only at the ``gsu_len`` selected positions. Both
+paths give identical outputs.
+
 Choices the paper leaves open (documented in docs/models.md, "Cross"):
 
 * GSU embeddings: the soft searches score items with the *shared* embedding tables, looked up
@@ -36,7 +43,7 @@ Choices the paper leaves open (documented in docs/models.md, "Cross"):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -44,28 +51,28 @@ from torch import nn
 
 from liverank.config import validate_as
 from liverank.errors import ConfigError
+from liverank.features.long_history import index_columns
 from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch, FeatureModule, ModuleOutput
 from liverank.models.layers.contrastive import info_nce
 from liverank.models.layers.embedding import EmbeddingCollection
-from liverank.models.layers.gather import unique_rows
+from liverank.models.layers.history import EagerWindow, LongDomain, ServiceWindow, Window
 from liverank.models.layers.pooling import SequenceItems, masked_mean
 from liverank.models.layers.search import (
     DotTargetAttention,
-    gather_positions,
-    length_mask,
     select_most_recent_by_age,
     select_recent,
     select_top_scores,
 )
 from liverank.models.registry import register_module
 
+if TYPE_CHECKING:
+    from liverank.features.long_history import DomainTensors, LongHistory
+
 SequenceName = Literal["short", "long", "aidhard", "livelong", "mixed"]
 SEQUENCES: tuple[str, ...] = ("short", "long", "aidhard", "livelong", "mixed")
 #: the sequences aligned to the mixed anchor (each gives an aux loss ``cl_<name>``)
 ALIGNED: tuple[str, ...] = ("short", "long", "aidhard", "livelong")
-#: long-history columns (suffix after ``long_<domain>_``) that describe *what* an item is
-_CONTENT = {"live": ("author", "category"), "video": ("author", "tag")}
 
 
 class MomentCrossConfig(BaseModel):
@@ -111,65 +118,6 @@ class MomentCrossConfig(BaseModel):
         if isinstance(self.contrastive_weight, dict):
             return self.contrastive_weight.get(name, 0.0)
         return self.contrastive_weight
-
-
-class _LongDomain(nn.Module):
-    """Columns of one long history (``long_<domain>_*``) and its item vectors."""
-
-    def __init__(self, feature_map: FeatureMap, emb: EmbeddingCollection, domain: str) -> None:
-        super().__init__()
-        fields = feature_map.long_fields.get(domain)
-        prefix = f"long_{domain}_"
-        content = [prefix + s for s in _CONTENT[domain]]
-        if not fields or any(c not in fields for c in content):
-            raise ConfigError(
-                f"moment_cross: the feature map's long_fields['{domain}'] must list {content}, "
-                f"got {sorted(fields or {})}"
-            )
-        self.domain = domain
-        self.columns = list(fields)  # item side features -> tables
-        self.tables = [fields[c] for c in self.columns]
-        self.content_columns = content
-        self.content_tables = [fields[c] for c in content]
-        self.key, self.len = prefix + "author", prefix + "len"
-        self.lv, self.dt = prefix + "lv", prefix + "dt"
-        dims = {emb.dim(t) for t in self.tables}
-        if len(dims) != 1:
-            raise ConfigError(f"moment_cross: long {domain} tables need one width, got {dims}")
-        self.dim = dims.pop()
-
-    def valid(self, batch: Batch) -> torch.Tensor:
-        """``[B, K]`` bool: the first ``long_<d>_len`` positions."""
-        return length_mask(batch[self.len], batch[self.key].shape[1])
-
-    @torch.no_grad()
-    def scores(self, batch: Batch, emb: EmbeddingCollection, query: torch.Tensor) -> torch.Tensor:
-        """GSU relevance ``[B, K]`` of every item to ``query [B, D]``; no gradient.
-
-        ``sum_c query . e_c(item)`` over the content columns ``c``. A batch's histories repeat
-        few distinct ids, so per column the distinct ids ``U`` are looked up once and scored
-        against every query (``[B, U]``), then gathered to positions; when ``U`` is so large
-        that ``[B, U]`` would outgrow the ``[B, K, D]`` item vectors, those are built instead.
-        """
-        total = torch.zeros(batch[self.key].shape, dtype=query.dtype, device=query.device)
-        for column, table in zip(self.content_columns, self.content_tables, strict=True):
-            ids = batch[column].clamp(min=0)  # [B, K]; negative ids are unknown (row 0) anyway
-            uniq, position = unique_rows(ids, int(ids.max()) + 1)  # [U], [B, K]
-            if uniq.numel() <= ids.shape[1] * query.shape[1]:
-                per_id = query @ emb.lookup(table, uniq).t()  # [B, U]
-                total += torch.gather(per_id, 1, position)
-            else:
-                items = emb.lookup(table, ids)  # [B, K, D]
-                total += torch.bmm(items, query.unsqueeze(-1)).squeeze(-1)
-        return total  # [B, K]
-
-    def items(
-        self, batch: Batch, emb: EmbeddingCollection, index: torch.Tensor, keep: torch.Tensor
-    ) -> torch.Tensor:
-        """Item vectors ``[B, G, D]`` at ``index [B, G]``; slots where ``keep`` is false are 0."""
-        ids = torch.stack([gather_positions(batch[c], index) for c in self.columns], -1)
-        ids = ids * keep.unsqueeze(-1)  # [B, G, F]; dropped slots look up the zero padding row
-        return emb.lookup_sum(self.tables, ids)  # [B, G, D]
 
 
 @register_module
@@ -239,7 +187,7 @@ class MomentCross(FeatureModule):
         domains = {
             d for s in long_seqs for d in (["live", "video"] if needs[s] == "both" else [needs[s]])
         }
-        self.long = nn.ModuleDict({d: _LongDomain(feature_map, emb, d) for d in sorted(domains)})
+        self.long = nn.ModuleDict({d: LongDomain(feature_map, emb, d) for d in sorted(domains)})
         self.short = SequenceItems(feature_map, emb, "video") if "short" in self.sequences else None
 
         widths = {emb.dim(t) for t in self.query_tables + self.gsu_query_tables}
@@ -262,10 +210,14 @@ class MomentCross(FeatureModule):
             for s in ALIGNED
             if s in self.sequences and "mixed" in self.sequences and cfg.weight(s) > 0
         ]
-        self.required_fields = self._fields()
         self.out_dim = dim * len(self.sequences)
+        # The history service (data, not parameters: never in the state dict).
+        self._history: dict[str, DomainTensors] | None = None
+        self._history_len = 0
+        self.required_fields = self._fields()
 
     def _fields(self) -> tuple[str, ...]:
+        """Batch fields: the ``[B, K]`` windows, or with a store only their row ranges."""
         fields = self.cfg.query_fields + self.cfg.gsu_query_fields
         if "aidhard" in self.sequences:
             fields.append("author_id")
@@ -274,20 +226,88 @@ class MomentCross(FeatureModule):
         if self.short is not None:
             fields += self.short.required_fields
         for d in self.long:
-            dom = self._domain(d)
-            fields += [*dom.columns, dom.len]
-            if "mixed" in self.sequences:
-                fields += [dom.lv, dom.dt]
+            if self._history is not None:
+                fields += ["ts", *index_columns(d)]
+                continue
+            fields += [f"long_{d}_{s}" for s in self._window_suffixes(d)]
         return tuple(dict.fromkeys(fields))
 
-    def _domain(self, domain: str) -> _LongDomain:
+    def _window_suffixes(self, domain: str) -> list[str]:
+        extra = ["lv", "dt"] if "mixed" in self.sequences else []
+        return [*self._domain(domain).suffixes, "len", *extra]
+
+    def field_hint(self, field: str) -> str:
+        """What to do when the batch lacks ``field`` (appended to the Ranker's error)."""
+        if not field.startswith("long_") or self._history is not None:
+            return ""
+        return (
+            "; moment_cross reads long histories from the samples' store: after loading the "
+            "samples call model.attach_long_history(samples.long_history, samples.long_len), or "
+            "load them with SampleSet.load(..., long_fields='eager')"
+        )
+
+    def _domain(self, domain: str) -> LongDomain:
         dom = self.long[domain]
-        assert isinstance(dom, _LongDomain)
+        assert isinstance(dom, LongDomain)
         return dom
+
+    # ------------------------------------------------------------------ history service
+    def attach_long_history(self, store: LongHistory | None, long_len: int) -> None:
+        """Read the long histories of batches without ``[B, K]`` fields from ``store``.
+
+        Args:
+            store: the samples' long-history store (``SampleSet.long_history``); ``None``
+                detaches it.
+            long_len: window length ``K`` (``SampleSet.long_len``).
+
+        The store is held by reference (its torch views are made once), never saved.
+        """
+        if store is None:
+            self._history, self._history_len = None, 0
+            self.required_fields = self._fields()
+            return
+        if long_len < 1:
+            raise ConfigError(
+                f"moment_cross: attach a long history with long_len >= 1, got {long_len}"
+            )
+        tensors = store.tensors()
+        for d in self.long:
+            dom = self._domain(d)
+            have = set(tensors[d].columns) if d in tensors else set()
+            missing = [s for s in dom.suffixes if s != "age" and s not in have]
+            if d not in tensors or missing:
+                raise ConfigError(
+                    f"moment_cross: the long-history store cannot serve the {d} features "
+                    f"{missing or dom.suffixes} (store domains: {sorted(tensors)})"
+                )
+        self._history, self._history_len = tensors, long_len
+        self.required_fields = self._fields()
+
+    def _windows(self, batch: Batch) -> dict[str, Window]:
+        """One reader per long domain: the batch's ``[B, K]`` fields or the history service."""
+        windows: dict[str, Window] = {}
+        for d in self.long:
+            if f"long_{d}_author" in batch:
+                windows[d] = EagerWindow(batch, d, self._window_suffixes(d))
+            elif self._history is not None:
+                windows[d] = ServiceWindow(batch, d, self._history[d], self._history_len)
+            else:
+                raise ConfigError(
+                    f"moment_cross: the batch has no long {d} history fields and no long-history "
+                    f"store is attached; after loading the samples call "
+                    f"model.attach_long_history(samples.long_history, samples.long_len) "
+                    f"(Ranker.attach_long_history), or load them with long_fields='eager'"
+                )
+        return windows
 
     # ------------------------------------------------------------------ GSU
     def _select(
-        self, name: str, batch: Batch, emb: EmbeddingCollection, gsu_query: torch.Tensor | None
+        self,
+        name: str,
+        batch: Batch,
+        windows: dict[str, Window],
+        emb: EmbeddingCollection,
+        gsu_query: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Item vectors ``[B, G, D]`` and mask ``[B, G]`` of sequence ``name``."""
         k = self.cfg.gsu_len
@@ -295,31 +315,32 @@ class MomentCross(FeatureModule):
             assert self.short is not None
             return self.short.items(batch, emb), self.short.mask(batch)  # [B, L, D], [B, L]
         if name in ("long", "livelong"):
-            dom = self._domain("video" if name == "long" else "live")
+            domain = "video" if name == "long" else "live"
+            dom, window = self._domain(domain), windows[domain]
             assert gsu_query is not None
-            scores = dom.scores(batch, emb, gsu_query)  # [B, K], no grad
-            index, mask = select_top_scores(scores, dom.valid(batch), k)
-            return dom.items(batch, emb, index, mask), mask
+            scores = dom.scores(window, emb, gsu_query)  # [B, K], no grad
+            index, mask = select_top_scores(scores, window.valid, k)
+            return dom.items(window, emb, index, mask), mask
         if name == "aidhard":
-            dom = self._domain("video")
-            same = (batch[dom.key] == batch["author_id"].unsqueeze(1)) & dom.valid(batch)  # [B, K]
+            dom, window = self._domain("video"), windows["video"]
+            author = batch["author_id"].unsqueeze(1)  # [B, 1]
+            same = (window.full("author") == author) & window.valid  # [B, K]
             index, mask = select_recent(same, k)
-            return dom.items(batch, emb, index, mask), mask
-        return self._select_mixed(batch, emb, k)
+            return dom.items(window, emb, index, mask), mask
+        return self._select_mixed(windows, emb, k)
 
     def _select_mixed(
-        self, batch: Batch, emb: EmbeddingCollection, k: int
+        self, windows: dict[str, Window], emb: EmbeddingCollection, k: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        live, video = self._domain("live"), self._domain("video")
-        k_live = batch[live.key].shape[1]
-        cond = torch.cat(
-            [(batch[d.lv] != 0) & d.valid(batch) for d in (live, video)], dim=1
-        )  # [B, K_live + K_video]
-        age = torch.cat([batch[live.dt], batch[video.dt]], dim=1)  # [B, K_live + K_video]
+        wins = (windows["live"], windows["video"])
+        k_live = wins[0].width
+        cond = torch.cat([(w.full("lv") != 0) & w.valid for w in wins], 1)  # [B, K_l + K_v]
+        age = torch.cat([w.dt() for w in wins], dim=1)  # [B, K_live + K_video]
         index, mask = select_most_recent_by_age(age, cond, k)  # [B, G]
         is_video = index >= k_live  # [B, G]
-        items = live.items(batch, emb, index.clamp(max=k_live - 1), mask & ~is_video)
-        items = items + video.items(batch, emb, (index - k_live).clamp(min=0), mask & is_video)
+        live, video = self._domain("live"), self._domain("video")
+        items = live.items(wins[0], emb, index.clamp(max=k_live - 1), mask & ~is_video)
+        items = items + video.items(wins[1], emb, (index - k_live).clamp(min=0), mask & is_video)
         assert self.domain_vec is not None
         domain = self.domain_vec[is_video.long()] * mask.unsqueeze(-1)  # [B, G, D]
         return items + domain, mask
@@ -334,11 +355,12 @@ class MomentCross(FeatureModule):
                 gids = torch.stack([batch[f] for f in self.cfg.gsu_query_fields], dim=-1)
                 gsu_query = emb.lookup_sum(self.gsu_query_tables, gids)  # [B, D]
 
+        windows = self._windows(batch)
         outputs: list[torch.Tensor] = []
         pooled: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         diagnostics: dict[str, torch.Tensor | float] = {}
         for name in self.sequences:
-            items, mask = self._select(name, batch, emb, gsu_query)  # [B, G, D], [B, G]
+            items, mask = self._select(name, batch, windows, emb, gsu_query)  # [B, G, D], [B, G]
             out, _ = self.esu[name](query, items, mask)  # [B, D]
             outputs.append(out)
             pooled[name] = (masked_mean(items, mask), mask.any(1))  # [B, D], [B]
