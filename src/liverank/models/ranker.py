@@ -30,6 +30,7 @@ from liverank.errors import ConfigError, DataValidationError
 from liverank.features.spec import FeatureMap
 from liverank.models.backbones import BackboneConfig, MLPBackboneConfig, build_backbone
 from liverank.models.base import Batch, FeatureModule
+from liverank.models.fusion import ranking_score
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.mlp import MLP
 from liverank.models.registry import build_module
@@ -84,6 +85,9 @@ class RankerConfig(_Strict):
     head_activation: str = "relu"
     #: multiplier of each auxiliary loss, by ``<module key>.<loss name>`` or ``<module key>``
     aux_loss_weights: dict[str, float] = Field(default_factory=dict)
+    #: exponents of the multiplicative ranking score (Moment&Cross eq. 4; ``models/fusion.py``),
+    #: task -> alpha; empty = rank by ``p_ctr`` alone
+    score_exponents: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique_keys(self) -> RankerConfig:
@@ -121,6 +125,9 @@ class Ranker(nn.Module):
         self.tasks: list[str] = list(config.tasks or feature_map.tasks)
         if not self.tasks:
             raise ConfigError("the Ranker has no task: set 'tasks' or use a feature map with tasks")
+        no_head = [t for t in config.score_exponents if t not in self.tasks]
+        if no_head:
+            raise ConfigError(f"score_exponents name tasks without a head: {no_head}")
         unknown_tasks = [t for t in self.tasks if t not in feature_map.tasks]
         if unknown_tasks:
             raise ConfigError(
@@ -259,6 +266,13 @@ class Ranker(nn.Module):
         finally:
             self.train(was_training)
         return {t: torch.sigmoid(v) for t, v in out.logits.items()}
+
+    def ranking_score(self, batch: Batch) -> torch.Tensor:
+        """The score a ranking service sorts by, ``[B]``: Moment&Cross eq. 4 with the config's
+        ``score_exponents`` (``prod_t (1 + p_t)^alpha_t``), or ``p_ctr`` when none are set."""
+        probs = self.predict_proba(batch)
+        exponents = self.config.score_exponents or {"ctr": 1.0}
+        return ranking_score(probs, exponents)
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """``(sparse, dense)``: embedding weights with sparse gradients, and everything else."""

@@ -63,6 +63,8 @@ def _moment_cross() -> RankerConfig:
     cfg = _ple()
     cfg.name = "moment_cross"
     cfg.modules.append(ModuleSpec(name="moment_cross", params={"gsu_len": 50, "heads": 2}))
+    # eq. 4 exponents: hand-set here (the paper's are unpublished and nothing was tuned on them)
+    cfg.score_exponents = {"ctr": 1.0, "lvtr": 1.0, "ltr": 0.5, "gtr": 0.5}
     return cfg
 
 
