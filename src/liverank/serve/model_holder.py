@@ -1,0 +1,149 @@
+"""The serving model and its hot reload from a model registry directory (issue #4).
+
+:class:`ModelHolder` keeps the model that answers requests and swaps it when the registry's
+``LATEST`` points at a new version (:mod:`liverank.train.registry` writes versions atomically).
+
+* **Atomic swap.** The current model is one immutable :class:`ServedModel` held in one attribute;
+  a request takes a reference once (:meth:`ModelHolder.current`) and uses it to the end, so a
+  swap in the middle of a request never mixes two models: in-flight requests finish on the old
+  one, new requests see the new one.
+* **Rejection keeps the old model.** A new version is loaded and checked *before* the swap: its
+  ``model.pt`` must match the manifest's sha256 (a half-copied or corrupted file), load as a
+  liverank checkpoint, and - when the service was given the feature map its features are built
+  with - be compatible with it (same tasks, table sizes). Any failure is logged with its reason,
+  remembered in :attr:`ModelHolder.rejected` (so a bad version is not retried on every poll) and
+  the old model keeps serving.
+* **Watching.** :meth:`ModelHolder.refresh` checks once; :meth:`ModelHolder.start` polls in a
+  daemon thread every ``interval_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from liverank.errors import ConfigError, LiverankError
+from liverank.features.spec import FeatureMap
+from liverank.models.ranker import Ranker
+from liverank.train.registry import ModelRegistry, ModelVersion
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded version: the model in eval mode and where it came from."""
+
+    model: Ranker
+    name: str
+    version: str
+    loaded_at: float
+    manifest: dict = field(default_factory=dict)
+
+
+class ModelHolder:
+    """The current :class:`ServedModel` of registry model ``name``, hot-reloaded (module doc)."""
+
+    def __init__(
+        self,
+        registry: str | Path,
+        name: str,
+        feature_map: FeatureMap | None = None,
+        *,
+        interval_s: float = 2.0,
+    ) -> None:
+        self.registry = ModelRegistry(registry)
+        self.name = name
+        self.feature_map = feature_map
+        self.interval_s = interval_s
+        self.rejected: dict[str, str] = {}  # version -> reason
+        self.swaps = 0
+        self._current: ServedModel | None = None
+        self._lock = threading.Lock()  # one loader at a time; readers never take it
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------ reading
+    def current(self) -> ServedModel:
+        """The model to use for one request (take it once per request)."""
+        served = self._current
+        if served is None:
+            raise ConfigError(
+                f"no servable version of model '{self.name}' in registry {self.registry.root}"
+                + (f" (rejected: {self.rejected})" if self.rejected else "")
+            )
+        return served
+
+    @property
+    def version(self) -> str | None:
+        return None if self._current is None else self._current.version
+
+    # ------------------------------------------------------------------------------ loading
+    def refresh(self) -> bool:
+        """Load ``LATEST`` if it is new and valid; return True when the model was swapped."""
+        with self._lock:
+            try:
+                latest = self.registry.get(self.name, "latest")
+            except LiverankError as exc:
+                log.warning("model registry: %s", exc)
+                return False
+            if latest.version == self.version or latest.version in self.rejected:
+                return False
+            try:
+                served = self._load(latest)
+            except (LiverankError, OSError, ValueError) as exc:
+                reason = str(exc)
+                self.rejected[latest.version] = reason
+                log.error(
+                    "rejected %s/%s, still serving %s: %s",
+                    self.name,
+                    latest.version,
+                    self.version,
+                    reason,
+                )
+                return False
+            self._current = served  # the atomic swap: one reference assignment
+            self.swaps += 1
+            log.info("serving %s/%s", self.name, served.version)
+            return True
+
+    def _load(self, version: ModelVersion) -> ServedModel:
+        path = version.model_path
+        want = version.manifest.get("sha256")
+        if want is not None:
+            got = hashlib.sha256(path.read_bytes()).hexdigest()
+            if got != want:
+                raise ConfigError(
+                    f"{path}: sha256 {got[:12]}... does not match the manifest's {want[:12]}... "
+                    "(corrupt or half-written checkpoint)"
+                )
+        model = Ranker.load(path, feature_map=self.feature_map)
+        model.eval()
+        return ServedModel(model, self.name, version.version, time.time(), dict(version.manifest))
+
+    # ------------------------------------------------------------------------------ watching
+    def start(self) -> None:
+        """Load now, then poll the registry in a daemon thread."""
+        self.refresh()
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, name="model-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.refresh()
+            except Exception:  # the watcher must outlive any one bad version
+                log.exception("model registry watch failed; retrying")
