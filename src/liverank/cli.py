@@ -23,6 +23,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from liverank import __version__
+from liverank.cli_serve import add_serve
 from liverank.cli_stream import add_stream, add_train_stream
 from liverank.data.sim.config import SWITCHES
 from liverank.errors import ConfigError, LiverankError
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_demo,
         add_stream,
         add_train_stream,
+        add_serve,
     ):
         add(sub)
     return parser

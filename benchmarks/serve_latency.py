@@ -1,0 +1,177 @@
+"""Latency of ``POST /rank`` from a separate client process on loopback (issue #4).
+
+Starts ``liverank serve`` in a subprocess (uvicorn, one worker) over a registry holding the
+model (weights as initialised: latency does not depend on training) and a feature store
+replayed from a simulated dataset, then from this process sends requests with ``--candidates``
+rooms each at every ``--concurrency`` level (one thread and one keep-alive connection per
+client). Reports p50 / p99 latency, throughput, and the server's own split of each request
+into feature assembly, model and response building (``timings_ms`` of the responses).
+
+    python benchmarks/serve_latency.py --size small --models ple --concurrency 1 8 32
+
+Writes ``benchmarks/results/serve_latency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _prepare(args: argparse.Namespace, work: Path, model: str) -> tuple[Path, Path]:
+    from liverank.data.samples import build_samples
+    from liverank.data.sim import SimConfig, simulate
+    from liverank.features.spec import FeatureMap
+    from liverank.models.ranker import Ranker
+    from liverank.models.zoo import get_config
+    from liverank.train.registry import ModelRegistry
+
+    data = args.data or work / "data"
+    if not (data / "meta.json").exists():
+        simulate(SimConfig.preset(args.size, seed=0), data, progress=False)
+    samples = work / "samples"
+    if not (samples / "feature_map.json").exists():
+        build_samples(data, samples, progress=False)
+    reg = work / "registry"
+    Ranker(FeatureMap.load(samples), get_config(model)).save(work / f"{model}.pt")
+    ModelRegistry(reg).publish(model, work / f"{model}.pt")
+    return data, reg
+
+
+def _client(url: str, bodies: list[dict], out: list[float], timings: list[dict]) -> None:
+    with httpx.Client(timeout=30.0) as c:
+        for body in bodies:
+            t = time.perf_counter()
+            r = c.post(url, json=body)
+            out.append(time.perf_counter() - t)
+            if r.status_code != 200:
+                raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+            timings.append(r.json()["timings_ms"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="small")
+    ap.add_argument("--data", type=Path)
+    ap.add_argument("--models", nargs="+", default=["ple"])
+    ap.add_argument("--candidates", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--requests", type=int, default=400, help="per concurrency level")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/serve_latency.json"))
+    args = ap.parse_args()
+
+    import polars as pl
+
+    from liverank.data.io import read_table
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
+        work = Path(tmp)
+        for model in args.models:
+            data, reg = _prepare(args, work, model)
+            imp = read_table(data, "live_impressions").sort("ts")
+            as_of = int(imp["ts"][int(len(imp) * 0.8)])
+            rooms = read_table(data, "rooms")["live_id"].to_numpy()
+            users = imp.filter(pl.col("ts") < as_of)["user_id"].unique().to_numpy()
+            rng = np.random.default_rng(0)
+            port = _free_port()
+            env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+            server = subprocess.Popen(
+                [sys.executable, "-m", "liverank.cli", "serve", "--registry", str(reg),
+                 "--model", model, "--data", str(data), "--as-of", str(as_of),
+                 "--port", str(port)],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            url = f"http://127.0.0.1:{port}"
+            try:
+                deadline = time.time() + 600
+                while True:
+                    try:
+                        if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if server.poll() is not None or time.time() > deadline:
+                        raise RuntimeError(f"server did not start: {server.stderr.read()[-2000:]}")
+                    time.sleep(0.5)
+                for conc in args.concurrency:
+                    n = max(args.requests, conc * 10)
+                    bodies = [
+                        {
+                            "user_id": int(rng.choice(users)),
+                            "candidates": rng.choice(
+                                rooms, args.candidates, replace=False
+                            ).tolist(),
+                            "ts": as_of,
+                        }
+                        for _ in range(n)
+                    ]
+                    _client(f"{url}/rank", bodies[:20], [], [])  # warm-up
+                    lat: list[float] = []
+                    timings: list[dict] = []
+                    parts = [bodies[i::conc] for i in range(conc)]
+                    threads = [
+                        threading.Thread(target=_client, args=(f"{url}/rank", p, lat, timings))
+                        for p in parts
+                    ]
+                    t0 = time.perf_counter()
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join()
+                    wall = time.perf_counter() - t0
+                    ms = np.array(lat) * 1e3
+                    row = {
+                        "model": model,
+                        "concurrency": conc,
+                        "candidates": args.candidates,
+                        "requests": len(lat),
+                        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+                        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+                        "throughput_rps": round(len(lat) / wall, 1),
+                        "server_ms_mean": {
+                            k: round(statistics.fmean(t[k] for t in timings), 3)
+                            for k in ("features", "model", "response")
+                        },
+                    }
+                    results.append(row)
+                    print(json.dumps(row), flush=True)
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "serve_latency",
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "cpus": os.cpu_count(),
+                "size": args.size,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

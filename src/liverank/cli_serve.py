@@ -1,0 +1,36 @@
+"""``liverank serve``: the ranking service (issue #4). Registered in :mod:`liverank.cli`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the FastAPI ranking service")
+    p.add_argument("--registry", type=Path, required=True, help="model registry directory")
+    p.add_argument("--model", default="ple", help="model name in the registry")
+    p.add_argument(
+        "--data", type=Path, required=True, help="dataset whose events fill the feature store"
+    )
+    p.add_argument("--as-of", type=int, default=None, help="replay events before this epoch ms")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--watch-interval", type=float, default=2.0, help="registry poll, seconds")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from liverank.serve.service import build_service
+
+    app = build_service(
+        args.registry,
+        args.model,
+        args.data,
+        as_of_ts=args.as_of,
+        watch_interval_s=args.watch_interval,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
