@@ -1,0 +1,190 @@
+"""Inference latency of exported Rankers vs eager PyTorch: 200 candidates, 1 and 2 threads.
+
+One ranking request scores its candidate rooms in one batch, so a batch of 200 synthetic
+samples (``liverank.models.synthetic``, untrained weights: latency does not depend on them) is
+scored repeatedly; the per-call wall time gives p50 / p99. Variants, all measured in the same
+run under ``torch.no_grad``:
+
+* ``eager``: ``Ranker(batch)`` + sigmoid, the training code path in eval mode (the peer);
+* ``torchscript``: :func:`liverank.serve.export.load_exported` (Python field checks + the
+  scripted guard + the traced graph, frozen: weights inlined as constants), what a service
+  would call;
+* ``torchscript_unfrozen``: the same with ``load_exported(..., freeze=False)``;
+* ``torch_export``: ``torch.export.export`` with a dynamic batch dimension, run through
+  ``ExportedProgram.module()`` (a peer only; the library exports TorchScript).
+
+Variants are interleaved in rounds (``--rounds``) so that drift of a shared CPU hits them alike.
+Multi-threaded numbers on a shared box are noisy; ``OMP_WAIT_POLICY`` is recorded in the JSON.
+
+Usage::
+
+    python benchmarks/export_latency.py                 # ple and mlp, 1 and 2 threads
+    python benchmarks/export_latency.py --configs ple --runs 50
+
+Writes JSON (``--out``, default ``benchmarks/results/export_latency.json``) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from liverank.models.ranker import Ranker
+from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
+from liverank.models.zoo import get_config
+from liverank.serve.export import (
+    RankerProbabilities,
+    export_torchscript,
+    load_exported,
+    required_fields,
+)
+
+log = logging.getLogger("export_latency")
+Batch = dict[str, torch.Tensor]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--configs", nargs="+", default=["ple", "mlp"], help="zoo names")
+    p.add_argument("--candidates", type=int, default=200, help="batch size of one request")
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--runs", type=int, default=200, help="timed calls per variant")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds the runs split into")
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/export_latency.json"))
+    return p.parse_args()
+
+
+def _torch_export(model: Ranker, fields: Batch) -> Callable[[Batch], torch.Tensor]:
+    from torch.export import Dim, export
+
+    batch_dim = Dim("B", min=1, max=1 << 20)
+    shapes = ({k: {0: batch_dim} for k in fields},)
+    program = export(RankerProbabilities(model), (fields,), dynamic_shapes=shapes, strict=False)
+    return program.module()
+
+
+def build_variants(name: str, candidates: int, workdir: Path) -> tuple[dict, Batch, Batch]:
+    """Callables of every variant, the full batch and its required-field subset."""
+    fm = synthetic_feature_map()
+    torch.manual_seed(0)
+    model = Ranker(fm, get_config(name)).eval()
+    batch = synthetic_batches(fm, 1, candidates, seed=1)[0]
+    fields = {k: batch[k] for k in required_fields(model)}
+    path = export_torchscript(model, batch, workdir / f"{name}.ts")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported_program = _torch_export(model, fields)
+
+    def eager(b: Batch) -> torch.Tensor:
+        out = model(b)
+        return torch.sigmoid(torch.stack([out.logits[t] for t in model.tasks], dim=1))
+
+    variants: dict[str, Callable[[Batch], torch.Tensor]] = {
+        "eager": eager,
+        "torchscript": load_exported(path),
+        "torchscript_unfrozen": load_exported(path, freeze=False),
+        "torch_export": exported_program,
+    }
+    with torch.no_grad():  # every variant must agree with eager before it is timed
+        reference = eager(batch)
+        for key, fn in variants.items():
+            diff = (fn(batch if key != "torch_export" else fields) - reference).abs()
+            if float(diff.max()) > 1e-5:
+                raise RuntimeError(f"{name}/{key}: max |diff| {float(diff.max())} vs eager")
+    return variants, batch, fields
+
+
+def measure(variants: dict, batch: Batch, fields: Batch, args: argparse.Namespace) -> dict:
+    """Per variant: p50 / p99 / mean milliseconds over ``args.runs`` calls."""
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    per_round = max(1, args.runs // args.rounds)
+    with torch.no_grad():
+        for key, fn in variants.items():
+            arg = batch if key != "torch_export" else fields
+            for _ in range(args.warmup):
+                fn(arg)
+        for _ in range(args.rounds):
+            for key, fn in variants.items():
+                arg = batch if key != "torch_export" else fields
+                for _ in range(per_round):
+                    start = time.perf_counter()
+                    fn(arg)
+                    times[key].append((time.perf_counter() - start) * 1e3)
+    return {
+        k: {
+            "p50_ms": float(np.percentile(v, 50)),
+            "p99_ms": float(np.percentile(v, 99)),
+            "mean_ms": float(np.mean(v)),
+            "runs": len(v),
+        }
+        for k, v in times.items()
+    }
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args()
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.configs:
+            variants, batch, fields = build_variants(name, args.candidates, Path(tmp))
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                stats = measure(variants, batch, fields, args)
+                for variant, s in stats.items():
+                    results.append({"model": name, "threads": threads, "variant": variant, **s})
+                log.info("%s, %d thread(s): done", name, threads)
+
+    table = Table(title=f"inference latency, {args.candidates} candidates (ms)")
+    for col in ("model", "threads", "variant", "p50", "p99", "p50 vs eager"):
+        table.add_column(col, justify="right" if col not in ("model", "variant") else "left")
+    for r in results:
+        base = next(
+            x
+            for x in results
+            if x["model"] == r["model"] and x["threads"] == r["threads"] and x["variant"] == "eager"
+        )
+        table.add_row(
+            r["model"],
+            str(r["threads"]),
+            r["variant"],
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{base['p50_ms'] / r['p50_ms']:.2f}x",
+        )
+    Console().print(table)
+
+    payload = {
+        "benchmark": "export_latency",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        },
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    log.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    main()

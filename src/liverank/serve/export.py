@@ -1,0 +1,339 @@
+"""Export a trained :class:`~liverank.models.ranker.Ranker` to TorchScript for serving.
+
+ARCHITECTURE section 7. The exported program maps a batch (a ``Dict[str, Tensor]`` holding the
+fields the model's modules read, see ``features/spec.py``) to per-task probabilities ``[B, T]``;
+the task order, the fields (dtype and rank), the feature map and the config live in a JSON
+document that is written next to the archive (``<path>.json``, for people and registries) and
+embedded in it (``extra/liverank_export.json``), so an archive that travelled alone still loads.
+
+How (and why tracing, not scripting): the Ranker's Python (pydantic configs, dataclass outputs,
+module registries) is not TorchScript-compatible, but its forward pass in eval mode is a fixed
+graph of tensor ops, so :func:`torch.jit.trace` records it once, under ``no_grad`` (the fused
+embedding gathers then take their plain ``F.embedding`` / ``embedding_bag`` path; the
+deduplicating training path is never traced). The batch size is not baked in (traced ``size``
+ops; the parity tests run batches of 1, 7 and 200). A small *scripted* guard wraps the trace:
+it checks that every field is present with the right rank and dtype and raises an error naming
+the field, so a non-Python consumer of the archive gets the same clear message.
+
+Which modules can be exported: a FeatureModule is traceable when its eval-mode forward has no
+data-dependent Python control flow (``int(t.max())``, ``if t.any()``) and no op TorchScript
+cannot represent. The baseline modules are listed in :data:`TRACEABLE_MODULES`; a later paper
+module opts in by setting a class attribute ``exportable = True`` once a parity test in
+``tests/serve/test_export.py`` covers it, or states why not in :data:`NOT_EXPORTABLE`.
+
+TorchScript: torch 2.13 marks ``torch.jit.trace`` / ``script`` / ``save`` / ``load`` deprecated
+(in favour of ``torch.export``) but they work; the warnings are silenced here. The baseline
+models also export with ``torch.export`` (same outputs, see ``benchmarks/export_latency.py``),
+whose Python runner is slower than TorchScript today; that is the path if TorchScript goes.
+
+Example::
+
+    path = export_torchscript(model, batch, "registry/v3/ranker.ts")
+    exported = load_exported(path)
+    proba = exported(batch)                 # [B, T] in exported.tasks order
+    by_task = exported.predict_proba(batch)  # {task: [B]}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import liverank
+from liverank.errors import ConfigError, DataValidationError
+from liverank.models.base import Batch
+from liverank.models.fusion import ranking_score
+from liverank.models.ranker import Ranker
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = "liverank.export.torchscript"
+EXPORT_VERSION = 1
+#: name of the metadata document inside the TorchScript archive
+META_NAME = "liverank_export.json"
+
+#: FeatureModules whose eval-mode forward traces to a batch-size-independent graph (tested)
+TRACEABLE_MODULES: frozenset[str] = frozenset({"sparse_features", "seq_pool", "din"})
+#: modules known not to trace correctly, and why
+NOT_EXPORTABLE: dict[str, str] = {
+    "moment_cross": (
+        "its GSU scoring sizes a bitmap with int(ids.max()) and branches on the number of "
+        "distinct history ids (data-dependent Python values a trace would freeze), its "
+        "in-batch InfoNCE uses fill_diagonal_, which TorchScript cannot trace, and in serving "
+        "its long histories come from a store outside the model; an export needs an "
+        "inference-only forward without these (no aux losses, a fixed-size scoring path)"
+    ),
+}
+
+
+class RankerProbabilities(nn.Module):
+    """``batch -> sigmoid(logits)`` stacked to ``[B, T]`` in ``model.tasks`` order (traced)."""
+
+    def __init__(self, model: Ranker) -> None:
+        super().__init__()
+        self.model = model
+        self.tasks = list(model.tasks)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.model(batch)
+        logits = torch.stack([out.logits[t] for t in self.tasks], dim=1)  # [B, T]
+        return torch.sigmoid(logits)
+
+
+class _FieldGuard(nn.Module):
+    """Scripted front of the archive: checks field presence, rank and dtype, then runs the trace.
+
+    Lists are parallel: ``fields[i]`` must have ``ranks[i]`` dimensions and the dtype of the
+    empty tensor ``protos[i]`` (named ``dtype_names[i]``), and every field the same leading
+    size ``B``. (A TorchScript attribute cannot hold a list of dtypes, hence the prototypes.)
+    """
+
+    def __init__(self, core: nn.Module, example: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.core = core
+        self.fields = list(example)
+        self.ranks = [t.dim() for t in example.values()]
+        self.protos = [torch.empty(0, dtype=t.dtype) for t in example.values()]
+        self.dtype_names = [str(t.dtype) for t in example.values()]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        size = -1
+        inputs: dict[str, torch.Tensor] = {}
+        for i in range(len(self.fields)):
+            name = self.fields[i]
+            if name not in batch:
+                raise RuntimeError(
+                    "exported ranker: the batch has no field '"
+                    + name
+                    + "'; required fields: "
+                    + ", ".join(self.fields)
+                )
+            value = batch[name]
+            if value.dim() != self.ranks[i]:
+                raise RuntimeError(
+                    "exported ranker: field '"
+                    + name
+                    + "' must have "
+                    + str(self.ranks[i])
+                    + " dimensions, got "
+                    + str(value.dim())
+                )
+            if value.dtype != self.protos[i].dtype:
+                raise RuntimeError(
+                    "exported ranker: field '" + name + "' must be " + self.dtype_names[i]
+                )
+            if size < 0:
+                size = value.shape[0]
+            elif value.shape[0] != size:
+                raise RuntimeError(
+                    "exported ranker: field '" + name + "' has a different batch size"
+                )
+            inputs[name] = value
+        return self.core(inputs)
+
+
+def export_blockers(model: Ranker) -> dict[str, str]:
+    """Module key -> why that module cannot be exported (empty: the model can be exported)."""
+    blockers: dict[str, str] = {}
+    for key, module in model.feature_modules.items():
+        name = getattr(module, "name", type(module).__name__)
+        if getattr(type(module), "exportable", False) or name in TRACEABLE_MODULES:
+            continue
+        blockers[key] = NOT_EXPORTABLE.get(
+            name,
+            f"module '{name}' has not been checked for tracing; set `exportable = True` on "
+            f"its class once a parity test in tests/serve/test_export.py covers it",
+        )
+    return blockers
+
+
+def required_fields(model: Ranker) -> list[str]:
+    """Sorted batch fields the model's modules read (the inputs of the exported program)."""
+    return sorted({f for fields in model.required_fields.values() for f in fields})
+
+
+def _metadata(model: Ranker, example: dict[str, torch.Tensor]) -> dict[str, Any]:
+    return {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "liverank_version": liverank.__version__,
+        "torch_version": torch.__version__,
+        "model_name": model.config.name,
+        "tasks": list(model.tasks),
+        "output": "probabilities [B, T], columns in 'tasks' order",
+        "score_exponents": dict(model.config.score_exponents or {"ctr": 1.0}),
+        "fields": {
+            name: {"dtype": str(t.dtype), "shape": ["B", *t.shape[1:]]}
+            for name, t in example.items()
+        },
+        "config": model.config.model_dump(mode="json"),
+        "feature_map": model.feature_map.model_dump(mode="json"),
+    }
+
+
+def export_torchscript(model: Ranker, example_batch: Batch, path: str | Path) -> Path:
+    """Trace ``model`` (eval mode, no grad) into a TorchScript archive at ``path``.
+
+    Args:
+        model: a trained Ranker whose modules are all exportable (:func:`export_blockers`).
+        example_batch: a batch with every field of :func:`required_fields` (other fields are
+            ignored); its batch size does not matter (a few rows suffice) but its dtypes and
+            ranks become the contract of the archive.
+        path: the archive to write; the metadata goes to ``<path>.json`` too.
+
+    Returns:
+        ``path``. The model's train/eval mode is restored.
+
+    Raises:
+        ConfigError: a module cannot be exported (the message says which and why), or the
+            example batch lacks a field.
+    """
+    blockers = export_blockers(model)
+    if blockers:
+        why = "; ".join(f"'{k}': {reason}" for k, reason in blockers.items())
+        raise ConfigError(f"model '{model.config.name}' is not exportable yet: {why}")
+    fields = required_fields(model)
+    model.check_batch(example_batch)
+    example = {f: example_batch[f] for f in fields}
+    meta = _metadata(model, example)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # check_trace=False: the built-in re-trace check reports the embedding lookups'
+            # cached per-table constants (created on the first trace, reused on the second)
+            # as "differing"; parity against eager on fresh batches is checked by the tests.
+            core = torch.jit.trace(
+                RankerProbabilities(model), (example,), strict=False, check_trace=False
+            )
+    finally:
+        model.train(was_training)
+    for w in caught:
+        # TracerWarnings name Python values frozen into the graph (e.g. a width check); the
+        # parity tests are what proves the trace is independent of them.
+        log.debug("trace of %s: %s", model.config.name, w.message)
+
+    text = json.dumps(meta, indent=2, sort_keys=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings():
+        # deprecated in torch 2.13 but working: see "TorchScript" in the module docstring
+        warnings.simplefilter("ignore", DeprecationWarning)
+        program = torch.jit.script(_FieldGuard(core, example))
+        torch.jit.save(program, str(tmp), _extra_files={META_NAME: text})
+    tmp.replace(path)  # atomic, as Ranker.save: a registry watcher never sees half an archive
+    path.with_name(path.name + ".json").write_text(text + "\n")
+    log.info(
+        "exported %s (%d fields, tasks %s) to %s", model.config.name, len(fields), model.tasks, path
+    )
+    return path
+
+
+class ExportedRanker:
+    """A loaded export: validates batches in Python, then runs the TorchScript program.
+
+    Attributes:
+        tasks: column order of the ``[B, T]`` output.
+        fields: field -> ``{"dtype": ..., "shape": ["B", ...]}``.
+        meta: the whole metadata document (config, feature map, versions).
+    """
+
+    def __init__(self, program: torch.jit.ScriptModule, meta: dict[str, Any]) -> None:
+        self.program = program
+        self.meta = meta
+        self.tasks: list[str] = list(meta["tasks"])
+        self.fields: dict[str, dict[str, Any]] = dict(meta["fields"])
+        self.score_exponents: dict[str, float] = dict(meta["score_exponents"])
+
+    def check_batch(self, batch: Batch) -> None:
+        """Raise :class:`DataValidationError` naming the first missing or malformed field."""
+        size: int | None = None
+        for name, spec in self.fields.items():
+            if name not in batch:
+                raise DataValidationError(
+                    f"the exported model needs batch field '{name}', which the batch does not "
+                    f"have (required: {', '.join(self.fields)})",
+                    column=name,
+                )
+            value = batch[name]
+            if not isinstance(value, torch.Tensor):
+                raise DataValidationError(
+                    f"must be a torch.Tensor, got {type(value).__name__}", column=name
+                )
+            if value.dim() != len(spec["shape"]) or str(value.dtype) != spec["dtype"]:
+                raise DataValidationError(
+                    f"expected {spec['dtype']} of shape {spec['shape']}, got {value.dtype} of "
+                    f"shape {list(value.shape)}",
+                    column=name,
+                )
+            if size is None:
+                size = value.shape[0]
+            elif value.shape[0] != size:
+                raise DataValidationError(
+                    f"has {value.shape[0]} rows but the other fields have {size}", column=name
+                )
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        """Probabilities ``[B, T]`` (columns in :attr:`tasks` order)."""
+        self.check_batch(batch)
+        return self.program({name: batch[name] for name in self.fields})
+
+    def predict_proba(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{task: [B]}``, as :meth:`Ranker.predict_proba`."""
+        proba = self(batch)  # [B, T]
+        return {t: proba[:, i] for i, t in enumerate(self.tasks)}
+
+    def ranking_score(self, batch: Batch) -> torch.Tensor:
+        """The fused score ``[B]`` with the exponents recorded at export (``models/fusion.py``)."""
+        return ranking_score(self.predict_proba(batch), self.score_exponents)
+
+
+def load_exported(
+    path: str | Path, map_location: str = "cpu", freeze: bool = True
+) -> ExportedRanker:
+    """Load an archive written by :func:`export_torchscript` (no liverank model code runs).
+
+    ``freeze`` runs ``torch.jit.freeze`` on the program (weights become constants the graph
+    optimiser can fold): a few percent lower latency at 200 candidates (within noise) in
+    ``benchmarks/export_latency.py``, same outputs.
+
+    Raises:
+        ConfigError: no such file, not a TorchScript archive, or not a liverank export of a
+            supported version.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such exported model")
+    extra = {META_NAME: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            program = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
+    except Exception as exc:  # any load failure means "not an archive we can run"
+        raise ConfigError(f"{path}: not a readable TorchScript archive ({exc})") from exc
+    try:
+        meta = json.loads(extra[META_NAME])
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, Mapping) or meta.get("format") != EXPORT_FORMAT:
+        raise ConfigError(f"{path}: a TorchScript archive, but not a liverank ranker export")
+    if meta.get("version") != EXPORT_VERSION:
+        raise ConfigError(
+            f"{path}: export version {meta.get('version')} is not supported "
+            f"(this liverank reads version {EXPORT_VERSION}); export the checkpoint again"
+        )
+    program.eval()
+    if freeze:
+        program = torch.jit.freeze(program)
+    return ExportedRanker(program, dict(meta))

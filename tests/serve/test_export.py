@@ -1,0 +1,212 @@
+"""TorchScript export of Rankers: parity with eager PyTorch, batch-size independence, errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from liverank.errors import ConfigError, DataValidationError
+from liverank.features.spec import FeatureMap
+from liverank.models.ranker import Ranker, RankerConfig
+from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
+from liverank.models.zoo import get_config
+from liverank.serve.export import (
+    META_NAME,
+    ExportedRanker,
+    export_blockers,
+    export_torchscript,
+    load_exported,
+    required_fields,
+)
+from liverank.train.optim import build_optimizers
+
+SIZES = (1, 7, 200)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _trained(config: RankerConfig, fm: FeatureMap, steps: int = 3) -> Ranker:
+    """A model a few optimiser steps away from its initialisation (sparse rows touched)."""
+    torch.manual_seed(0)
+    model = Ranker(fm, config)
+    optimizers = build_optimizers(model, lr_sparse=0.05, lr_dense=0.01)
+    for batch in synthetic_batches(fm, steps, 64, seed=3):
+        optimizers.zero_grad()
+        loss, _ = model.loss(batch, model(batch))
+        loss.backward()
+        optimizers.step()
+    return model.eval()
+
+
+def _eager(model: Ranker, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    proba = model.predict_proba(batch)
+    return torch.stack([proba[t] for t in model.tasks], dim=1)  # [B, T]
+
+
+def _assert_parity(model: Ranker, exported: ExportedRanker, fm: FeatureMap) -> None:
+    assert exported.tasks == model.tasks
+    for i, n in enumerate(SIZES):
+        batch = synthetic_batches(fm, 1, n, seed=100 + i)[0]
+        got = exported(batch)
+        assert got.shape == (n, len(model.tasks))
+        torch.testing.assert_close(got, _eager(model, batch), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["mlp", "din", "mmoe", "ple"])
+def test_zoo_parity(name: str, tmp_path: Path) -> None:
+    fm = synthetic_feature_map()
+    model = _trained(get_config(name), fm)
+    example = synthetic_batches(fm, 1, 5, seed=9)[0]  # traced at batch 5: no size is baked in
+    path = export_torchscript(model, example, tmp_path / f"{name}.ts")
+    assert not model.training
+    _assert_parity(model, load_exported(path), fm)
+    _assert_parity(model, load_exported(path, freeze=False), fm)
+
+
+def test_variants_parity(tmp_path: Path) -> None:
+    """Hashed tables and the unfused (one table per field) layout trace too."""
+    fm = synthetic_feature_map(hash_buckets={"user": 97})
+    config = get_config("din")
+    config.fused_embeddings = False
+    config.sparse_embeddings = False
+    config.hash_buckets = {"author": 31}
+    model = _trained(config, fm)
+    path = export_torchscript(model, synthetic_batches(fm, 1, 4)[0], tmp_path / "m.ts")
+    exported = load_exported(path)
+    _assert_parity(model, exported, fm)
+    # Ids never seen in training (cold users) are hashed / mapped to padding as in eager.
+    batch = synthetic_batches(fm, 1, 7, seed=1)[0]
+    batch["user_id"] = batch["user_id"] + 10_000_000
+    batch["author_id"] = batch["author_id"] * 0 + 5_000
+    torch.testing.assert_close(exported(batch), _eager(model, batch), atol=1e-5, rtol=0)
+
+
+def test_metadata_and_helpers(tmp_path: Path) -> None:
+    fm = synthetic_feature_map(tasks=["ctr", "lvtr", "ltr"])
+    config = get_config("ple")
+    config.score_exponents = {"ctr": 1.0, "lvtr": 0.5}
+    model = _trained(config, fm, steps=1)
+    path = export_torchscript(model, synthetic_batches(fm, 1, 3)[0], tmp_path / "ple.ts")
+    sidecar = json.loads(path.with_name("ple.ts.json").read_text())
+    exported = load_exported(path)
+    assert sidecar == exported.meta
+    assert sidecar["tasks"] == ["ctr", "lvtr", "ltr"]
+    assert sorted(sidecar["fields"]) == required_fields(model)
+    assert sidecar["fields"]["live_seq_author"] == {"dtype": "torch.int64", "shape": ["B", 20]}
+    assert FeatureMap.model_validate(sidecar["feature_map"]) == model.feature_map
+    assert RankerConfig.model_validate(sidecar["config"]) == model.config
+
+    batch = synthetic_batches(fm, 1, 11, seed=4)[0]
+    by_task = exported.predict_proba(batch)
+    eager = model.predict_proba(batch)
+    for t in model.tasks:
+        torch.testing.assert_close(by_task[t], eager[t], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        exported.ranking_score(batch), model.ranking_score(batch), atol=1e-5, rtol=0
+    )
+    # The archive alone carries the metadata (the sidecar is for people and registries).
+    path.with_name("ple.ts.json").unlink()
+    assert load_exported(path).tasks == ["ctr", "lvtr", "ltr"]
+
+
+@pytest.fixture(scope="module")
+def exported_din(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExportedRanker, FeatureMap]:
+    fm = synthetic_feature_map()
+    torch.manual_seed(0)
+    model = Ranker(fm, get_config("din"))
+    path = tmp_path_factory.mktemp("din") / "din.ts"
+    return load_exported(export_torchscript(model, synthetic_batches(fm, 1, 4)[0], path)), fm
+
+
+def test_missing_field(exported_din: tuple[ExportedRanker, FeatureMap]) -> None:
+    exported, fm = exported_din
+    batch = synthetic_batches(fm, 1, 6)[0]
+    del batch["live_seq_category"]
+    with pytest.raises(DataValidationError, match="live_seq_category"):
+        exported(batch)
+    # The archive itself checks too (for consumers that bypass the Python wrapper).
+    with pytest.raises(torch.jit.Error, match="no field 'live_seq_category'"):
+        exported.program(batch)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("user_id", lambda t: t.to(torch.int32), "torch.int64"),
+        ("user_id", lambda t: t.unsqueeze(1), r"shape \['B'\]"),
+        ("author_id", lambda t: t[:-1], "5 rows"),
+        ("video_seq_tag", lambda t: t.tolist(), "torch.Tensor"),
+    ],
+)
+def test_wrong_field(
+    exported_din: tuple[ExportedRanker, FeatureMap],
+    field: str,
+    value: Callable[[torch.Tensor], object],
+    message: str,
+) -> None:
+    exported, fm = exported_din
+    batch: dict = synthetic_batches(fm, 1, 6)[0]
+    batch[field] = value(batch[field])
+    with pytest.raises(DataValidationError, match=message) as info:
+        exported(batch)
+    assert info.value.column == field
+
+
+def test_archive_rejects_wrong_dtype(exported_din: tuple[ExportedRanker, FeatureMap]) -> None:
+    exported, fm = exported_din
+    batch = synthetic_batches(fm, 1, 6)[0]
+    batch["position"] = batch["position"].float()
+    with pytest.raises(torch.jit.Error, match="'position' must be torch.int64"):
+        exported.program(batch)
+
+
+def test_extra_fields_ignored(exported_din: tuple[ExportedRanker, FeatureMap]) -> None:
+    exported, fm = exported_din
+    batch = synthetic_batches(fm, 1, 6)[0]
+    reference = exported(batch)
+    batch["something_else"] = torch.ones(3, 2)
+    torch.testing.assert_close(exported(batch), reference)
+
+
+def test_moment_cross_not_exportable(tmp_path: Path) -> None:
+    fm = synthetic_feature_map(long_len=16)
+    model = Ranker(fm, get_config("moment_cross"))
+    assert set(export_blockers(model)) == {"moment_cross"}
+    with pytest.raises(
+        ConfigError, match="not exportable yet.*moment_cross.*int\\(ids.max\\(\\)\\)"
+    ):
+        export_torchscript(model, synthetic_batches(fm, 1, 4)[0], tmp_path / "mc.ts")
+    assert not (tmp_path / "mc.ts").exists()
+
+
+def test_load_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such exported model"):
+        load_exported(tmp_path / "missing.ts")
+    junk = tmp_path / "junk.ts"
+    junk.write_bytes(b"not an archive")
+    with pytest.raises(ConfigError, match="not a readable TorchScript archive"):
+        load_exported(junk)
+    other = tmp_path / "other.ts"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 1)), str(other))
+    with pytest.raises(ConfigError, match="not a liverank ranker export"):
+        load_exported(other)
+    bad_version = tmp_path / "v0.ts"
+    torch.jit.save(
+        torch.jit.script(torch.nn.Linear(2, 1)),
+        str(bad_version),
+        _extra_files={
+            META_NAME: json.dumps({"format": "liverank.export.torchscript", "version": 0})
+        },
+    )
+    with pytest.raises(ConfigError, match="export version 0"):
+        load_exported(bad_version)
