@@ -14,6 +14,12 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "--data", type=Path, required=True, help="dataset whose events fill the feature store"
     )
     p.add_argument("--as-of", type=int, default=None, help="replay events before this epoch ms")
+    p.add_argument(
+        "--store",
+        default="memory",
+        help="feature store: memory (replay --data) or redis://host:port/DB/PREFIX "
+        "(written by liverank stream --store)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--watch-interval", type=float, default=2.0, help="registry poll, seconds")
@@ -31,6 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.data,
         as_of_ts=args.as_of,
         watch_interval_s=args.watch_interval,
+        store=args.store,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

@@ -43,6 +43,14 @@ def add_stream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lateness-ms", type=int, default=30_000)
     p.add_argument("--chunk-rows", type=int, default=10_000)
     p.add_argument("--checkpoint-every-rows", type=int, default=100_000)
+    p.add_argument(
+        "--store",
+        default=None,
+        help="also keep this Redis feature store up to date: redis://host:port/DB/PREFIX",
+    )
+    p.add_argument(
+        "--store-seq-len", type=int, default=55, help="behaviours kept per user and domain"
+    )
     p.add_argument("--max-rows", type=int, default=None, help="stop early (no flush)")
     p.set_defaults(func=cmd_stream)
 
@@ -70,6 +78,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
         chunk_rows=args.chunk_rows,
         checkpoint_every_rows=args.checkpoint_every_rows,
         max_rows=args.max_rows,
+        store=args.store,
+        store_seq_len=args.store_seq_len,
     )
     _print_stats(f"liverank stream ({args.mode})", stats.to_dict())
     return 0

@@ -14,12 +14,17 @@ into the endpoints
   422 whose body names the field; unknown users / rooms are served with cold-start features
   and flagged, never an error;
 * ``GET /health`` and ``GET /metrics`` (Prometheus text: requests by outcome, latency
-  histogram by stage, model version, feature lag).
+  histogram by stage, model version, feature lag);
+* ``GET /rooms/{live_id}/forecast``: a room's 30 s statistic history from a
+  :class:`~liverank.features.store.RoomStatsSource` (``room_stats``), forecast still null
+  (:mod:`liverank.serve.web`);
+* ``GET /``: the web page (``static/index.html``, :mod:`liverank.serve.web`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Protocol
 
@@ -37,7 +42,9 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from liverank.errors import LiverankError
+from liverank.features.store import RoomStatsSource
 from liverank.serve.model_holder import ModelHolder
+from liverank.serve.web import add_web_routes
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +143,17 @@ class _Metrics:
         )
 
 
-def create_app(holder: ModelHolder, features: FeatureService) -> FastAPI:
-    """The ranking service over ``holder`` and ``features`` (module doc)."""
+def create_app(
+    holder: ModelHolder, features: FeatureService, room_stats: RoomStatsSource | None = None
+) -> FastAPI:
+    """The ranking service over ``holder`` and ``features`` (module doc); ``room_stats``
+    serves ``GET /rooms/{live_id}/forecast`` (None: that endpoint answers 503)."""
     app = FastAPI(title="liverank ranking service", version="1")
     metrics = _Metrics()
+    # One forward pass at a time: torch already uses every core for one batch, and concurrent
+    # passes from the server's thread pool only oversubscribe the CPU (measured: p50 x9 at
+    # concurrency 8 without it); waiting requests queue here instead.
+    model_lock = threading.Lock()
     app.state.holder, app.state.features, app.state.metrics = holder, features, metrics
 
     @app.post("/rank", response_model=RankResponse)
@@ -159,7 +173,7 @@ def create_app(holder: ModelHolder, features: FeatureService) -> FastAPI:
         if len(info["live_ids"]) == 0:
             metrics.requests.labels("ok").inc()
             return _response(served, info, [], {"features": (t1 - t0) * 1e3})
-        with torch.inference_mode():
+        with model_lock, torch.inference_mode():
             probs = served.model.predict_proba(batch)
             score = served.model.ranking_score(batch)  # [C]
         t2 = time.perf_counter()
@@ -211,6 +225,7 @@ def create_app(holder: ModelHolder, features: FeatureService) -> FastAPI:
             metrics.lag.set(max(0.0, time.time() - wm / 1e3))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    add_web_routes(app, room_stats, features.watermark_ts)
     return app
 
 

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 
+from liverank.data.io import has_table, read_meta, read_table
 from liverank.errors import ConfigError
+from liverank.features.store import RoomStatsStore
 from liverank.serve.app import create_app
 from liverank.serve.feature_store import MemoryFeatureStore, OnlineFeatureStore
 from liverank.serve.model_holder import ModelHolder
@@ -73,8 +76,13 @@ def build_service(
     as_of_ts: int | None = None,
     seq_len: int | None = None,
     watch_interval_s: float = 2.0,
+    store: str = "memory",
 ):
-    """The FastAPI app of ``liverank serve`` (store filled by replaying ``data``)."""
+    """The FastAPI app of ``liverank serve`` (store filled by replaying ``data``).
+
+    ``store="redis://host:port/DB/PREFIX"`` reads the Redis feature store that
+    ``liverank stream --store`` keeps up to date instead (:func:`open_feature_store`).
+    """
     holder = ModelHolder(registry, model, interval_s=watch_interval_s)
     holder.start()
     if holder.version is None:
@@ -85,6 +93,45 @@ def build_service(
     # a few slots more than the model reads: events in the request's own millisecond take a
     # buffer slot but are not returned (feature_store.py)
     n = seq_len or holder.current().model.feature_map.seq_len + 5
-    store = MemoryFeatureStore.from_dataset(data, seq_len=n, as_of_ts=as_of_ts)
-    log.info("feature store filled from %s as of %s", data, store.watermark_ts)
-    return create_app(holder, StoreFeatureService(store, holder))
+    backend = open_feature_store(store, data, n, as_of_ts)
+    room_stats = room_stats_as_of(data, as_of_ts)
+    return create_app(holder, StoreFeatureService(backend, holder), room_stats)
+
+
+def room_stats_as_of(data: str | Path, as_of_ts: int | None = None) -> RoomStatsStore:
+    """The room statistic store of ``data`` from its events with ``ts < as_of_ts`` (default:
+    the dataset's end), the same cut as the online feature store."""
+    as_of = read_meta(data).end_ts if as_of_ts is None else int(as_of_ts)
+
+    def before(name: str) -> pl.DataFrame:
+        return read_table(data, name).filter(pl.col("ts") < as_of)
+
+    with_products = has_table(data, "room_products")
+    return RoomStatsStore.from_tables(
+        read_table(data, "rooms"),
+        before("live_impressions"),
+        before("live_events"),
+        before("room_products") if with_products else None,
+        read_table(data, "products") if has_table(data, "products") else None,
+    )
+
+
+def open_feature_store(
+    store: str, data: str | Path | None, seq_len: int, as_of_ts: int | None = None
+) -> OnlineFeatureStore:
+    """``store="memory"``: replay ``data`` before ``as_of_ts`` into a store of ``seq_len``.
+    ``store="redis://host:port/DB/PREFIX"``: the Redis store ``liverank stream --store`` writes
+    (its ``seq_len`` is the writer's; ``assemble_request`` checks it covers the model's)."""
+    if store == "memory":
+        if data is None:
+            raise ConfigError("the in-memory feature store needs --data DATASET to replay")
+        mem = MemoryFeatureStore.from_dataset(data, seq_len=seq_len, as_of_ts=as_of_ts)
+        log.info("feature store filled from %s as of %s", data, mem.watermark_ts)
+        return mem
+    if store.startswith(("redis://", "rediss://", "unix://")):
+        from liverank.serve.redis_store import RedisFeatureStore
+
+        redis_store = RedisFeatureStore.from_url(store)
+        log.info("feature store %s: watermark %s", store, redis_store.watermark_ts)
+        return redis_store
+    raise ConfigError(f"unknown feature store '{store}': memory or redis://host:port/DB/PREFIX")

@@ -165,6 +165,8 @@ def stream_main(
     checkpoint_every_rows: int = 100_000,
     max_rows: int | None = None,
     progress: bool = True,
+    store: str | None = None,
+    store_seq_len: int = 55,
 ) -> StreamRunStats:
     """``liverank stream``: run the engine of ``mode`` live and write its rows to ``out``.
 
@@ -175,6 +177,8 @@ def stream_main(
     shards, for demos). Rows go to ``out/samples`` (``sink="parquet"``) or to the Redis stream
     ``out_key`` (``sink="redis"``); ``out`` also gets ``dead_letters.parquet`` and
     ``stream_stats.json``. ``resume`` continues from the newest checkpoint in ``checkpoint``.
+    ``store`` (``redis://host:port/DB/PREFIX``) also keeps that online feature store up to date
+    (:mod:`liverank.serve.store_feed`, ``store_seq_len`` behaviours per user and domain).
     """
     out_dir = Path(out)
     client = None
@@ -192,6 +196,11 @@ def stream_main(
         produce_dataset(client, data, stream_key, shards=shards, chunk_rows=chunk_rows)
     if resume:
         src.seek(latest_checkpoint(checkpoint).offset)  # type: ignore[arg-type, union-attr]
+    if store is not None:
+        from liverank.serve.store_feed import feed_source
+
+        feed = f"{stream_key}:{shard}" if source == "redis" else "replay"
+        src = feed_source(src, store, data, feed, store_seq_len)
     if sink == "parquet":
         dst: StreamSink = ParquetSink(out_dir / SAMPLES_DIR)
         if not resume and dst.existing_rows:  # type: ignore[attr-defined]

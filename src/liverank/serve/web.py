@@ -1,0 +1,80 @@
+"""The web page at ``/`` and the room history endpoint ``GET /rooms/{live_id}/forecast``.
+
+* ``GET /`` serves ``static/index.html``: vanilla JavaScript, no external resources. A user id
+  -> ``POST /rank`` -> a table of the ranked rooms on air with their task probabilities; a room
+  id -> ``GET /rooms/{id}/forecast`` -> an inline SVG plot of one statistic's history. The
+  page reads ``?user=`` / ``?room=`` query parameters and renders them on load.
+* ``GET /rooms/{live_id}/forecast?n=120&ts=...``: the room's last ``n`` complete 30 s windows
+  (ROOM_STATS, :mod:`liverank.stream.room_stats`) before ``ts`` (default: the feature store's
+  watermark, else the wall clock), read point-in-time from a
+  :class:`~liverank.features.store.RoomStatsSource`. The forecast (LiveForesighter, issue #6)
+  is not built yet: ``"forecast": null`` and a ``forecast_note`` say so. Unknown room: 404.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from liverank.features.store import RoomStatsSource
+from liverank.stream.room_stats import WINDOW_MS
+
+STATIC_DIR = Path(__file__).parent / "static"
+FORECAST_NOTE = "LiveForesighter (issue 6) not built yet: history only"
+MAX_WINDOWS = 2_880  # one day of 30 s windows
+
+
+class RoomHistory(BaseModel):
+    """``GET /rooms/{live_id}/forecast`` response."""
+
+    live_id: int
+    as_of_ts: int = Field(description="epoch ms; only windows ending at or before it")
+    window_ms: int
+    window_start: list[int] = Field(description="epoch ms of each window, oldest first")
+    stats: dict[str, list[float]] = Field(description="statistic -> [n] values per window")
+    forecast: dict[str, list[float]] | None = None
+    forecast_note: str = FORECAST_NOTE
+
+
+def add_web_routes(
+    app: FastAPI,
+    room_stats: RoomStatsSource | None,
+    now_ts: Callable[[], int | None],
+) -> None:
+    """Register ``GET /`` and ``GET /rooms/{live_id}/forecast`` on ``app``; ``now_ts`` gives
+    the default history time (the feature store's watermark)."""
+    app.state.room_stats = room_stats
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/rooms/{live_id}/forecast", response_model=RoomHistory)
+    def forecast(
+        live_id: int,
+        n: int = Query(120, ge=1, le=MAX_WINDOWS, description="number of 30 s windows"),
+        ts: int | None = Query(None, ge=0, description="epoch ms; default: the store's time"),
+    ) -> RoomHistory:
+        if room_stats is None:
+            raise HTTPException(503, "room statistics are not loaded in this service")
+        if ts is None:
+            wm = now_ts()
+            ts = int(wm) if wm is not None else int(time.time() * 1000)
+        values, known = room_stats.history(live_id, ts, n)  # [n, S], bool
+        if not known:
+            raise HTTPException(404, f"unknown room live_id={live_id}: not in the room store")
+        k_last = ts // WINDOW_MS - 1  # last window complete at ts (features/store.py)
+        starts = (np.arange(k_last - n + 1, k_last + 1, dtype=np.int64) * WINDOW_MS).tolist()
+        return RoomHistory(
+            live_id=live_id,
+            as_of_ts=ts,
+            window_ms=WINDOW_MS,
+            window_start=starts,
+            stats={s: values[:, j].tolist() for j, s in enumerate(room_stats.stat_names)},
+        )

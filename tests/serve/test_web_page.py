@@ -1,0 +1,205 @@
+"""The room history endpoint and the web page at ``/``, the page in a real headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from liverank.data.io import read_table
+from liverank.features.store import RoomStatsStore
+from liverank.models.ranker import Ranker
+from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
+from liverank.models.zoo import get_config
+from liverank.serve.app import create_app
+from liverank.serve.model_holder import ModelHolder
+from liverank.serve.service import room_stats_as_of
+from liverank.serve.web import FORECAST_NOTE, add_web_routes
+from liverank.stream.room_stats import ROOM_STATS, WINDOW_MS, room_stats
+from liverank.train.registry import ModelRegistry
+
+FM = synthetic_feature_map()
+
+
+class FakeFeatures:
+    """Synthetic feature rows for the given rooms (default: ``on_air``) at ``now``."""
+
+    def __init__(self, on_air: list[int], now: int) -> None:
+        self.rows = synthetic_batches(FM, 1, 64, seed=5)[0]
+        self.on_air, self.now = on_air, now
+
+    def assemble(self, user_id: int, live_ids: list[int] | None, ts: int | None):
+        ids = np.array(live_ids if live_ids is not None else self.on_air, dtype=np.int64)
+        info: dict[str, Any] = {
+            "live_ids": ids,
+            "user_known": True,
+            "room_known": np.ones(len(ids), dtype=bool),
+            "on_air": np.ones(len(ids), dtype=bool),
+            "ts": ts or self.now,
+            "freshness_ms": 0,
+        }
+        return {k: v[: len(ids)] for k, v in self.rows.items()}, info
+
+    def watermark_ts(self) -> int | None:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Tiny simulated dataset cut at a mid-data impression, an mlp model, the app."""
+    from liverank.data.sim import SimConfig, simulate
+
+    root = tmp_path_factory.mktemp("web")
+    simulate(SimConfig.preset("tiny", seed=0), root / "data", progress=False)
+    imp = read_table(root / "data", "live_impressions").sort("ts")
+    as_of = int(imp["ts"][len(imp) // 2])
+    rooms = read_table(root / "data", "rooms")
+    on_air = rooms.filter((pl.col("start_ts") <= as_of) & (pl.col("end_ts") > as_of))
+    on_air_ids = on_air["live_id"].to_list()[:40]
+    torch.manual_seed(0)
+    Ranker(FM, get_config("mlp")).save(root / "m.pt")
+    reg = ModelRegistry(root / "reg")
+    reg.publish("mlp", root / "m.pt")
+    holder = ModelHolder(reg.root, "mlp", FM)
+    holder.refresh()
+    stats = room_stats_as_of(root / "data", as_of)
+    app = create_app(holder, FakeFeatures(on_air_ids, as_of), stats)
+    return {"data": root / "data", "as_of": as_of, "on_air": on_air_ids, "app": app}
+
+
+def test_history_matches_the_batch_room_stats_before_as_of(world: dict[str, Any]) -> None:
+    c = TestClient(world["app"])
+    as_of, live_id = world["as_of"], world["on_air"][0]
+    r = c.get(f"/rooms/{live_id}/forecast", params={"n": 30})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["forecast"] is None and body["forecast_note"] == FORECAST_NOTE
+    assert body["as_of_ts"] == as_of and body["window_ms"] == WINDOW_MS
+    starts = body["window_start"]
+    assert len(starts) == 30 and starts[-1] + WINDOW_MS <= as_of < starts[-1] + 2 * WINDOW_MS
+    assert np.all(np.diff(starts) == WINDOW_MS)
+    # reference: the batch statistics over the events strictly before as_of
+    data = world["data"]
+    ref = room_stats(
+        read_table(data, "rooms"),
+        read_table(data, "live_impressions").filter(pl.col("ts") < as_of),
+        read_table(data, "live_events").filter(pl.col("ts") < as_of),
+    ).filter(pl.col("live_id") == live_id)
+    got = pl.DataFrame({"window_start": starts, **body["stats"]})
+    joined = got.join(ref, on="window_start", how="left", suffix="_ref")
+    for s in ROOM_STATS:
+        expected = joined[f"{s}_ref"].fill_null(0).cast(pl.Float64).to_numpy()
+        np.testing.assert_allclose(joined[s].to_numpy(), expected, err_msg=s)
+    assert sum(body["stats"]["exposure"]) > 0  # a room on air at a busy time was shown
+
+
+def test_history_errors(world: dict[str, Any], tmp_path: Path) -> None:
+    c = TestClient(world["app"])
+    r = c.get("/rooms/987654321/forecast")
+    assert r.status_code == 404 and "987654321" in r.json()["detail"]
+    assert c.get(f"/rooms/{world['on_air'][0]}/forecast", params={"n": 0}).status_code == 422
+    no_stats = TestClient(create_app(world["app"].state.holder, FakeFeatures([1], 0)))
+    r = no_stats.get("/rooms/1/forecast")
+    assert r.status_code == 503 and "not loaded" in r.json()["detail"]
+
+
+def test_history_explicit_ts_and_store_cut() -> None:
+    """A planted room: 3 impressions in window 2, nothing at or after as_of is seen."""
+    t0 = 1_000 * WINDOW_MS
+    rooms = pl.DataFrame({"live_id": [7], "start_ts": [t0], "end_ts": [t0 + 10 * WINDOW_MS]})
+    imp = pl.DataFrame({"ts": [t0 + 2 * WINDOW_MS + d for d in (0, 5, 29_999)], "live_id": [7] * 3})
+    ev = pl.DataFrame(
+        schema={
+            "ts": pl.Int64,
+            "user_id": pl.Int64,
+            "live_id": pl.Int64,
+            "event": pl.Utf8,
+            "value": pl.Float64,
+        }
+    )
+    store = RoomStatsStore.from_tables(rooms, imp, ev)
+    app = FastAPI()
+    add_web_routes(app, store, lambda: None)
+    c = TestClient(app)
+    body = c.get("/rooms/7/forecast", params={"n": 4, "ts": t0 + 3 * WINDOW_MS}).json()
+    assert body["window_start"] == [t0 + (k - 1) * WINDOW_MS for k in range(4)]
+    assert body["stats"]["exposure"] == [0.0, 0.0, 0.0, 3.0]
+    body = c.get("/rooms/7/forecast", params={"n": 4, "ts": t0 + 3 * WINDOW_MS - 1}).json()
+    assert body["stats"]["exposure"] == [0.0, 0.0, 0.0, 0.0]  # window 2 still open
+
+
+# ------------------------------------------------------------------------- the browser page
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture()
+def server(world: dict[str, Any]) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(
+        uvicorn.Config(world["app"], host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started:
+        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_the_page_is_served_without_external_resources(world: dict[str, Any]) -> None:
+    html = TestClient(world["app"]).get("/").text
+    assert "<script>" in html and "/rank" in html and "/forecast" in html
+    assert not re.search(r"(src|href)=\"(https?:)?//", html)  # no CDN: offline machines
+
+
+def test_page_in_headless_chromium(server: str, world: dict[str, Any], tmp_path: Path) -> None:
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium)")
+    room, shot = world["on_air"][0], tmp_path / "page.png"
+    cmd = [
+        chromium,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1000,1400",
+        "--virtual-time-budget=5000",
+        f"--screenshot={shot}",
+        "--dump-dom",
+        f"{server}/?user=5&room={room}&n=60",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dom = out.stdout
+    # the ranked rows, in the order POST /rank returns them
+    expected = TestClient(world["app"]).post("/rank", json={"user_id": 5, "top_k": 20}).json()
+    rows = re.findall(r'<tr class="rank-row[^"]*" data-live-id="(\d+)"', dom)
+    assert rows == [str(it["live_id"]) for it in expected["items"]], dom[:3000]
+    assert "p_ctr" in dom and f"{expected['items'][0]['probs']['ctr']:.4f}" in dom
+    # the history plot: one polyline point per window, and the note about the forecast
+    points = re.search(r'id="history-line"[^>]*points="([^"]*)"', dom)
+    assert points is not None, dom[-3000:]
+    assert len(points.group(1).split()) == 60
+    assert FORECAST_NOTE in dom
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5_000
