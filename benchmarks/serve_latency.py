@@ -76,6 +76,10 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=200)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--requests", type=int, default=400, help="per concurrency level")
+    ap.add_argument("--omp-wait-policy", default="PASSIVE", help="server's OMP_WAIT_POLICY")
+    ap.add_argument(
+        "--torch-threads", type=int, default=0, help="server's OMP_NUM_THREADS (0: all)"
+    )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/serve_latency.json"))
     args = ap.parse_args()
 
@@ -94,7 +98,9 @@ def main() -> None:
             users = imp.filter(pl.col("ts") < as_of)["user_id"].unique().to_numpy()
             rng = np.random.default_rng(0)
             port = _free_port()
-            env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+            env = dict(os.environ, OMP_WAIT_POLICY=args.omp_wait_policy)
+            if args.torch_threads:
+                env["OMP_NUM_THREADS"] = str(args.torch_threads)
             server = subprocess.Popen(
                 [sys.executable, "-m", "liverank.cli", "serve", "--registry", str(reg),
                  "--model", model, "--data", str(data), "--as-of", str(as_of),
@@ -166,6 +172,8 @@ def main() -> None:
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
                 "cpus": os.cpu_count(),
                 "size": args.size,
+                "server_omp_wait_policy": args.omp_wait_policy,
+                "server_torch_threads": args.torch_threads or "all",
                 "results": results,
             },
             indent=2,

@@ -22,14 +22,27 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="threads per forward pass (1: measured fastest on 2 cores, see docs/serving.md)",
+    )
     p.add_argument("--watch-interval", type=float, default=2.0, help="registry poll, seconds")
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import torch
     import uvicorn
 
     from liverank.serve.service import build_service
+
+    if args.torch_threads < 1:
+        from liverank.errors import ConfigError
+
+        raise ConfigError(f"--torch-threads must be >= 1, got {args.torch_threads}")
+    torch.set_num_threads(args.torch_threads)
 
     app = build_service(
         args.registry,

@@ -270,9 +270,11 @@ class Ranker(nn.Module):
     def ranking_score(self, batch: Batch) -> torch.Tensor:
         """The score a ranking service sorts by, ``[B]``: Moment&Cross eq. 4 with the config's
         ``score_exponents`` (``prod_t (1 + p_t)^alpha_t``), or ``p_ctr`` when none are set."""
-        probs = self.predict_proba(batch)
-        exponents = self.config.score_exponents or {"ctr": 1.0}
-        return ranking_score(probs, exponents)
+        return self.score_from_proba(self.predict_proba(batch))
+
+    def score_from_proba(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`ranking_score` from already computed :meth:`predict_proba` output."""
+        return ranking_score(probs, self.config.score_exponents or {"ctr": 1.0})
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """``(sparse, dense)``: embedding weights with sparse gradients, and everything else."""

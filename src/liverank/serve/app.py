@@ -175,7 +175,7 @@ def create_app(
             return _response(served, info, [], {"features": (t1 - t0) * 1e3})
         with model_lock, torch.inference_mode():
             probs = served.model.predict_proba(batch)
-            score = served.model.ranking_score(batch)  # [C]
+            score = served.model.score_from_proba(probs)  # [C], no second forward pass
         t2 = time.perf_counter()
         order = torch.argsort(score, descending=True).numpy()
         if req.top_k is not None:
