@@ -23,6 +23,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,11 +56,14 @@ class ModelHolder:
         feature_map: FeatureMap | None = None,
         *,
         interval_s: float = 2.0,
+        on_load: Callable[[Ranker], None] | None = None,
     ) -> None:
         self.registry = ModelRegistry(registry)
         self.name = name
         self.feature_map = feature_map
         self.interval_s = interval_s
+        #: called with every newly loaded model before it is swapped in (e.g. to attach data)
+        self.on_load = on_load
         self.rejected: dict[str, str] = {}  # version -> reason
         self.swaps = 0
         self._current: ServedModel | None = None
@@ -123,6 +127,8 @@ class ModelHolder:
                 )
         model = Ranker.load(path, feature_map=self.feature_map)
         model.eval()
+        if self.on_load is not None:
+            self.on_load(model)
         return ServedModel(model, self.name, version.version, time.time(), dict(version.manifest))
 
     # ------------------------------------------------------------------------------ watching

@@ -24,9 +24,12 @@ import torch
 
 from liverank.data.io import has_table, read_meta, read_table
 from liverank.errors import ConfigError
+from liverank.features.long_history import LongHistory
 from liverank.features.store import RoomStatsStore
+from liverank.models.ranker import Ranker
 from liverank.serve.app import create_app
 from liverank.serve.feature_store import MemoryFeatureStore, OnlineFeatureStore
+from liverank.serve.long_features import long_history_as_of, request_bounds
 from liverank.serve.model_holder import ModelHolder
 from liverank.serve.online_features import assemble_request
 
@@ -36,9 +39,15 @@ log = logging.getLogger(__name__)
 class StoreFeatureService:
     """:class:`~liverank.serve.app.FeatureService` over an online feature store."""
 
-    def __init__(self, store: OnlineFeatureStore, holder: ModelHolder) -> None:
+    def __init__(
+        self,
+        store: OnlineFeatureStore,
+        holder: ModelHolder,
+        long_history: LongHistory | None = None,
+    ) -> None:
         self.store = store
         self.holder = holder
+        self.long_history = long_history
 
     def watermark_ts(self) -> int | None:
         return self.store.watermark_ts
@@ -59,6 +68,13 @@ class StoreFeatureService:
             return {}, info | {"user_known": False, "room_known": [], "on_air": []}
         fmap = self.holder.current().model.feature_map
         batch, req = assemble_request(self.store, fmap, user_id, ids, ts)
+        if fmap.long_len > 0:
+            if self.long_history is None:
+                raise ConfigError(
+                    "the served model reads long user histories but the service has none "
+                    "(restart liverank serve so that it builds them from --data)"
+                )
+            batch |= request_bounds(self.long_history, user_id, ts, len(ids))
         unknown, off = set(req.unknown_rooms), set(req.off_air_rooms)
         return batch, info | {
             "user_known": req.user_known,
@@ -84,6 +100,18 @@ def build_service(
     ``liverank stream --store`` keeps up to date instead (:func:`open_feature_store`).
     """
     holder = ModelHolder(registry, model, interval_s=watch_interval_s)
+    holder.refresh()
+    long_store = None
+    if holder.version is not None and holder.current().model.feature_map.long_len > 0:
+        # a model that reads long user histories (moment_cross): build them as of as_of and
+        # give them to this and every later version before it is swapped in
+        long_store = long_history_as_of(data, as_of_ts)
+
+        def attach(m: Ranker) -> None:
+            m.attach_long_history(long_store, m.feature_map.long_len)
+
+        attach(holder.current().model)
+        holder.on_load = attach
     holder.start()
     if holder.version is None:
         raise ConfigError(
@@ -95,7 +123,7 @@ def build_service(
     n = seq_len or holder.current().model.feature_map.seq_len + 5
     backend = open_feature_store(store, data, n, as_of_ts)
     room_stats = room_stats_as_of(data, as_of_ts)
-    return create_app(holder, StoreFeatureService(backend, holder), room_stats)
+    return create_app(holder, StoreFeatureService(backend, holder, long_store), room_stats)
 
 
 def room_stats_as_of(data: str | Path, as_of_ts: int | None = None) -> RoomStatsStore:

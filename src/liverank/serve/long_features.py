@@ -1,0 +1,66 @@
+"""Long user histories for serving models that read them (``moment_cross``; issue #4).
+
+Training reads a samples directory's long-history store through window bounds
+(``long_<d>_start / _end``, :mod:`liverank.features.long_history`). Serving builds the same
+store from the dataset with the sample builder's own code (visit labels for the long-view rows,
+:func:`liverank.data.samples._long_history_frames`), keeps the rows known before ``as_of``, and
+adds each request's bounds - the user's rows strictly before the request ``ts``, exactly as the
+builder computes them for an impression at ``ts`` - to the batch. The served model is given the
+store with ``Ranker.attach_long_history`` when it is loaded (:class:`ModelHolder` ``on_load``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from liverank.data.io import read_meta, table_path
+from liverank.data.samples import (
+    REQUIRED_COLUMNS,
+    _long_history_frames,
+    _static_tables,
+    _visit_labels,
+)
+from liverank.features import long_history as lh
+
+log = logging.getLogger(__name__)
+
+
+def long_history_as_of(data_dir: str | Path, as_of_ts: int | None = None) -> lh.LongHistory:
+    """The long-history store of the dataset with the rows known before ``as_of_ts``."""
+    started = time.perf_counter()
+    root = Path(data_dir)
+    meta = read_meta(root)
+    impressions = (
+        pl.read_parquet(table_path(root, "live_impressions"))
+        .select(REQUIRED_COLUMNS["live_impressions"])
+        .sort(["ts", "request_id", "position"])
+    )
+    rooms = pl.read_parquet(table_path(root, "rooms"), columns=list(REQUIRED_COLUMNS["rooms"]))
+    labels, _ = _visit_labels(root, impressions, rooms, meta, 5_000_000)
+    frames = _long_history_frames(root, impressions, labels, _static_tables(root, rooms))
+    if as_of_ts is not None:
+        frames = {d: f.filter(pl.col("ts") < as_of_ts) for d, f in frames.items()}
+    store = lh.LongHistory.from_frames(frames)
+    log.info(
+        "long histories for serving: %s rows in %.1f s",
+        {d: t.size for d, t in store.tables.items()},
+        time.perf_counter() - started,
+    )
+    return store
+
+
+def request_bounds(store: lh.LongHistory, user_id: int, ts: int, n: int) -> dict[str, torch.Tensor]:
+    """``long_<d>_start / _end`` ``[n]`` int64 for one user at ``ts`` (same for every row)."""
+    out: dict[str, torch.Tensor] = {}
+    for domain, table in store.tables.items():
+        start, end = table.bounds(np.array([user_id], dtype=np.int64), np.array([ts], np.int64))
+        c_start, c_end = lh.index_columns(domain)
+        out[c_start] = torch.full((n,), int(start[0]), dtype=torch.int64)
+        out[c_end] = torch.full((n,), int(end[0]), dtype=torch.int64)
+    return out
