@@ -48,9 +48,10 @@ def _prepare(args: argparse.Namespace, work: Path, model: str) -> tuple[Path, Pa
     data = args.data or work / "data"
     if not (data / "meta.json").exists():
         simulate(SimConfig.preset(args.size, seed=0), data, progress=False)
-    samples = work / "samples"
+    long_len = getattr(args, "long_len", 0) if model == "moment_cross" else 0
+    samples = work / f"samples-long{long_len}"
     if not (samples / "feature_map.json").exists():
-        build_samples(data, samples, progress=False)
+        build_samples(data, samples, progress=False, long_len=long_len)
     reg = work / "registry"
     Ranker(FeatureMap.load(samples), get_config(model)).save(work / f"{model}.pt")
     ModelRegistry(reg).publish(model, work / f"{model}.pt")
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path)
     ap.add_argument("--models", nargs="+", default=["ple"])
     ap.add_argument("--candidates", type=int, default=200)
+    ap.add_argument("--long-len", type=int, default=1000, help="long histories of moment_cross")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--requests", type=int, default=400, help="per concurrency level")
     ap.add_argument("--omp-wait-policy", default="PASSIVE", help="server's OMP_WAIT_POLICY")

@@ -124,7 +124,7 @@ def main() -> int:
                 t.start()
             swapped: list[dict] = []
             if args.swaps:
-                fmap = FeatureMap.load(work / "samples")
+                fmap = FeatureMap.load(work / "samples-long0")
                 for s in range(args.swaps):
                     time.sleep(args.duration / (args.swaps + 1) - (0.0 if s else -0.5))
                     torch.manual_seed(100 + s)
