@@ -169,6 +169,27 @@ def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.nda
     return pos, sorted_ids[pos] == ids
 
 
+def rooms_with_authors(rooms: pl.DataFrame, authors: pl.DataFrame) -> pl.DataFrame:
+    """Rooms with their author's side features, encoded as the sample builder does (it joins
+    authors on the impression's author_id, which the validator requires to be the room's)."""
+    authors = authors.select(
+        "author_id",
+        pl.Series("author_type", enc.author_type_code(authors["author_type"])),
+        pl.col("fans").cast(pl.Int64).alias("author_fans"),
+    )
+    return (
+        rooms.select(
+            pl.col("live_id").cast(pl.Int64),
+            pl.col("author_id").cast(pl.Int64),
+            pl.col("category").cast(pl.Int64).alias("room_category"),
+            pl.col("start_ts").cast(pl.Int64),
+            pl.col("end_ts").cast(pl.Int64),
+        )
+        .join(authors, on="author_id", how="left")
+        .fill_null(0)
+    )
+
+
 class MemoryFeatureStore(OnlineFeatureStore):
     """The embedded in-memory backend (numpy arrays + two :class:`SortedHistory` buffers)."""
 
@@ -197,25 +218,7 @@ class MemoryFeatureStore(OnlineFeatureStore):
         self._user_codes = {
             c: users[src].cast(pl.Int64).fill_null(0).to_numpy() for c, src in USER_COLUMNS.items()
         }
-        # rooms with their author's side features (the builder joins authors on the
-        # impression's author_id, which the validator requires to be the room's author)
-        authors = authors.select(
-            "author_id",
-            pl.Series("author_type", enc.author_type_code(authors["author_type"])),
-            pl.col("fans").cast(pl.Int64).alias("author_fans"),
-        )
-        rooms = (
-            rooms.select(
-                pl.col("live_id").cast(pl.Int64),
-                pl.col("author_id").cast(pl.Int64),
-                pl.col("category").cast(pl.Int64).alias("room_category"),
-                pl.col("start_ts").cast(pl.Int64),
-                pl.col("end_ts").cast(pl.Int64),
-            )
-            .join(authors, on="author_id", how="left")
-            .fill_null(0)
-            .sort("live_id")
-        )
+        rooms = rooms_with_authors(rooms, authors).sort("live_id")
         self._room_ids = rooms["live_id"].to_numpy()  # [R]
         self._room_cols = {c: rooms[c].cast(pl.Int64).to_numpy() for c in ROOM_COLUMNS}
         self._room_category = rooms.select("live_id", pl.col("room_category").alias("category"))

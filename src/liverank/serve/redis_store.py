@@ -58,6 +58,7 @@ from liverank.serve.feature_store import (
     RoomRows,
     UserRow,
     _require,
+    rooms_with_authors,
 )
 
 log = logging.getLogger(__name__)
@@ -169,23 +170,7 @@ class RedisFeatureStore(OnlineFeatureStore):
             (videos, ("photo_id", "tag"), "videos"),
         ):
             _require(df, cols, f"'{name}' table")
-        # the same join as MemoryFeatureStore: a room with its author's side features
-        authors = authors.select(
-            "author_id",
-            pl.Series("author_type", enc.author_type_code(authors["author_type"])),
-            pl.col("fans").cast(pl.Int64).alias("author_fans"),
-        )
-        rooms = (
-            rooms.select(
-                pl.col("live_id").cast(pl.Int64),
-                pl.col("author_id").cast(pl.Int64),
-                pl.col("category").cast(pl.Int64).alias("room_category"),
-                pl.col("start_ts").cast(pl.Int64),
-                pl.col("end_ts").cast(pl.Int64),
-            )
-            .join(authors, on="author_id", how="left")
-            .fill_null(0)
-        )
+        rooms = rooms_with_authors(rooms, authors)  # the same join as MemoryFeatureStore
         user_codes = [
             users[s].cast(pl.Int64).fill_null(0).to_numpy() for s in USER_COLUMNS.values()
         ]
