@@ -1,6 +1,56 @@
-"""Suite-wide settings."""
+"""Suite-wide settings and shared fixtures."""
 
 import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
 
 # see liverank.cli: OpenMP spin-waiting slows torch badly on a shared 2-core machine
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``redis-server`` on a free loopback port, one per test module (no persistence).
+
+    Skips, saying why, only when redis-py or the ``redis-server`` binary is missing.
+    """
+    redis = pytest.importorskip(
+        "redis", reason="redis-py is not installed (pip install 'redis>=5')"
+    )
+    if shutil.which("redis-server") is None:
+        pytest.skip("the redis-server binary is not installed")
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        for _ in range(100):
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        else:
+            pytest.fail(f"redis-server did not answer PING on port {port}")
+        yield url
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)

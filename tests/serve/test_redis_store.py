@@ -8,9 +8,6 @@ restart); ``request_arrays`` must give identical arrays for random ``(user, ts)`
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,37 +35,11 @@ SEQ_LEN = 20
 STORE_SEQ = SEQ_LEN + 5
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def client(tmp_path_factory) -> Iterator[redis.Redis]:
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    c = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
-    try:
-        for _ in range(100):
-            try:
-                if c.ping():
-                    break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        else:
-            pytest.fail(f"redis-server did not answer PING on port {port}")
-        yield c
-    finally:
-        c.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+def client(redis_server_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_server_url)
+    yield c
+    c.close()
 
 
 @pytest.fixture(scope="module")
