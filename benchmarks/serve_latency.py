@@ -58,6 +58,31 @@ def _prepare(args: argparse.Namespace, work: Path, model: str) -> tuple[Path, Pa
     return data, reg
 
 
+def start_server(
+    reg: Path, model: str, data: Path, as_of: int, env: dict[str, str], *extra: str
+) -> tuple[subprocess.Popen, str]:
+    """``liverank serve`` in a subprocess on a free loopback port, once ``/health`` answers."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "liverank.cli", "serve", "--registry", str(reg),
+         "--model", model, "--data", str(data), "--as-of", str(as_of),
+         "--port", str(port), *extra],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 600
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.time() > deadline:
+            server.terminate()
+            raise RuntimeError(f"server did not start: {server.stderr.read()[-2000:]}")
+        time.sleep(0.5)
+
+
 def _client(url: str, bodies: list[dict], out: list[float], timings: list[dict]) -> None:
     with httpx.Client(timeout=30.0) as c:
         for body in bodies:
@@ -99,28 +124,11 @@ def main() -> None:
             rooms = read_table(data, "rooms")["live_id"].to_numpy()
             users = imp.filter(pl.col("ts") < as_of)["user_id"].unique().to_numpy()
             rng = np.random.default_rng(0)
-            port = _free_port()
             env = dict(os.environ, OMP_WAIT_POLICY=args.omp_wait_policy)
             if args.torch_threads:
                 env["OMP_NUM_THREADS"] = str(args.torch_threads)
-            server = subprocess.Popen(
-                [sys.executable, "-m", "liverank.cli", "serve", "--registry", str(reg),
-                 "--model", model, "--data", str(data), "--as-of", str(as_of),
-                 "--port", str(port)],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )  # fmt: skip
-            url = f"http://127.0.0.1:{port}"
+            server, url = start_server(reg, model, data, as_of, env)
             try:
-                deadline = time.time() + 600
-                while True:
-                    try:
-                        if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if server.poll() is not None or time.time() > deadline:
-                        raise RuntimeError(f"server did not start: {server.stderr.read()[-2000:]}")
-                    time.sleep(0.5)
                 for conc in args.concurrency:
                     n = max(args.requests, conc * 10)
                     bodies = [

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,7 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from serve_latency import _free_port, _prepare
+from serve_latency import _prepare, start_server
 
 
 def main() -> int:
@@ -61,27 +59,9 @@ def main() -> int:
         as_of = int(imp["ts"][int(len(imp) * 0.8)])
         rooms = read_table(data, "rooms")["live_id"].to_numpy()
         users = imp.filter(pl.col("ts") < as_of)["user_id"].unique().to_numpy()
-        port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "liverank.cli", "serve", "--registry", str(reg),
-             "--model", args.model, "--data", str(data), "--as-of", str(as_of),
-             "--port", str(port), "--watch-interval", "0.5"],
-            env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        server, url = start_server(reg, args.model, data, as_of, env, "--watch-interval", "0.5")
         try:
-            deadline = time.time() + 600
-            while True:
-                try:
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"server did not start: {server.stderr.read()[-2000:]}")
-                time.sleep(0.5)
-
             n = int(args.rate * args.duration)
             rng = np.random.default_rng(0)
             bodies = [
