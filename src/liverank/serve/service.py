@@ -75,11 +75,11 @@ class StoreFeatureService:
                     "(restart liverank serve so that it builds them from --data)"
                 )
             batch |= request_bounds(self.long_history, user_id, ts, len(ids))
-        unknown, off = set(req.unknown_rooms), set(req.off_air_rooms)
+        known = ~np.isin(ids, req.unknown_rooms)  # [C]
         return batch, info | {
             "user_known": req.user_known,
-            "room_known": np.array([i not in unknown for i in ids.tolist()]),
-            "on_air": np.array([i not in off and i not in unknown for i in ids.tolist()]),
+            "room_known": known,
+            "on_air": known & ~np.isin(ids, req.off_air_rooms),
             "freshness_ms": req.feature_lag_ms,
         }
 
