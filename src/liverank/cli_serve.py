@@ -28,6 +28,12 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="threads per forward pass (1: measured fastest on 2 cores, see docs/serving.md)",
     )
+    p.add_argument(
+        "--runtime",
+        choices=["auto", "eager", "torchscript"],
+        default="auto",
+        help="forward pass: TorchScript trace (auto: when the model can be traced) or eager",
+    )
     p.add_argument("--watch-interval", type=float, default=2.0, help="registry poll, seconds")
     p.set_defaults(func=cmd_serve)
 
@@ -51,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         as_of_ts=args.as_of,
         watch_interval_s=args.watch_interval,
         store=args.store,
+        runtime=args.runtime,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

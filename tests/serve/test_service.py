@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from liverank.cli import build_parser
 from liverank.data.io import read_table
 from liverank.data.samples import build_samples
+from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
 from liverank.models.ranker import Ranker
 from liverank.models.zoo import get_config
@@ -56,6 +57,32 @@ def test_rank_a_known_user_over_the_rooms_on_air(setup: tuple[Path, Path]) -> No
     app.state.holder.stop()
 
 
+def test_torchscript_runtime_serves_what_eager_serves(setup: tuple[Path, Path]) -> None:
+    """``auto`` serves PLE from its TorchScript trace; rankings and probabilities match eager."""
+    data, reg = setup
+    imp = read_table(data, "live_impressions").sort("ts")
+    row = imp.row(len(imp) // 3, named=True)
+    bodies = {}
+    for runtime in ("auto", "eager"):
+        app = build_service(
+            reg, "ple", data, as_of_ts=row["ts"], watch_interval_s=60, runtime=runtime
+        )
+        r = TestClient(app).post("/rank", json={"user_id": row["user_id"], "ts": row["ts"]})
+        app.state.holder.stop()
+        assert r.status_code == 200, r.text
+        bodies[runtime] = r.json()
+    assert bodies["auto"]["runtime"] == "torchscript" and bodies["eager"]["runtime"] == "eager"
+    got = {it["live_id"]: it for it in bodies["auto"]["items"]}
+    want = {it["live_id"]: it for it in bodies["eager"]["items"]}
+    assert set(got) == set(want) and len(got) > 1
+    for live_id, it in want.items():
+        assert got[live_id]["score"] == pytest.approx(it["score"], abs=1e-5)
+        for task, p in it["probs"].items():
+            assert got[live_id]["probs"][task] == pytest.approx(p, abs=1e-5)
+    with pytest.raises(ConfigError, match="unknown runtime"):
+        build_service(reg, "ple", data, runtime="onnx")
+
+
 def test_serve_command_is_registered() -> None:
     args = build_parser().parse_args(["serve", "--registry", "r", "--data", "d"])
-    assert args.model == "ple" and args.port == 8000
+    assert args.model == "ple" and args.port == 8000 and args.runtime == "auto"

@@ -105,6 +105,7 @@ class RankedRoom(BaseModel):
 class RankResponse(BaseModel):
     model: str
     model_version: str
+    runtime: str = Field(description="what ran the forward pass: eager or torchscript")
     user_known: bool
     ts: int
     feature_freshness_ms: int | None = Field(
@@ -174,8 +175,9 @@ def create_app(
             metrics.requests.labels("ok").inc()
             return _response(served, info, [], {"features": (t1 - t0) * 1e3})
         with model_lock, torch.inference_mode():
-            probs = served.model.predict_proba(batch)
-            score = served.model.score_from_proba(probs)  # [C], no second forward pass
+            run = served.run  # eager or TorchScript (serve/runtime.py)
+            probs = run.predict_proba(batch)
+            score = run.score_from_proba(probs)  # [C], no second forward pass
         t2 = time.perf_counter()
         order = torch.argsort(score, descending=True).numpy()
         if req.top_k is not None:
@@ -211,6 +213,7 @@ def create_app(
             "status": "ok" if holder.version is not None else "no_model",
             "model": holder.name,
             "model_version": holder.version,
+            "runtime": None if holder.version is None else holder.current().runtime,
             "rejected_versions": holder.rejected,
             "feature_watermark_ts": features.watermark_ts(),
         }
@@ -233,6 +236,7 @@ def _response(served, info: dict[str, Any], items: list[RankedRoom], timings) ->
     return RankResponse(
         model=served.name,
         model_version=served.version,
+        runtime=served.runtime,
         user_known=bool(info["user_known"]),
         ts=int(info["ts"]),
         feature_freshness_ms=info.get("freshness_ms"),

@@ -154,14 +154,25 @@ def export_blockers(model: Ranker) -> dict[str, str]:
     return blockers
 
 
+def check_exportable(model: Ranker) -> None:
+    """Raise :class:`ConfigError` naming every module that cannot be exported, and why."""
+    blockers = export_blockers(model)
+    if blockers:
+        why = "; ".join(f"'{k}': {reason}" for k, reason in blockers.items())
+        raise ConfigError(f"model '{model.config.name}' is not exportable yet: {why}")
+
+
 def required_fields(model: Ranker) -> list[str]:
     """Sorted batch fields the model's modules read (the inputs of the exported program)."""
     return sorted({f for fields in model.required_fields.values() for f in fields})
 
 
-def _metadata(model: Ranker, example: dict[str, torch.Tensor]) -> dict[str, Any]:
+def export_metadata(
+    model: Ranker, example: dict[str, torch.Tensor], fmt: str = EXPORT_FORMAT
+) -> dict[str, Any]:
+    """The metadata document of an export (``fmt`` names the container: TorchScript, ONNX)."""
     return {
-        "format": EXPORT_FORMAT,
+        "format": fmt,
         "version": EXPORT_VERSION,
         "liverank_version": liverank.__version__,
         "torch_version": torch.__version__,
@@ -176,6 +187,44 @@ def _metadata(model: Ranker, example: dict[str, torch.Tensor]) -> dict[str, Any]
         "config": model.config.model_dump(mode="json"),
         "feature_map": model.feature_map.model_dump(mode="json"),
     }
+
+
+_metadata = export_metadata  # the pre-ONNX private name
+
+
+def trace_ranker(model: Ranker, example: dict[str, torch.Tensor]) -> torch.jit.ScriptModule:
+    """The scripted program ``batch -> [B, T]`` probabilities of ``model`` (not written anywhere).
+
+    ``example`` holds exactly the fields of :func:`required_fields` (checked by the caller);
+    the result is what :func:`export_torchscript` saves, and what the service runs in memory
+    with ``--runtime torchscript`` (:mod:`liverank.serve.runtime`). The model's train/eval
+    mode is restored.
+
+    Raises:
+        ConfigError: a module cannot be exported (:func:`check_exportable`).
+    """
+    check_exportable(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # check_trace=False: the built-in re-trace check reports the embedding lookups'
+            # cached per-table constants (created on the first trace, reused on the second)
+            # as "differing"; parity against eager on fresh batches is checked by the tests.
+            core = torch.jit.trace(
+                RankerProbabilities(model), (example,), strict=False, check_trace=False
+            )
+    finally:
+        model.train(was_training)
+    for w in caught:
+        # TracerWarnings name Python values frozen into the graph (e.g. a width check); the
+        # parity tests are what proves the trace is independent of them.
+        log.debug("trace of %s: %s", model.config.name, w.message)
+    with warnings.catch_warnings():
+        # deprecated in torch 2.13 but working: see "TorchScript" in the module docstring
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(_FieldGuard(core, example))
 
 
 def export_torchscript(model: Ranker, example_batch: Batch, path: str | Path) -> Path:
@@ -195,32 +244,12 @@ def export_torchscript(model: Ranker, example_batch: Batch, path: str | Path) ->
         ConfigError: a module cannot be exported (the message says which and why), or the
             example batch lacks a field.
     """
-    blockers = export_blockers(model)
-    if blockers:
-        why = "; ".join(f"'{k}': {reason}" for k, reason in blockers.items())
-        raise ConfigError(f"model '{model.config.name}' is not exportable yet: {why}")
+    check_exportable(model)
     fields = required_fields(model)
     model.check_batch(example_batch)
     example = {f: example_batch[f] for f in fields}
-    meta = _metadata(model, example)
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            # check_trace=False: the built-in re-trace check reports the embedding lookups'
-            # cached per-table constants (created on the first trace, reused on the second)
-            # as "differing"; parity against eager on fresh batches is checked by the tests.
-            core = torch.jit.trace(
-                RankerProbabilities(model), (example,), strict=False, check_trace=False
-            )
-    finally:
-        model.train(was_training)
-    for w in caught:
-        # TracerWarnings name Python values frozen into the graph (e.g. a width check); the
-        # parity tests are what proves the trace is independent of them.
-        log.debug("trace of %s: %s", model.config.name, w.message)
+    meta = export_metadata(model, example)
+    program = trace_ranker(model, example)
 
     text = json.dumps(meta, indent=2, sort_keys=True)
     path = Path(path)
@@ -229,7 +258,6 @@ def export_torchscript(model: Ranker, example_batch: Batch, path: str | Path) ->
     with warnings.catch_warnings():
         # deprecated in torch 2.13 but working: see "TorchScript" in the module docstring
         warnings.simplefilter("ignore", DeprecationWarning)
-        program = torch.jit.script(_FieldGuard(core, example))
         torch.jit.save(program, str(tmp), _extra_files={META_NAME: text})
     tmp.replace(path)  # atomic, as Ranker.save: a registry watcher never sees half an archive
     path.with_name(path.name + ".json").write_text(text + "\n")
@@ -237,6 +265,40 @@ def export_torchscript(model: Ranker, example_batch: Batch, path: str | Path) ->
         "exported %s (%d fields, tasks %s) to %s", model.config.name, len(fields), model.tasks, path
     )
     return path
+
+
+def check_batch_fields(fields: Mapping[str, Mapping[str, Any]], batch: Batch) -> None:
+    """Raise :class:`DataValidationError` naming the first missing or malformed field.
+
+    ``fields`` is the ``"fields"`` entry of an export's metadata (field -> ``{"dtype": ...,
+    "shape": ["B", ...]}``); every field must be a tensor of that dtype and rank, all with the
+    same number of rows. Shared by every exported runtime (TorchScript, ONNX).
+    """
+    size: int | None = None
+    for name, spec in fields.items():
+        if name not in batch:
+            raise DataValidationError(
+                f"the exported model needs batch field '{name}', which the batch does not "
+                f"have (required: {', '.join(fields)})",
+                column=name,
+            )
+        value = batch[name]
+        if not isinstance(value, torch.Tensor):
+            raise DataValidationError(
+                f"must be a torch.Tensor, got {type(value).__name__}", column=name
+            )
+        if value.dim() != len(spec["shape"]) or str(value.dtype) != spec["dtype"]:
+            raise DataValidationError(
+                f"expected {spec['dtype']} of shape {spec['shape']}, got {value.dtype} of "
+                f"shape {list(value.shape)}",
+                column=name,
+            )
+        if size is None:
+            size = value.shape[0]
+        elif value.shape[0] != size:
+            raise DataValidationError(
+                f"has {value.shape[0]} rows but the other fields have {size}", column=name
+            )
 
 
 class ExportedRanker:
@@ -257,31 +319,7 @@ class ExportedRanker:
 
     def check_batch(self, batch: Batch) -> None:
         """Raise :class:`DataValidationError` naming the first missing or malformed field."""
-        size: int | None = None
-        for name, spec in self.fields.items():
-            if name not in batch:
-                raise DataValidationError(
-                    f"the exported model needs batch field '{name}', which the batch does not "
-                    f"have (required: {', '.join(self.fields)})",
-                    column=name,
-                )
-            value = batch[name]
-            if not isinstance(value, torch.Tensor):
-                raise DataValidationError(
-                    f"must be a torch.Tensor, got {type(value).__name__}", column=name
-                )
-            if value.dim() != len(spec["shape"]) or str(value.dtype) != spec["dtype"]:
-                raise DataValidationError(
-                    f"expected {spec['dtype']} of shape {spec['shape']}, got {value.dtype} of "
-                    f"shape {list(value.shape)}",
-                    column=name,
-                )
-            if size is None:
-                size = value.shape[0]
-            elif value.shape[0] != size:
-                raise DataValidationError(
-                    f"has {value.shape[0]} rows but the other fields have {size}", column=name
-                )
+        check_batch_fields(self.fields, batch)
 
     @torch.no_grad()
     def __call__(self, batch: Batch) -> torch.Tensor:

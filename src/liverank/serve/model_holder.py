@@ -13,6 +13,9 @@
   with - be compatible with it (same tasks, table sizes). Any failure is logged with its reason,
   remembered in :attr:`ModelHolder.rejected` (so a bad version is not retried on every poll) and
   the old model keeps serving.
+* **Runtime.** Each version gets its :class:`~liverank.serve.runtime.ModelRunner` (eager or a
+  TorchScript trace, :mod:`liverank.serve.runtime`) from ``make_runner`` while it is loaded, so
+  a trace or its parity check failing rejects the version like a corrupt file.
 * **Watching.** :meth:`ModelHolder.refresh` checks once; :meth:`ModelHolder.start` polls in a
   daemon thread every ``interval_s`` seconds.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 from liverank.errors import ConfigError, LiverankError
 from liverank.features.spec import FeatureMap
 from liverank.models.ranker import Ranker
+from liverank.serve.runtime import EagerRunner, ModelRunner
 from liverank.train.registry import ModelRegistry, ModelVersion
 
 log = logging.getLogger(__name__)
@@ -37,13 +41,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServedModel:
-    """One loaded version: the model in eval mode and where it came from."""
+    """One loaded version: the model in eval mode, what runs it, and where it came from."""
 
     model: Ranker
     name: str
     version: str
     loaded_at: float
     manifest: dict = field(default_factory=dict)
+    runner: ModelRunner | None = None  # None: EagerRunner(model)
+
+    @property
+    def run(self) -> ModelRunner:
+        """The runner of the forward pass (eager when none was made)."""
+        return self.runner if self.runner is not None else EagerRunner(self.model)
+
+    @property
+    def runtime(self) -> str:
+        return self.run.runtime
 
 
 class ModelHolder:
@@ -57,6 +71,7 @@ class ModelHolder:
         *,
         interval_s: float = 2.0,
         on_load: Callable[[Ranker], None] | None = None,
+        make_runner: Callable[[Ranker], ModelRunner] | None = None,
     ) -> None:
         self.registry = ModelRegistry(registry)
         self.name = name
@@ -64,6 +79,8 @@ class ModelHolder:
         self.interval_s = interval_s
         #: called with every newly loaded model before it is swapped in (e.g. to attach data)
         self.on_load = on_load
+        #: builds each loaded version's runner (None: eager); may raise to reject the version
+        self.make_runner = make_runner
         self.rejected: dict[str, str] = {}  # version -> reason
         self.swaps = 0
         self._current: ServedModel | None = None
@@ -127,9 +144,26 @@ class ModelHolder:
                 )
         model = Ranker.load(path, feature_map=self.feature_map)
         model.eval()
+        return self._serve(model, version.version, dict(version.manifest))
+
+    def _serve(self, model: Ranker, version: str, manifest: dict) -> ServedModel:
         if self.on_load is not None:
             self.on_load(model)
-        return ServedModel(model, self.name, version.version, time.time(), dict(version.manifest))
+        runner = self.make_runner(model) if self.make_runner is not None else EagerRunner(model)
+        return ServedModel(model, self.name, version, time.time(), manifest, runner)
+
+    def prepare(
+        self,
+        on_load: Callable[[Ranker], None] | None,
+        make_runner: Callable[[Ranker], ModelRunner] | None,
+    ) -> None:
+        """Set the load hooks and apply them to the version already serving (which is
+        swapped for the prepared one). Raises what the hooks raise for that version."""
+        with self._lock:
+            self.on_load, self.make_runner = on_load, make_runner
+            cur = self._current
+            if cur is not None:
+                self._current = self._serve(cur.model, cur.version, cur.manifest)
 
     # ------------------------------------------------------------------------------ watching
     def start(self) -> None:

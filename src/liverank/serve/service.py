@@ -32,6 +32,7 @@ from liverank.serve.feature_store import MemoryFeatureStore, OnlineFeatureStore
 from liverank.serve.long_features import long_history_as_of, request_bounds
 from liverank.serve.model_holder import ModelHolder
 from liverank.serve.online_features import assemble_request
+from liverank.serve.runtime import RUNTIMES, ModelRunner, make_runner
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +94,31 @@ def build_service(
     seq_len: int | None = None,
     watch_interval_s: float = 2.0,
     store: str = "memory",
+    runtime: str = "auto",
 ):
     """The FastAPI app of ``liverank serve`` (store filled by replaying ``data``).
 
     ``store="redis://host:port/DB/PREFIX"`` reads the Redis feature store that
     ``liverank stream --store`` keeps up to date instead (:func:`open_feature_store`).
+    ``runtime``: ``auto``, ``eager`` or ``torchscript`` (:mod:`liverank.serve.runtime`).
     """
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime '{runtime}'; choose one of {list(RUNTIMES)}")
     holder = ModelHolder(registry, model, interval_s=watch_interval_s)
     holder.refresh()
+    if holder.version is None:
+        raise ConfigError(
+            f"registry {registry}: no servable version of model '{model}'"
+            + (f" (rejected: {holder.rejected})" if holder.rejected else "")
+        )
+    first = holder.current().model
+    # a few slots more than the model reads: events in the request's own millisecond take a
+    # buffer slot but are not returned (feature_store.py)
+    n = seq_len or first.feature_map.seq_len + 5
+    backend = open_feature_store(store, data, n, as_of_ts)
     long_store = None
-    if holder.version is not None and holder.current().model.feature_map.long_len > 0:
+    attach = None
+    if first.feature_map.long_len > 0:
         # a model that reads long user histories (moment_cross): build them as of as_of and
         # give them to this and every later version before it is swapped in
         long_store = long_history_as_of(data, as_of_ts)
@@ -110,20 +126,30 @@ def build_service(
         def attach(m: Ranker) -> None:
             m.attach_long_history(long_store, m.feature_map.long_len)
 
-        attach(holder.current().model)
-        holder.on_load = attach
+    def runner(m: Ranker) -> ModelRunner:
+        return make_runner(m, runtime, example_request(backend, m))
+
+    holder.prepare(attach, runner)  # the first version too: its runner is built now
+    log.info("serving %s/%s on %s", model, holder.version, holder.current().runtime)
     holder.start()
-    if holder.version is None:
-        raise ConfigError(
-            f"registry {registry}: no servable version of model '{model}'"
-            + (f" (rejected: {holder.rejected})" if holder.rejected else "")
-        )
-    # a few slots more than the model reads: events in the request's own millisecond take a
-    # buffer slot but are not returned (feature_store.py)
-    n = seq_len or holder.current().model.feature_map.seq_len + 5
-    backend = open_feature_store(store, data, n, as_of_ts)
     room_stats = room_stats_as_of(data, as_of_ts)
     return create_app(holder, StoreFeatureService(backend, holder, long_store), room_stats)
+
+
+def example_request(
+    store: OnlineFeatureStore, model: Ranker, n: int = 8
+) -> dict[str, torch.Tensor]:
+    """A request batch for ``model`` from ``store`` (up to ``n`` rooms on air at the store's
+    watermark, else room ids 1..n as cold-start rooms) for user 1 (simulated and KuaiLive ids
+    start at 1; cold-start defaults if unknown): what a trace is built with and checked on
+    (:func:`liverank.serve.runtime.make_runner`)."""
+    wm = store.watermark_ts
+    ts = int(wm) if wm is not None else int(time.time() * 1000)
+    ids = store.rooms_on_air(ts)[:n]
+    if len(ids) == 0:
+        ids = np.arange(1, n + 1, dtype=np.int64)
+    batch, _ = assemble_request(store, model.feature_map, 1, np.asarray(ids, np.int64), ts)
+    return batch
 
 
 def room_stats_as_of(data: str | Path, as_of_ts: int | None = None) -> RoomStatsStore:

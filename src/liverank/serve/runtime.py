@@ -1,0 +1,150 @@
+"""What runs a served model's forward pass: eager PyTorch or its TorchScript trace (issue #4).
+
+A :class:`ModelRunner` turns a request batch into per-task probabilities and the fused ranking
+score. The service holds one per loaded version (:class:`~liverank.serve.model_holder.ServedModel`)
+and is built by :func:`make_runner` when the version is loaded, *before* it is swapped in, so a
+request never pays for a trace.
+
+Runtimes (``liverank serve --runtime``):
+
+* ``eager``: the :class:`~liverank.models.ranker.Ranker` itself in eval mode.
+* ``torchscript``: the model traced in memory with the code of the export
+  (:func:`liverank.serve.export.trace_ranker`) and frozen. ``benchmarks/export_latency.py``
+  measures it faster than eager on the baselines (PLE, 200 candidates, one thread); a model
+  with a module that cannot be traced (``moment_cross``) is rejected with the reason.
+* ``auto`` (default): ``torchscript`` when every module of the model can be exported, else
+  ``eager``, logged.
+
+Parity gate: a traced program is compared with eager on an example request batch before it is
+accepted; a maximum absolute difference above :data:`PARITY_ATOL` rejects it (``torchscript``:
+the version is rejected and the old one keeps serving; ``auto``: the version is served eagerly
+and a warning says why). The export's own parity tests are in ``tests/serve/test_export.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Literal, Protocol
+
+import torch
+
+from liverank.errors import ConfigError
+from liverank.models.base import Batch
+from liverank.models.fusion import ranking_score
+from liverank.models.ranker import Ranker
+from liverank.serve.export import export_blockers, required_fields, trace_ranker
+
+log = logging.getLogger(__name__)
+
+Runtime = Literal["auto", "eager", "torchscript"]
+RUNTIMES: tuple[str, ...] = ("auto", "eager", "torchscript")
+#: largest |p_traced - p_eager| accepted by the load-time parity gate
+PARITY_ATOL = 1e-5
+
+
+class ModelRunner(Protocol):
+    """The forward pass of one served version."""
+
+    runtime: str
+
+    def predict_proba(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{task: [B]}`` probabilities."""
+        ...
+
+    def score_from_proba(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The fused ranking score ``[B]`` (Moment&Cross eq. 4) from :meth:`predict_proba`."""
+        ...
+
+
+class EagerRunner:
+    """The Ranker in eval mode."""
+
+    runtime = "eager"
+
+    def __init__(self, model: Ranker) -> None:
+        self.model = model.eval()
+
+    def predict_proba(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.model.predict_proba(batch)
+
+    def score_from_proba(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.score_from_proba(probs)
+
+
+class TorchScriptRunner:
+    """The Ranker's frozen TorchScript trace; outputs in ``tasks`` order."""
+
+    runtime = "torchscript"
+
+    def __init__(self, model: Ranker, example: Batch) -> None:
+        fields = required_fields(model)
+        model.check_batch(example)
+        program = trace_ranker(model, {f: example[f] for f in fields})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.program = torch.jit.freeze(program.eval())
+        self.fields = fields
+        self.tasks = list(model.tasks)
+        self.exponents = dict(model.config.score_exponents or {"ctr": 1.0})
+
+    def predict_proba(self, batch: Batch) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            proba = self.program({f: batch[f] for f in self.fields})  # [B, T]
+        return {t: proba[:, i] for i, t in enumerate(self.tasks)}
+
+    def score_from_proba(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return ranking_score(probs, self.exponents)
+
+
+def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Largest absolute difference over the tasks of two :meth:`predict_proba` outputs."""
+    return max(float((a[t] - b[t]).abs().max()) for t in a)
+
+
+def make_runner(model: Ranker, runtime: str, example: Batch | None) -> ModelRunner:
+    """The runner of ``model`` for ``runtime`` (module doc), checked on ``example``.
+
+    Args:
+        model: a loaded Ranker (put in eval mode).
+        runtime: ``auto``, ``eager`` or ``torchscript``.
+        example: a request batch with every field the model reads (any number of rows);
+            needed for the trace and the parity gate (None: only ``eager`` can be built,
+            ``auto`` falls back to it).
+
+    Raises:
+        ConfigError: unknown runtime; ``torchscript`` asked for a model that cannot be traced,
+            without an example, or whose trace fails the parity gate.
+    """
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime '{runtime}'; choose one of {list(RUNTIMES)}")
+    model.eval()
+    eager = EagerRunner(model)
+    if runtime == "eager":
+        return eager
+    name = model.config.name
+    blockers = export_blockers(model)
+    if blockers or example is None:
+        why = (
+            "; ".join(f"'{k}': {r}" for k, r in blockers.items())
+            if blockers
+            else "no example batch to trace with"
+        )
+        if runtime == "torchscript":
+            raise ConfigError(f"model '{name}' cannot run on TorchScript: {why}")
+        log.info("model '%s' runs eagerly (not traceable: %s)", name, why)
+        return eager
+    traced = TorchScriptRunner(model, example)
+    with torch.inference_mode():
+        diff = max_abs_diff(traced.predict_proba(example), eager.predict_proba(example))
+    if diff > PARITY_ATOL:
+        msg = (
+            f"model '{name}': the TorchScript trace differs from eager by {diff:.2e} "
+            f"(> {PARITY_ATOL:g}) on the example batch"
+        )
+        if runtime == "torchscript":
+            raise ConfigError(msg)
+        log.warning("%s; serving it eagerly", msg)
+        return eager
+    log.info("model '%s' runs on TorchScript (parity %.1e on the example batch)", name, diff)
+    return traced

@@ -1,0 +1,94 @@
+"""Serving runtimes: the in-memory TorchScript trace matches eager, the parity gate rejects a
+bad trace, and a runner that cannot be built rejects the version (the old one keeps serving)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from liverank.errors import ConfigError
+from liverank.models.ranker import Ranker
+from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
+from liverank.models.zoo import get_config
+from liverank.serve import runtime as rt
+from liverank.serve.model_holder import ModelHolder
+from liverank.serve.runtime import EagerRunner, TorchScriptRunner, make_runner
+from liverank.train.registry import ModelRegistry
+
+FM = synthetic_feature_map()
+
+
+def _model(name: str, seed: int = 0, fm=FM) -> Ranker:
+    torch.manual_seed(seed)
+    return Ranker(fm, get_config(name)).eval()
+
+
+@pytest.mark.parametrize("name", ["mlp", "ple"])
+def test_auto_traces_and_matches_eager_on_other_batches(name: str) -> None:
+    model = _model(name)
+    example, *others = synthetic_batches(FM, 3, 8, seed=1)
+    runner = make_runner(model, "auto", example)
+    assert isinstance(runner, TorchScriptRunner) and runner.runtime == "torchscript"
+    eager = EagerRunner(model)
+    for batch in [*others, synthetic_batches(FM, 1, 200, seed=2)[0], example]:
+        got, want = runner.predict_proba(batch), eager.predict_proba(batch)
+        assert list(got) == list(model.tasks)
+        assert rt.max_abs_diff(got, want) < 1e-5
+        torch.testing.assert_close(
+            runner.score_from_proba(got), eager.score_from_proba(want), atol=1e-5, rtol=1e-5
+        )
+
+
+def test_eager_is_eager_and_unknown_runtime_is_an_error() -> None:
+    model = _model("mlp")
+    assert isinstance(make_runner(model, "eager", None), EagerRunner)
+    with pytest.raises(ConfigError, match="unknown runtime 'onnx'"):
+        make_runner(model, "onnx", None)
+
+
+def test_untraceable_model_runs_eagerly_on_auto_and_is_refused_on_torchscript() -> None:
+    fm = synthetic_feature_map(long_len=16)
+    model = _model("moment_cross", fm=fm)
+    example = synthetic_batches(fm, 1, 4)[0]
+    assert isinstance(make_runner(model, "auto", example), EagerRunner)
+    with pytest.raises(ConfigError, match="cannot run on TorchScript.*moment_cross"):
+        make_runner(model, "torchscript", example)
+    with pytest.raises(ConfigError, match="no example batch"):
+        make_runner(_model("mlp"), "torchscript", None)
+
+
+def test_parity_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trace that disagrees with eager is never served: auto falls back, torchscript raises."""
+    model = _model("mlp")
+    example = synthetic_batches(FM, 1, 8)[0]
+    real = TorchScriptRunner.predict_proba
+
+    def off_by_a_bit(self, batch):
+        return {t: p + 1e-3 for t, p in real(self, batch).items()}
+
+    monkeypatch.setattr(TorchScriptRunner, "predict_proba", off_by_a_bit)
+    assert isinstance(make_runner(model, "auto", example), EagerRunner)
+    with pytest.raises(ConfigError, match="differs from eager by 1.0"):
+        make_runner(model, "torchscript", example)
+
+
+def test_holder_builds_runners_and_rejects_a_version_whose_runner_fails(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path / "reg")
+    _model("mlp", 0).save(tmp_path / "a.pt")
+    reg.publish("m", tmp_path / "a.pt")
+    holder = ModelHolder(reg.root, "m", FM)
+    holder.refresh()
+    assert holder.current().runtime == "eager"  # no runner factory yet
+    example = synthetic_batches(FM, 1, 8)[0]
+    holder.prepare(None, lambda m: make_runner(m, "torchscript", example))
+    assert holder.current().runtime == "torchscript" and holder.version == "v0001"
+    # a new version whose runner cannot be built is rejected like a corrupt file
+    fm2 = synthetic_feature_map(long_len=16)
+    _model("moment_cross", 1, fm=fm2).save(tmp_path / "b.pt")
+    reg.publish("m", tmp_path / "b.pt")
+    holder.feature_map = None  # let it load; the runner is what fails
+    assert not holder.refresh()
+    assert holder.version == "v0001" and "cannot run on TorchScript" in holder.rejected["v0002"]
+    assert holder.current().runtime == "torchscript"
