@@ -8,6 +8,10 @@ client). Reports p50 / p99 latency, throughput, and the server's own split of ea
 into feature assembly, model and response building (``timings_ms`` of the responses).
 
     python benchmarks/serve_latency.py --size small --models ple --concurrency 1 8 32
+    python benchmarks/serve_latency.py --models ple --runtimes auto eager   # trace vs eager
+
+``--runtimes``: the server's ``--runtime`` (``auto`` = TorchScript when the model can be traced,
+the default of ``liverank serve``); each row records the runtime the responses report.
 
 Writes ``benchmarks/results/serve_latency.json``.
 """
@@ -91,7 +95,8 @@ def _client(url: str, bodies: list[dict], out: list[float], timings: list[dict])
             out.append(time.perf_counter() - t)
             if r.status_code != 200:
                 raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
-            timings.append(r.json()["timings_ms"])
+            body = r.json()
+            timings.append(body["timings_ms"] | {"runtime": body["runtime"]})
 
 
 def main() -> None:
@@ -105,8 +110,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400, help="per concurrency level")
     ap.add_argument("--omp-wait-policy", default="PASSIVE", help="server's OMP_WAIT_POLICY")
     ap.add_argument(
-        "--torch-threads", type=int, default=0, help="server's OMP_NUM_THREADS (0: all)"
+        "--torch-threads", type=int, default=1, help="server's --torch-threads (its default: 1)"
     )
+    ap.add_argument("--runtimes", nargs="+", default=["auto"], help="server's --runtime values")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/serve_latency.json"))
     args = ap.parse_args()
 
@@ -117,7 +123,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         work = Path(tmp)
-        for model in args.models:
+        for model, runtime in [(m, r) for m in args.models for r in args.runtimes]:
             data, reg = _prepare(args, work, model)
             imp = read_table(data, "live_impressions").sort("ts")
             as_of = int(imp["ts"][int(len(imp) * 0.8)])
@@ -125,9 +131,10 @@ def main() -> None:
             users = imp.filter(pl.col("ts") < as_of)["user_id"].unique().to_numpy()
             rng = np.random.default_rng(0)
             env = dict(os.environ, OMP_WAIT_POLICY=args.omp_wait_policy)
-            if args.torch_threads:
-                env["OMP_NUM_THREADS"] = str(args.torch_threads)
-            server, url = start_server(reg, model, data, as_of, env)
+            server, url = start_server(
+                reg, model, data, as_of, env,
+                "--torch-threads", str(args.torch_threads), "--runtime", runtime,
+            )  # fmt: skip
             try:
                 for conc in args.concurrency:
                     n = max(args.requests, conc * 10)
@@ -158,6 +165,7 @@ def main() -> None:
                     ms = np.array(lat) * 1e3
                     row = {
                         "model": model,
+                        "runtime": timings[-1]["runtime"],
                         "concurrency": conc,
                         "candidates": args.candidates,
                         "requests": len(lat),
@@ -183,7 +191,7 @@ def main() -> None:
                 "cpus": os.cpu_count(),
                 "size": args.size,
                 "server_omp_wait_policy": args.omp_wait_policy,
-                "server_torch_threads": args.torch_threads or "all",
+                "server_torch_threads": args.torch_threads,
                 "results": results,
             },
             indent=2,
