@@ -11,7 +11,10 @@ run under ``torch.no_grad``:
   would call;
 * ``torchscript_unfrozen``: the same with ``load_exported(..., freeze=False)``;
 * ``torch_export``: ``torch.export.export`` with a dynamic batch dimension, run through
-  ``ExportedProgram.module()`` (a peer only; the library exports TorchScript).
+  ``ExportedProgram.module()`` (a peer only; the library exports TorchScript);
+* ``onnxruntime``: :func:`liverank.serve.export_onnx.load_onnx` (Python field checks + an
+  onnxruntime session with ``intra_op_num_threads`` = the thread count of the row, inter-op 1,
+  all graph optimisations); skipped with a log line if onnxruntime is not installed.
 
 Variants are interleaved in rounds (``--rounds``) so that drift of a shared CPU hits them alike.
 Multi-threaded numbers on a shared box are noisy; ``OMP_WAIT_POLICY`` is recorded in the JSON.
@@ -57,6 +60,15 @@ log = logging.getLogger("export_latency")
 Batch = dict[str, torch.Tensor]
 
 
+def _version(package: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(package)
+    except Exception:  # not installed
+        return None
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", nargs="+", default=["ple", "mlp"], help="zoo names")
@@ -78,8 +90,14 @@ def _torch_export(model: Ranker, fields: Batch) -> Callable[[Batch], torch.Tenso
     return program.module()
 
 
-def build_variants(name: str, candidates: int, workdir: Path) -> tuple[dict, Batch, Batch]:
-    """Callables of every variant, the full batch and its required-field subset."""
+def build_variants(
+    name: str, candidates: int, workdir: Path, threads: list[int]
+) -> tuple[dict, Batch, Batch]:
+    """Callables of every variant, the full batch and its required-field subset.
+
+    ``onnxruntime`` sessions fix their thread count at creation, so there is one per entry of
+    ``threads`` (``onnxruntime@<n>``); :func:`measure` times the one matching the row.
+    """
     fm = synthetic_feature_map()
     torch.manual_seed(0)
     model = Ranker(fm, get_config(name)).eval()
@@ -100,6 +118,14 @@ def build_variants(name: str, candidates: int, workdir: Path) -> tuple[dict, Bat
         "torchscript_unfrozen": load_exported(path, freeze=False),
         "torch_export": exported_program,
     }
+    try:
+        from liverank.serve.export_onnx import export_onnx, load_onnx
+    except ImportError as exc:  # pragma: no cover - the 'serve' extra is not installed
+        log.info("onnxruntime variant skipped: %s", exc)
+    else:
+        onnx_path = export_onnx(model, batch, workdir / f"{name}.onnx")
+        for n in threads:
+            variants[f"onnxruntime@{n}"] = load_onnx(onnx_path, threads=n)
     with torch.no_grad():  # every variant must agree with eager before it is timed
         reference = eager(batch)
         for key, fn in variants.items():
@@ -109,8 +135,15 @@ def build_variants(name: str, candidates: int, workdir: Path) -> tuple[dict, Bat
     return variants, batch, fields
 
 
-def measure(variants: dict, batch: Batch, fields: Batch, args: argparse.Namespace) -> dict:
-    """Per variant: p50 / p99 / mean milliseconds over ``args.runs`` calls."""
+def measure(
+    variants: dict, batch: Batch, fields: Batch, args: argparse.Namespace, threads: int
+) -> dict:
+    """Per variant: p50 / p99 / mean milliseconds over ``args.runs`` calls at ``threads``."""
+    variants = {
+        k.split("@")[0]: fn
+        for k, fn in variants.items()
+        if "@" not in k or k == f"onnxruntime@{threads}"
+    }
     times: dict[str, list[float]] = {k: [] for k in variants}
     per_round = max(1, args.runs // args.rounds)
     with torch.no_grad():
@@ -142,10 +175,10 @@ def main() -> None:
     results: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
-            variants, batch, fields = build_variants(name, args.candidates, Path(tmp))
+            variants, batch, fields = build_variants(name, args.candidates, Path(tmp), args.threads)
             for threads in args.threads:
                 torch.set_num_threads(threads)
-                stats = measure(variants, batch, fields, args)
+                stats = measure(variants, batch, fields, args, threads)
                 for variant, s in stats.items():
                     results.append({"model": name, "threads": threads, "variant": variant, **s})
                 log.info("%s, %d thread(s): done", name, threads)
@@ -178,6 +211,7 @@ def main() -> None:
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "onnxruntime": _version("onnxruntime"),
         },
         "results": results,
     }
