@@ -125,6 +125,8 @@ def build_variants(
     else:
         onnx_path = export_onnx(model, batch, workdir / f"{name}.onnx")
         for n in threads:
+            # load_onnx runs graphs with a scatter-add on one thread whatever is asked (an
+            # onnxruntime race, see its docstring): the "2 threads" row is that fallback
             variants[f"onnxruntime@{n}"] = load_onnx(onnx_path, threads=n)
     with torch.no_grad():  # every variant must agree with eager before it is timed
         reference = eager(batch)

@@ -143,6 +143,7 @@ def main() -> int:
         "swaps": swapped,
         "versions_served": served_versions,
         "final_version": health.get("model_version"),
+        "runtime": health.get("runtime"),
     }
     print(json.dumps(record, indent=2))
     suffix = "_swaps" if args.swaps else ""

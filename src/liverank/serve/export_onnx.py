@@ -268,13 +268,33 @@ class OnnxRanker:
         return ranking_score(self.predict_proba(batch), self.score_exponents)
 
 
+def _has_scatter_reduction(path: Path) -> bool:
+    """Whether the graph has a ScatterND / ScatterElements with a reduction (unreadable: no)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # reported by the session load that follows
+        return False
+    for node in graph.node:
+        if node.op_type in ("ScatterND", "ScatterElements"):
+            for attr in node.attribute:
+                if attr.name == "reduction" and attr.s not in (b"", b"none"):
+                    return True
+    return False
+
+
 def load_onnx(path: str | Path, threads: int = 1) -> OnnxRanker:
     """Load a file written by :func:`export_onnx` into an onnxruntime session (CPU).
 
     Args:
         path: the ``.onnx`` file (the metadata is read from inside it, not the sidecar).
         threads: ``intra_op_num_threads`` of the session (``inter_op`` is 1: the graph is one
-            chain of small ops); graph optimisations are all enabled.
+            chain of small ops); graph optimisations are all enabled. A graph with a
+            scatter-add (the decomposed ``embedding_bag``) runs on **one** thread whatever is
+            asked: onnxruntime's multi-threaded ``ScatterND(reduction="add")`` races on
+            duplicate indices (onnxruntime issues #18048, #23396); we measured outputs off by up
+            to 1.8e-4 in 1 of a few hundred runs of the mlp at 2 threads.
 
     Raises:
         ConfigError: no such file, not an ONNX model onnxruntime can load, or not a liverank
@@ -285,6 +305,14 @@ def load_onnx(path: str | Path, threads: int = 1) -> OnnxRanker:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such exported model")
+    if threads > 1 and _has_scatter_reduction(path):
+        log.warning(
+            "%s: running on 1 thread, not %d: multi-threaded ScatterND(add) in onnxruntime "
+            "is nondeterministic on duplicate indices",
+            path,
+            threads,
+        )
+        threads = 1
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
