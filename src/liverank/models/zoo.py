@@ -11,6 +11,9 @@ ple           sparse_features + din                    PLE, 2 CGC levels, 1 spec
 moment_cross  sparse_features + din + moment_cross     as ``ple``
               (Moment&Cross section 4; needs samples
               built with ``long_len > 0``)
+farm          sparse_features + farm (FARM section 3;  as ``ple``; the six live tasks
+              its attention over both sequences
+              replaces ``din``)
 ============  =======================================  ==================================
 
 Sizes are CPU-friendly defaults (embedding dim 16). ``get_config`` returns a fresh copy, so a
@@ -22,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from liverank.errors import ConfigError
+from liverank.features.spec import TASKS
 from liverank.models.backbones import MLPBackboneConfig, MMoEBackboneConfig, PLEBackboneConfig
 from liverank.models.ranker import ModuleSpec, RankerConfig
 
@@ -68,12 +72,27 @@ def _moment_cross() -> RankerConfig:
     return cfg
 
 
+def _farm() -> RankerConfig:
+    """FARM on ``ple``'s backbone: ``sparse_features`` + ``farm`` on the six live tasks.
+
+    FARM's own target attentions over both sequences (Eq. 11) take the place of ``din``, so
+    ``farm`` vs ``ple`` compares the two ways of reading the sequences on one backbone.
+    """
+    return RankerConfig(
+        name="farm",
+        modules=[ModuleSpec(name="sparse_features"), ModuleSpec(name="farm")],
+        backbone=_ple().backbone,
+        tasks=list(TASKS),  # ctr, evtr, lvtr, ltr, cmtr, gtr (FARM section 2.2)
+    )
+
+
 _CONFIGS: dict[str, Callable[[], RankerConfig]] = {
     "mlp": _mlp,
     "din": _din,
     "mmoe": _mmoe,
     "ple": _ple,
     "moment_cross": _moment_cross,
+    "farm": _farm,
 }
 
 
