@@ -1,7 +1,8 @@
 """The summary of ``farm_eval.py``: rich tables, ``farm_eval.md`` and the plots in ``farm_eval/``.
 
 Everything here is computed from the JSON record alone (``summarize`` can be rerun on a saved
-file: ``python benchmarks/farm_eval_report.py benchmarks/results/farm_eval.json``). Deltas are
+file: ``python benchmarks/farm_eval_report.py benchmarks/results/farm_eval.json``; several files
+from sweeps run in parallel: ``... a.json b.json --out merged.json``). Deltas are
 in AUC points x 100 (as FARM Tables 1, 2 and 4 print them), paired by (data seed, model seed).
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,7 @@ def summarize(record: dict[str, Any], out: Path, baseline: str, candidate: str) 
     md = [
         f"# FARM evaluation: simulated '{record['size']}'",
         "",
-        f"Command: `{record['command']}`",
+        *(f"Command: `{c}`" for c in record.get("commands", [record.get("command")])),
         "",
     ]
     md += [f"Date {record['date']}, torch {record['torch']}, {record['machine']['cpus']} CPUs. "
@@ -368,10 +368,45 @@ def _print(
     console.print(table)
 
 
+def merge_records(records: Sequence[dict]) -> dict:
+    """One record from several ``farm_eval.py`` runs on the same size (e.g. sweeps run in
+    parallel, one per core): rows are joined (a key seen twice keeps the first), datasets and
+    variants united, and every command kept in ``commands``."""
+    sizes = {r["size"] for r in records}
+    if len(sizes) != 1:
+        raise SystemExit(f"cannot merge records of different sizes: {sorted(sizes)}")
+    out = {k: v for k, v in records[0].items() if k not in ("rows", "summary", "command")}
+    out["commands"] = [c for r in records for c in r.get("commands", [r.get("command")]) if c]
+    out["variants"] = {k: v for r in records for k, v in r["variants"].items()}
+    out["datasets"] = {k: v for r in records for k, v in r["datasets"].items()}
+    seen: set[str] = set()
+    out["rows"] = []
+    for r in records:
+        for row in r["rows"]:
+            if row["key"] not in seen:
+                seen.add(row["key"])
+                out["rows"].append(row)
+    return out
+
+
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("records", type=Path, nargs="+", help="farm_eval.py JSON file(s)")
+    ap.add_argument("--baseline", default="ple")
+    ap.add_argument("--candidate", default="farm")
+    ap.add_argument("--out", type=Path, help="merged record (default: the one input, rewritten)")
+    args = ap.parse_args()
+    recs = [json.loads(p.read_text()) for p in args.records]
+    if len(recs) > 1 and args.out is None:
+        raise SystemExit("several records: say where the merged one goes with --out")
+    rec = merge_records(recs) if len(recs) > 1 else recs[0]
+    out = args.out or args.records[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rec["summary"] = summarize(rec, out, args.baseline, args.candidate)
+    out.write_text(json.dumps(rec, indent=1))
+
+
 if __name__ == "__main__":
-    path = Path(sys.argv[1])
-    rec = json.loads(path.read_text())
-    baseline = sys.argv[2] if len(sys.argv) > 2 else "ple"
-    candidate = sys.argv[3] if len(sys.argv) > 3 else "farm"
-    rec["summary"] = summarize(rec, path, baseline, candidate)
-    path.write_text(json.dumps(rec, indent=1))
+    main()
