@@ -164,6 +164,16 @@ def test_ablation_configs_turn_off_one_switch(fm, batch, suffix: str) -> None:
     assert set(model(batch).logits) == {"ctr", "evtr", "lvtr", "ltr", "cmtr", "gtr"}
 
 
+def test_farm_din_config_adds_farm_to_the_ple_baseline(fm, batch) -> None:
+    """configs/farm_din.yaml = ple's modules (sparse_features + din) plus farm, same backbone."""
+    cfg = ranker_config(load_config(ROOT / "configs" / "farm_din.yaml"))
+    full = ranker_config(load_config(ROOT / "configs" / "farm.yaml"))
+    model = Ranker(fm, cfg)
+    assert list(model.feature_modules) == ["sparse_features", "din", "farm"]
+    assert model.config.backbone == full.backbone and model.tasks == full.tasks
+    assert set(model(batch).logits) == set(full.tasks)
+
+
 def test_gradient_reaches_both_sequences(fm, batch) -> None:
     module, emb = _module(fm, sparse=False, fused=False)
     module.train()
