@@ -16,6 +16,7 @@ from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
 from liverank.models.zoo import get_config
 from liverank.serve.export import (
     META_NAME,
+    ExportedModel,
     ExportedRanker,
     export_blockers,
     export_torchscript,
@@ -53,7 +54,7 @@ def _eager(model: Ranker, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.stack([proba[t] for t in model.tasks], dim=1)  # [B, T]
 
 
-def _assert_parity(model: Ranker, exported: ExportedRanker, fm: FeatureMap) -> None:
+def _assert_parity(model: Ranker, exported: ExportedModel, fm: FeatureMap) -> None:
     assert exported.tasks == model.tasks
     for i, n in enumerate(SIZES):
         batch = synthetic_batches(fm, 1, n, seed=100 + i)[0]

@@ -301,8 +301,10 @@ def check_batch_fields(fields: Mapping[str, Mapping[str, Any]], batch: Batch) ->
             )
 
 
-class ExportedRanker:
-    """A loaded export: validates batches in Python, then runs the TorchScript program.
+class ExportedModel:
+    """What every loaded export offers (TorchScript here, ONNX in ``export_onnx.py``): the
+    metadata, batch checks, ``{task: [B]}`` probabilities and the fused score; subclasses run
+    the program in :meth:`__call__`.
 
     Attributes:
         tasks: column order of the ``[B, T]`` output.
@@ -310,8 +312,7 @@ class ExportedRanker:
         meta: the whole metadata document (config, feature map, versions).
     """
 
-    def __init__(self, program: torch.jit.ScriptModule, meta: dict[str, Any]) -> None:
-        self.program = program
+    def __init__(self, meta: dict[str, Any]) -> None:
         self.meta = meta
         self.tasks: list[str] = list(meta["tasks"])
         self.fields: dict[str, dict[str, Any]] = dict(meta["fields"])
@@ -321,11 +322,9 @@ class ExportedRanker:
         """Raise :class:`DataValidationError` naming the first missing or malformed field."""
         check_batch_fields(self.fields, batch)
 
-    @torch.no_grad()
     def __call__(self, batch: Batch) -> torch.Tensor:
         """Probabilities ``[B, T]`` (columns in :attr:`tasks` order)."""
-        self.check_batch(batch)
-        return self.program({name: batch[name] for name in self.fields})
+        raise NotImplementedError
 
     def predict_proba(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``{task: [B]}``, as :meth:`Ranker.predict_proba`."""
@@ -335,6 +334,20 @@ class ExportedRanker:
     def ranking_score(self, batch: Batch) -> torch.Tensor:
         """The fused score ``[B]`` with the exponents recorded at export (``models/fusion.py``)."""
         return ranking_score(self.predict_proba(batch), self.score_exponents)
+
+
+class ExportedRanker(ExportedModel):
+    """A loaded TorchScript export: validates batches in Python, then runs the program."""
+
+    def __init__(self, program: torch.jit.ScriptModule, meta: dict[str, Any]) -> None:
+        super().__init__(meta)
+        self.program = program
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        """Probabilities ``[B, T]`` (columns in :attr:`tasks` order)."""
+        self.check_batch(batch)
+        return self.program({name: batch[name] for name in self.fields})
 
 
 def load_exported(

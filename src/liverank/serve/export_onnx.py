@@ -45,13 +45,12 @@ from torch import nn
 
 from liverank.errors import ConfigError
 from liverank.models.base import Batch
-from liverank.models.fusion import ranking_score
 from liverank.models.ranker import Ranker
 from liverank.serve.export import (
     EXPORT_VERSION,
     META_NAME,
+    ExportedModel,
     RankerProbabilities,
-    check_batch_fields,
     check_exportable,
     export_metadata,
     required_fields,
@@ -226,7 +225,7 @@ def export_onnx(model: Ranker, example_batch: Batch, path: str | Path) -> Path:
     return path
 
 
-class OnnxRanker:
+class OnnxRanker(ExportedModel):
     """A loaded ONNX export: validates batches in Python, then runs the onnxruntime session.
 
     Same API as :class:`~liverank.serve.export.ExportedRanker`.
@@ -239,15 +238,8 @@ class OnnxRanker:
     """
 
     def __init__(self, session: Any, meta: dict[str, Any]) -> None:
+        super().__init__(meta)
         self.session = session
-        self.meta = meta
-        self.tasks: list[str] = list(meta["tasks"])
-        self.fields: dict[str, dict[str, Any]] = dict(meta["fields"])
-        self.score_exponents: dict[str, float] = dict(meta["score_exponents"])
-
-    def check_batch(self, batch: Batch) -> None:
-        """Raise :class:`DataValidationError` naming the first missing or malformed field."""
-        check_batch_fields(self.fields, batch)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         """Probabilities ``[B, T]`` (columns in :attr:`tasks` order), a CPU float tensor."""
@@ -257,15 +249,6 @@ class OnnxRanker:
         }
         (proba,) = self.session.run([OUTPUT_NAME], feeds)  # [B, T] float32
         return torch.from_numpy(proba)
-
-    def predict_proba(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """``{task: [B]}``, as :meth:`Ranker.predict_proba`."""
-        proba = self(batch)  # [B, T]
-        return {t: proba[:, i] for i, t in enumerate(self.tasks)}
-
-    def ranking_score(self, batch: Batch) -> torch.Tensor:
-        """The fused score ``[B]`` with the exponents recorded at export (``models/fusion.py``)."""
-        return ranking_score(self.predict_proba(batch), self.score_exponents)
 
 
 def _has_scatter_reduction(path: Path) -> bool:
