@@ -350,6 +350,28 @@ class ExportedRanker(ExportedModel):
         return self.program({name: batch[name] for name in self.fields})
 
 
+def parse_export_metadata(path: Path, text: str, fmt: str, container: str) -> dict[str, Any]:
+    """The metadata document ``text`` read from the export at ``path``, checked to be a liverank
+    ranker export of format ``fmt`` and a supported version (``container`` names the file kind
+    in the error: "a TorchScript archive", "an ONNX model").
+
+    Raises:
+        ConfigError: not JSON, not a liverank export of ``fmt``, or an unsupported version.
+    """
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, Mapping) or meta.get("format") != fmt:
+        raise ConfigError(f"{path}: {container}, but not a liverank ranker export")
+    if meta.get("version") != EXPORT_VERSION:
+        raise ConfigError(
+            f"{path}: export version {meta.get('version')} is not supported "
+            f"(this liverank reads version {EXPORT_VERSION}); export the checkpoint again"
+        )
+    return dict(meta)
+
+
 def load_exported(
     path: str | Path, map_location: str = "cpu", freeze: bool = True
 ) -> ExportedRanker:
@@ -373,18 +395,8 @@ def load_exported(
             program = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
     except Exception as exc:  # any load failure means "not an archive we can run"
         raise ConfigError(f"{path}: not a readable TorchScript archive ({exc})") from exc
-    try:
-        meta = json.loads(extra[META_NAME])
-    except json.JSONDecodeError:
-        meta = None
-    if not isinstance(meta, Mapping) or meta.get("format") != EXPORT_FORMAT:
-        raise ConfigError(f"{path}: a TorchScript archive, but not a liverank ranker export")
-    if meta.get("version") != EXPORT_VERSION:
-        raise ConfigError(
-            f"{path}: export version {meta.get('version')} is not supported "
-            f"(this liverank reads version {EXPORT_VERSION}); export the checkpoint again"
-        )
+    meta = parse_export_metadata(path, extra[META_NAME], EXPORT_FORMAT, "a TorchScript archive")
     program.eval()
     if freeze:
         program = torch.jit.freeze(program)
-    return ExportedRanker(program, dict(meta))
+    return ExportedRanker(program, meta)

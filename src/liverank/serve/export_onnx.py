@@ -35,7 +35,7 @@ import io
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,12 @@ from liverank.errors import ConfigError
 from liverank.models.base import Batch
 from liverank.models.ranker import Ranker
 from liverank.serve.export import (
-    EXPORT_VERSION,
     META_NAME,
     ExportedModel,
     RankerProbabilities,
     check_exportable,
     export_metadata,
+    parse_export_metadata,
     required_fields,
 )
 
@@ -306,17 +306,7 @@ def load_onnx(path: str | Path, threads: int = 1) -> OnnxRanker:
     except Exception as exc:  # any load failure means "not a model we can run"
         raise ConfigError(f"{path}: not a readable ONNX model ({exc})") from exc
     text = session.get_modelmeta().custom_metadata_map.get(META_NAME, "")
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError:
-        meta = None
-    if not isinstance(meta, Mapping) or meta.get("format") != ONNX_FORMAT:
-        raise ConfigError(f"{path}: an ONNX model, but not a liverank ranker export")
-    if meta.get("version") != EXPORT_VERSION:
-        raise ConfigError(
-            f"{path}: export version {meta.get('version')} is not supported "
-            f"(this liverank reads version {EXPORT_VERSION}); export the checkpoint again"
-        )
+    meta = parse_export_metadata(path, text, ONNX_FORMAT, "an ONNX model")
     inputs = {i.name for i in session.get_inputs()}
     if inputs != set(meta["fields"]):
         raise ConfigError(

@@ -169,6 +169,24 @@ def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.nda
     return pos, sorted_ids[pos] == ids
 
 
+def replay_events(
+    store: OnlineFeatureStore, root: Path, as_of: int, chunk_rows: int = 2_000_000
+) -> None:
+    """Feed ``store`` the dataset's live and video events with ``ts < as_of``, in file order,
+    ``chunk_rows`` at a time (what both backends do to fill themselves from a dataset)."""
+    for name, columns, observe in (
+        ("live_events", _LIVE_EVENT_COLUMNS, store.observe_live_events),
+        ("video_events", _VIDEO_EVENT_COLUMNS, store.observe_video_events),
+    ):
+        path = table_path(root, name)
+        if not path.exists():
+            raise DataValidationError(f"required table '{name}' is missing", file=str(path))
+        for batch in pq.ParquetFile(path).iter_batches(chunk_rows, columns=list(columns)):
+            chunk = pl.from_arrow(batch)
+            assert isinstance(chunk, pl.DataFrame)
+            observe(chunk.filter(pl.col("ts") < as_of))
+
+
 def rooms_with_authors(rooms: pl.DataFrame, authors: pl.DataFrame) -> pl.DataFrame:
     """Rooms with their author's side features, encoded as the sample builder does (it joins
     authors on the impression's author_id, which the validator requires to be the room's)."""
@@ -258,17 +276,7 @@ class MemoryFeatureStore(OnlineFeatureStore):
         store = cls(
             meta, table("users"), table("authors"), table("rooms"), table("videos"), seq_len
         )
-        for name, columns, observe in (
-            ("live_events", _LIVE_EVENT_COLUMNS, store.observe_live_events),
-            ("video_events", _VIDEO_EVENT_COLUMNS, store.observe_video_events),
-        ):
-            path = table_path(root, name)
-            if not path.exists():
-                raise DataValidationError(f"required table '{name}' is missing", file=str(path))
-            for batch in pq.ParquetFile(path).iter_batches(chunk_rows, columns=list(columns)):
-                chunk = pl.from_arrow(batch)
-                assert isinstance(chunk, pl.DataFrame)
-                observe(chunk.filter(pl.col("ts") < as_of))
+        replay_events(store, root, as_of, chunk_rows)
         log.info(
             "online feature store of %s as of %d: %d live + %d video rows in %.2f s",
             meta.name,

@@ -40,7 +40,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from liverank.data.io import read_meta, table_path
 from liverank.data.schema import DatasetMeta
@@ -58,6 +57,7 @@ from liverank.serve.feature_store import (
     RoomRows,
     UserRow,
     _require,
+    replay_events,
     rooms_with_authors,
 )
 
@@ -214,17 +214,7 @@ class RedisFeatureStore(OnlineFeatureStore):
         root = Path(data_dir)
         as_of = self.meta.end_ts if as_of_ts is None else int(as_of_ts)
         started = time.perf_counter()
-        for name, columns, observe in (
-            ("live_events", _LIVE_EVENT_COLUMNS, self.observe_live_events),
-            ("video_events", _VIDEO_EVENT_COLUMNS, self.observe_video_events),
-        ):
-            path = table_path(root, name)
-            if not path.exists():
-                raise DataValidationError(f"required table '{name}' is missing", file=str(path))
-            for batch in pq.ParquetFile(path).iter_batches(chunk_rows, columns=list(columns)):
-                chunk = pl.from_arrow(batch)
-                assert isinstance(chunk, pl.DataFrame)
-                observe(chunk.filter(pl.col("ts") < as_of))
+        replay_events(self, root, as_of, chunk_rows)
         log.info("Redis feature store replayed %s in %.2f s", root, time.perf_counter() - started)
 
     # ------------------------------------------------------------------ writes
