@@ -13,7 +13,7 @@ from liverank.config import load_config
 from liverank.errors import ConfigError
 from liverank.models.layers.contrastive import info_nce
 from liverank.models.layers.embedding import EmbeddingCollection
-from liverank.models.modules.farm import Farm
+from liverank.models.modules.farm import Farm, MultiHeadAttention
 from liverank.models.ranker import Ranker
 from liverank.models.registry import build_module
 from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
@@ -112,6 +112,52 @@ def test_shapes_aux_only_in_training_and_padding_is_ignored(fm, batch) -> None:
         for col in fm.seq_fields[d]:
             dirty[col] = torch.where(pad, 1, batch[col])
     torch.testing.assert_close(clean.representation, module(dirty, emb).representation)
+
+
+def _reference_attention(
+    mha: MultiHeadAttention, query, keys, query_mask, key_mask
+) -> torch.Tensor:
+    """The attention written out: two matmuls and a softmax, -inf at masked keys."""
+    b, lq, d = query.shape
+    h, dh = mha.heads, mha.head_dim
+    q = mha.q_proj(query * dh**-0.5).view(b, lq, h, dh).transpose(1, 2)
+    k, v = mha.kv_proj(keys).view(b, keys.shape[1], 2, h, dh).permute(2, 0, 3, 1, 4)
+    scores = (q @ k.transpose(-1, -2)).masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    mixed = torch.softmax(scores, dim=-1) @ v  # NaN on rows without keys
+    out = mha.out_proj(mixed.transpose(1, 2).reshape(b, lq, d))
+    keep = query_mask & key_mask.any(1, keepdim=True)
+    return torch.where(keep.unsqueeze(-1), out, torch.zeros_like(out))
+
+
+def test_multi_head_attention_matches_the_written_out_formula() -> None:
+    torch.manual_seed(1)
+    mha = MultiHeadAttention(16, 2)
+    query, keys = torch.randn(5, 4, 16), torch.randn(5, 7, 16, requires_grad=True)
+    key_len, query_len = torch.tensor([7, 3, 1, 0, 5]), torch.tensor([4, 2, 1, 3, 0])
+    key_mask = torch.arange(7)[None] < key_len[:, None]
+    query_mask = torch.arange(4)[None] < query_len[:, None]
+    got = mha(query, keys, query_mask, key_mask)
+    torch.testing.assert_close(got, _reference_attention(mha, query, keys, query_mask, key_mask))
+    assert float(got[3].abs().max()) == 0.0 and float(got[4].abs().max()) == 0.0
+    got.sum().backward()  # a row without keys must not poison the gradient
+    assert keys.grad is not None and torch.isfinite(keys.grad).all()
+    assert float(keys.grad[:, 7:].abs().sum()) == 0.0
+
+
+def test_rows_do_not_depend_on_the_longest_sequence_in_the_batch(fm, batch) -> None:
+    """The L x L attentions run over the batch's longest real sequence only (``_encode``):
+    adding a row with full-length sequences must not change the other rows' outputs."""
+    module, emb = _module(fm)
+    module.eval()
+    width = batch["live_seq_author"].shape[1]
+    short = {k: v[batch["live_seq_len"] < width // 2] for k, v in batch.items()}
+    assert len(short["live_seq_len"]) > 10  # the test needs rows that the extra row outspans
+    extra = {k: v[:1].clone() for k, v in batch.items()}
+    extra["live_seq_len"][:] = width
+    extra["video_seq_len"][:] = width
+    both = {k: torch.cat([short[k], extra[k]]) for k in batch}
+    alone = module(short, emb).representation
+    torch.testing.assert_close(module(both, emb).representation[:-1], alone)
 
 
 def test_rows_without_history_give_zeros(fm, batch) -> None:
