@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -239,6 +240,7 @@ def run_one(
         "cpu_s": round(cpu, 1),
         "metrics": _metrics(res.test),
         "diagnostics": None,
+        "code": CODE_VERSION,
     }
     if path.stem in args.diagnostics:
         model = Ranker.load(res.fit.checkpoint)
@@ -351,6 +353,26 @@ def _describe(x: np.ndarray, bins: np.ndarray) -> dict[str, Any]:
         "quantiles": {"p10": q[0], "p25": q[1], "p50": q[2], "p75": q[3], "p90": q[4]},
         "hist": {"edges": bins.tolist(), "counts": np.histogram(x, bins)[0].tolist()},
     }
+
+
+def _code_version() -> str:
+    """``git describe --always --dirty`` of the checkout this process runs (its code was
+    imported at start-up, so later edits do not change what it runs); ``unknown`` outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+#: the code this sweep runs, recorded in every row (sweeps are resumed across commits)
+CODE_VERSION = _code_version()
 
 
 def _new_record(args: argparse.Namespace) -> dict[str, Any]:

@@ -85,6 +85,8 @@ def summarize(record: dict[str, Any], out: Path, baseline: str, candidate: str) 
     md += [f"Date {record['date']}, torch {record['torch']}, {record['machine']['cpus']} CPUs. "
            "Metrics on the test day, averaged over test hours (FARM sec. 4.1); mean ± std over "
            "model seeds; deltas in points (x100), paired by seed.", ""]  # fmt: skip
+    versions = dict.fromkeys(r.get("code", "not recorded") for r in rows)
+    md += [f"Code (`git describe` of each run): {', '.join(f'`{v}`' for v in versions)}.", ""]
     md += _md_table(
         ["variant", "what", "samples", "simulate s", "build s", "like/click", "gift/click",
          "cross-domain gap"],
