@@ -190,6 +190,17 @@ def test_moment_cross_not_exportable(tmp_path: Path) -> None:
     assert not (tmp_path / "mc.ts").exists()
 
 
+def test_farm_not_exportable_because_its_attention_span_depends_on_the_batch(
+    tmp_path: Path,
+) -> None:
+    fm = synthetic_feature_map()
+    model = Ranker(fm, get_config("farm"))
+    assert set(export_blockers(model)) == {"farm"}
+    with pytest.raises(ConfigError, match="not exportable yet.*farm.*longest real sequence"):
+        export_torchscript(model, synthetic_batches(fm, 1, 4)[0], tmp_path / "farm.ts")
+    assert not (tmp_path / "farm.ts").exists()
+
+
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such exported model"):
         load_exported(tmp_path / "missing.ts")

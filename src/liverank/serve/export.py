@@ -70,6 +70,12 @@ NOT_EXPORTABLE: dict[str, str] = {
         "its long histories come from a store outside the model; an export needs an "
         "inference-only forward without these (no aux losses, a fixed-size scoring path)"
     ),
+    "farm": (
+        "its self- and cross-attentions run over the batch's longest real sequence, sized by "
+        "int(mask.sum(1).max()) (a data-dependent Python value a trace would freeze, giving "
+        "wrong outputs for batches with longer sequences); an export needs them over the full "
+        "window, which gives the same outputs more slowly"
+    ),
 }
 
 
