@@ -312,8 +312,11 @@ def farm_diagnostics(
     for batch in test.iter_batches(batch_size, shuffle=False, seed=0):
         out = call(batch, model.embeddings) if wants_embeddings else call(batch)
         for name, value in out.items():
-            cols.setdefault(name, []).append(torch.as_tensor(value).float().reshape(-1).numpy())
-    arrays = {k: np.concatenate(v) for k, v in cols.items()}  # each [N]
+            value = torch.as_tensor(value).float()
+            cols.setdefault(name, []).append(value.reshape(len(value), -1).numpy())
+    # [N] per value, or [N, D] for the per-dimension gates ("<gate>_by_dim")
+    arrays = {k: np.concatenate(v).squeeze(1) if v[0].shape[1] == 1 else np.concatenate(v)
+              for k, v in cols.items()}  # fmt: skip
     if not set(DIAG_VALUES) & set(arrays):
         log.warning("farm diagnostics returned none of %s", list(DIAG_VALUES))
         return None
@@ -338,8 +341,29 @@ def farm_diagnostics(
             group: _describe(per_user[activity[has] == code], bins)
             for code, group in ACTIVITY.items()
         }
+        by_dim = arrays.get(f"{name}_by_dim")
+        if by_dim is not None:
+            stats["by_dim"] = _by_dim(by_dim[valid], activity[inverse[valid]])
         result[name] = stats
     return result
+
+
+def _by_dim(values: np.ndarray, activity: np.ndarray) -> dict[str, Any]:
+    """A gate per dimension (``values [N, D]`` over valid rows, ``activity [N]`` codes): the mean
+    of each dimension per activity group, and the dimension where low- and high-activity users
+    differ most (a mean over dimensions can hide gates that move in opposite directions)."""
+    means = {
+        group: values[activity == code].mean(0).tolist()
+        for code, group in ACTIVITY.items()
+        if (activity == code).any()
+    }  # group -> [D]
+    out: dict[str, Any] = {"mean": values.mean(0).tolist(), "by_activity": means}
+    if "low" in means and "high" in means:
+        gap = np.asarray(means["low"]) - np.asarray(means["high"])  # [D]
+        k = int(np.abs(gap).argmax())
+        out["largest_low_high_gap"] = {"dim": k, "low": means["low"][k],
+                                       "high": means["high"][k], "gap": float(gap[k])}  # fmt: skip
+    return out
 
 
 def _describe(x: np.ndarray, bins: np.ndarray) -> dict[str, Any]:

@@ -253,6 +253,7 @@ def _diagnostics_section(
         body.append(cells)
     cols = [f"{n} {g}" for n in ("cos", "beta", "delta") for g in ("all", *GROUPS)]
     md += _md_table(["config", *cols], body)
+    md += _gate_dims_section(by_config)
     cos_png = plot_dir / f"cosine_{variant}.png"
     if _cos_plot(by_config, cos_png, variant):
         md += [f"![cosine]({plot_dir.name}/{cos_png.name})", ""]
@@ -267,6 +268,33 @@ def _diagnostics_section(
         for c, ds in by_config.items()
     }
     return md
+
+
+def _gate_dims_section(by_config: dict[str, list[dict]]) -> list[str]:
+    """Per-dimension gates: their range over dimensions and the largest low-high gap."""
+    body = []
+    for c, ds in by_config.items():
+        for gate in ("beta", "delta"):
+            dims = [d[gate]["by_dim"] for d in ds if "by_dim" in d.get(gate, {})]
+            if not dims:
+                continue
+            lo = [min(x["mean"]) for x in dims]
+            hi = [max(x["mean"]) for x in dims]
+            gaps = [x["largest_low_high_gap"]["gap"] for x in dims if "largest_low_high_gap" in x]
+            body.append([c, gate, str(len(dims)), _ms(lo, digits=3), _ms(hi, digits=3),
+                         _ms(gaps, digits=3, signed=True)])  # fmt: skip
+    if not body:
+        return []
+    return [
+        "",
+        "Gates per dimension (mean over test rows): the smallest and largest dimension, and the "
+        "dimension where low- and high-activity users differ most (low - high).",
+        "",
+        *_md_table(
+            ["config", "gate", "seeds", "min over dims", "max over dims", "largest low - high gap"],
+            body,
+        ),  # fmt: skip
+    ]
 
 
 def _pooled_hist(

@@ -246,19 +246,15 @@ def test_diagnostics_per_row(fm, batch) -> None:
     module.train()
     diag = module.diagnostics(batch, emb)
     assert module.training, "diagnostics must restore the training mode"
-    assert set(diag) == {
-        "alpha",
-        "beta",
-        "gamma",
-        "delta",
-        "cos_video_live",
-        "video_nonempty",
-        "live_nonempty",
-    }
+    gates = ("alpha", "beta", "gamma", "delta")
+    by_dim = {f"{g}_by_dim" for g in gates}
+    assert set(diag) == {*gates, *by_dim, "cos_video_live", "video_nonempty", "live_nonempty"}
     for name, value in diag.items():
-        assert value.shape == (64,) and not value.requires_grad, name
-    for gate in ("alpha", "beta", "gamma", "delta"):
+        shape = (64, module.dim) if name in by_dim else (64,)
+        assert value.shape == shape and not value.requires_grad, name
+    for gate in gates:
         assert bool(((diag[gate] > 0) & (diag[gate] < 1)).all()), gate
+        torch.testing.assert_close(diag[f"{gate}_by_dim"].mean(-1), diag[gate])
     cos = diag["cos_video_live"]
     assert bool(((cos >= -1) & (cos <= 1)).all())
     both = diag["video_nonempty"] & diag["live_nonempty"]

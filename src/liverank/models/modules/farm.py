@@ -346,7 +346,8 @@ class Farm(FeatureModule):
 
         Returns ``[B]`` tensors: ``alpha``, ``beta`` (video low- / high-pass gates, mean over
         dimensions; only with V-FA), ``gamma``, ``delta`` (live; only with L-FA), each in
-        (0, 1); ``cos_video_live``, the cosine of ``h_video`` and ``h_live`` (Eq. 13; the
+        (0, 1), and the same gates per dimension, ``alpha_by_dim`` ... ``delta_by_dim``
+        (``[B, dim]``: a mean over dimensions can hide gates that move in opposite directions); ``cos_video_live``, the cosine of ``h_video`` and ``h_live`` (Eq. 13; the
         paper's Figure 3), in [-1, 1] (0 where a sequence is empty); and ``video_nonempty``,
         ``live_nonempty`` (bool) to select the rows where those values mean something. Use
         ``model.feature_modules["farm"].diagnostics(batch, model.embeddings)``.
@@ -369,6 +370,7 @@ class Farm(FeatureModule):
         names = {"video": ("alpha", "beta"), "live": ("gamma", "delta")}
         for dom, (low, high) in names.items():
             if "high" in seqs[dom]:
-                out[low] = seqs[dom]["low"].mean(-1)  # [B]
-                out[high] = seqs[dom]["high"].mean(-1)  # [B]
+                for gate, values in ((low, seqs[dom]["low"]), (high, seqs[dom]["high"])):
+                    out[gate] = values.mean(-1)  # [B]
+                    out[f"{gate}_by_dim"] = values  # [B, dim]
         return out
