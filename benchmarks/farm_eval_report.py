@@ -250,9 +250,12 @@ def _diagnostics_section(
                 cells.append(
                     _ms([d[name]["by_activity"][g].get("mean") for d in ds if name in d], digits=3)
                 )
+        # the low-pass gates, to compare with the high-pass ones (FARM Table 3: "higher weights
+        # to high-frequency information" means beta > alpha, delta > gamma)
+        cells += [_ms([d[n]["mean"] for d in ds if n in d], digits=3) for n in ("alpha", "gamma")]
         body.append(cells)
     cols = [f"{n} {g}" for n in ("cos", "beta", "delta") for g in ("all", *GROUPS)]
-    md += _md_table(["config", *cols], body)
+    md += _md_table(["config", *cols, "alpha all", "gamma all"], body)
     md += _gate_dims_section(by_config)
     cos_png = plot_dir / f"cosine_{variant}.png"
     if _cos_plot(by_config, cos_png, variant):
@@ -263,7 +266,7 @@ def _diagnostics_section(
     summary["variants"][variant]["diagnostics"] = {
         c: {
             n: _stat([d[n]["mean"] for d in ds if n in d])
-            for n in ("cos_video_live", "beta", "delta")
+            for n in ("cos_video_live", "alpha", "beta", "gamma", "delta")
         }
         for c, ds in by_config.items()
     }
