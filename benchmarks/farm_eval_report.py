@@ -370,13 +370,17 @@ def _gate_plot(by_config: dict[str, list[dict]], path: Path, variant: str) -> bo
 
 
 def _gains_section(summary: dict, candidate: str, baseline: str) -> list[str]:
-    """How the candidate's gain over the baseline moves between data variants."""
+    """How the gains over the baseline move between data variants: every config run on more
+    than one variant (the candidate alone when no config is)."""
+    runs: dict[str, int] = {}
+    for vs in summary["variants"].values():
+        for c in vs["configs"]:
+            runs[c] = runs.get(c, 0) + 1
+    shown = {c for c, n in runs.items() if n > 1} or {candidate}
     body = []
     for variant, vs in summary["variants"].items():
         for c, s in vs["configs"].items():
-            if c != candidate and candidate in {
-                k for v in summary["variants"].values() for k in v["configs"]
-            }:
+            if c not in shown:
                 continue
             cells = [variant, c]
             cells += [_fmt(s["delta"][f"{t}_gauc"]) for t in TASKS]
