@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -132,19 +131,30 @@ def test_grouped_auc_no_usable_group() -> None:
     assert math.isnan(u) and math.isnan(g) and n == 0
 
 
-def test_grouped_auc_is_fast_on_a_million_rows() -> None:
+def test_grouped_auc_on_many_sparse_large_group_ids() -> None:
+    """The vectorised path on a million rows with sparse, large ids (its speed goal is in
+    ``benchmarks/grouped_auc_speed.py``, not here): every group's AUC equals a per-group
+    loop over the groups that have both labels."""
     rng = np.random.default_rng(0)
     n, users = 1_000_000, 100_000
     g = rng.integers(0, users, n) * 7919  # sparse, large ids
     s = rng.random(n)
     y = (rng.random(n) < 0.3 * s).astype(np.float64)
-    best = math.inf
-    for _ in range(2):
-        start = time.perf_counter()
-        uauc, gauc, n_used = grouped_auc(y, s, g)
-        best = min(best, time.perf_counter() - start)
-    assert n_used > 50_000 and 0.6 < gauc < 0.8
-    assert best < 2.0, f"GAUC over 1M rows took {best:.2f} s"
+    uauc, gauc, n_used = grouped_auc(y, s, g)
+    assert n_used > 50_000 and 0.6 < gauc < 0.8 and 0.6 < uauc < 0.8
+    # A sample of groups checked one by one against the plain AUC.
+    sub = np.isin(g, np.unique(g)[:300])
+    per_group = [
+        (auc(y[sub][g[sub] == k], s[sub][g[sub] == k]), int((g[sub] == k).sum()))
+        for k in np.unique(g[sub])
+        if 0 < y[sub][g[sub] == k].sum() < (g[sub] == k).sum()
+    ]
+    u_sub, g_sub, n_sub = grouped_auc(y[sub], s[sub], g[sub])
+    assert n_sub == len(per_group)
+    assert u_sub == pytest.approx(np.mean([a for a, _ in per_group]), abs=1e-9)
+    assert g_sub == pytest.approx(
+        sum(a * w for a, w in per_group) / sum(w for _, w in per_group), abs=1e-9
+    )
 
 
 # -- logloss / MSE -----------------------------------------------------------------------------
