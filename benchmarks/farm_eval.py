@@ -313,10 +313,10 @@ def farm_diagnostics(
         out = call(batch, model.embeddings) if wants_embeddings else call(batch)
         for name, value in out.items():
             value = torch.as_tensor(value).float()
-            cols.setdefault(name, []).append(value.reshape(len(value), -1).numpy())
-    # [N] per value, or [N, D] for the per-dimension gates ("<gate>_by_dim")
-    arrays = {k: np.concatenate(v).squeeze(1) if v[0].shape[1] == 1 else np.concatenate(v)
-              for k, v in cols.items()}  # fmt: skip
+            # [B, D] for the per-dimension gates ("<gate>_by_dim"), [B] for the rest
+            value = value.reshape(len(value), -1) if name.endswith("_by_dim") else value.reshape(-1)
+            cols.setdefault(name, []).append(value.numpy())
+    arrays = {k: np.concatenate(v) for k, v in cols.items()}  # [N] or [N, D]
     if not set(DIAG_VALUES) & set(arrays):
         log.warning("farm diagnostics returned none of %s", list(DIAG_VALUES))
         return None

@@ -347,8 +347,9 @@ class Farm(FeatureModule):
         Returns ``[B]`` tensors: ``alpha``, ``beta`` (video low- / high-pass gates, mean over
         dimensions; only with V-FA), ``gamma``, ``delta`` (live; only with L-FA), each in
         (0, 1), and the same gates per dimension, ``alpha_by_dim`` ... ``delta_by_dim``
-        (``[B, dim]``: a mean over dimensions can hide gates that move in opposite directions); ``cos_video_live``, the cosine of ``h_video`` and ``h_live`` (Eq. 13; the
-        paper's Figure 3), in [-1, 1] (0 where a sequence is empty); and ``video_nonempty``,
+        (``[B, dim]``: a mean over dimensions can hide gates that move in opposite directions);
+        ``cos_video_live``, the cosine of ``h_video`` and ``h_live`` (Eq. 13; the paper's
+        Figure 3), in [-1, 1] (0 where a sequence is empty); and ``video_nonempty``,
         ``live_nonempty`` (bool) to select the rows where those values mean something. Use
         ``model.feature_modules["farm"].diagnostics(batch, model.embeddings)``.
         """
