@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from rich.console import Console  # noqa: E402
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from liverank import __version__
@@ -253,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LiverankError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # escape: a message may hold brackets (e.g. "liverank[serve]") that rich would read as
+        # markup; soft_wrap: one line however narrow the terminal
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted")

@@ -38,16 +38,41 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+#: modules of the ``serve`` extra that ``liverank serve`` imports (pyproject.toml)
+SERVE_MODULES: tuple[str, ...] = ("uvicorn", "fastapi", "prometheus_client")
+
+
+def require_serve_extra() -> None:
+    """Raise a one-line :class:`~liverank.errors.ConfigError` naming the missing module and the
+    install command when the ``serve`` extra is not installed (instead of a raw
+    ``ModuleNotFoundError`` traceback)."""
+    import importlib
+
+    from liverank.errors import ConfigError
+
+    for name in SERVE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(
+                f"liverank serve needs the 'serve' extra (module '{exc.name or name}' is not "
+                "installed): pip install 'liverank[serve]' (from a checkout: "
+                "pip install -e '.[serve]')"
+            ) from exc
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from liverank.errors import ConfigError
+
+    if args.torch_threads < 1:
+        raise ConfigError(f"--torch-threads must be >= 1, got {args.torch_threads}")
+    require_serve_extra()
+
     import torch
     import uvicorn
 
     from liverank.serve.service import build_service
 
-    if args.torch_threads < 1:
-        from liverank.errors import ConfigError
-
-        raise ConfigError(f"--torch-threads must be >= 1, got {args.torch_threads}")
     torch.set_num_threads(args.torch_threads)
 
     app = build_service(
