@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from liverank.serve.export import (
     export_blockers,
     export_torchscript,
     load_exported,
+    quiet_torchscript,
     required_fields,
 )
 from liverank.train.optim import build_optimizers
@@ -209,16 +211,35 @@ def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a readable TorchScript archive"):
         load_exported(junk)
     other = tmp_path / "other.ts"
-    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 1)), str(other))
+    with quiet_torchscript():  # archives that are not liverank exports, made on purpose
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 1)), str(other))
     with pytest.raises(ConfigError, match="not a liverank ranker export"):
         load_exported(other)
     bad_version = tmp_path / "v0.ts"
-    torch.jit.save(
-        torch.jit.script(torch.nn.Linear(2, 1)),
-        str(bad_version),
-        _extra_files={
-            META_NAME: json.dumps({"format": "liverank.export.torchscript", "version": 0})
-        },
-    )
+    with quiet_torchscript():
+        torch.jit.save(
+            torch.jit.script(torch.nn.Linear(2, 1)),
+            str(bad_version),
+            _extra_files={
+                META_NAME: json.dumps({"format": "liverank.export.torchscript", "version": 0})
+            },
+        )
     with pytest.raises(ConfigError, match="export version 0"):
         load_exported(bad_version)
+
+
+def test_torchscript_paths_show_no_deprecation_warning(tmp_path: Path) -> None:
+    """Export, load (frozen) and the service's in-memory runner call torch.jit, deprecated in
+    torch 2.13: none of its warnings reaches the user (issue #12 item 11)."""
+    from liverank.serve.runtime import make_runner
+
+    fm = synthetic_feature_map()
+    model = _trained(get_config("mlp"), fm, steps=1)
+    example = synthetic_batches(fm, 1, 5, seed=9)[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_exported(export_torchscript(model, example, tmp_path / "m.ts"))
+        assert make_runner(model, "torchscript", example).runtime == "torchscript"
+    assert [str(w.message) for w in caught if "torch.jit" in str(w.message)] == []
+    with pytest.warns(DeprecationWarning, match="torch.jit"):  # the filter is that narrow
+        torch.jit.script(torch.nn.Linear(2, 1))

@@ -24,7 +24,6 @@ and a warning says why). The export's own parity tests are in ``tests/serve/test
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Literal, Protocol
 
 import torch
@@ -33,7 +32,12 @@ from liverank.errors import ConfigError
 from liverank.models.base import Batch
 from liverank.models.fusion import ranking_score
 from liverank.models.ranker import Ranker
-from liverank.serve.export import export_blockers, required_fields, trace_ranker
+from liverank.serve.export import (
+    export_blockers,
+    quiet_torchscript,
+    required_fields,
+    trace_ranker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +85,7 @@ class TorchScriptRunner:
         fields = required_fields(model)
         model.check_batch(example)
         program = trace_ranker(model, {f: example[f] for f in fields})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with quiet_torchscript():
             self.program = torch.jit.freeze(program.eval())
         self.fields = fields
         self.tasks = list(model.tasks)
