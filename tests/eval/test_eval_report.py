@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from liverank.errors import ConfigError
 from liverank.eval import EvalResult, evaluate
 from liverank.eval.plots import figure_png
-from liverank.eval.report import write_report
+from liverank.eval.report import TASK_DESCRIPTIONS, ReportSection, html_table, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -41,7 +41,7 @@ def test_report_has_every_section(two_models, tmp_path) -> None:
     )
     assert path == tmp_path / "report" / "report.html"
     page = path.read_text()
-    for anchor in ("main", "gauc", "hourly", "ranking", "activity", "extra", "models"):
+    for anchor in ("main", "tasks", "gauc", "hourly", "ranking", "activity", "extra", "models"):
         assert f'id="{anchor}"' in page
     assert "Strong vs weak &lt;ablation&gt;" in page and "<ablation>" not in page
     assert "strong &lt;b&gt;" in page and "<p>First paragraph &amp; more.</p>" in page
@@ -76,3 +76,30 @@ def test_report_errors(two_models, tmp_path) -> None:
         write_report({}, tmp_path, title="x")
     with pytest.raises(ConfigError, match="no file"):
         write_report(two_models, tmp_path, title="x", extra_plots={"p": tmp_path / "nope.png"})
+
+
+def test_report_explains_every_task_name(two_models, tmp_path) -> None:
+    page = write_report(two_models, tmp_path, title="x").read_text()
+    tasks = page[page.index('id="tasks"') : page.index('id="gauc"')]
+    for task in ("ctr", "evtr", "gtr"):
+        assert f"<td>{task}</td><td>{TASK_DESCRIPTIONS[task]}</td>" in tasks
+    assert "click-through" in tasks and "gift" in tasks
+
+
+def test_caller_sections_are_tables_below_the_results(two_models, tmp_path) -> None:
+    table = html_table(
+        ["metric", "measured"], [("clicks | per <min>", "1,234")], numeric=["measured"]
+    )
+    page = write_report(
+        two_models,
+        tmp_path,
+        title="x",
+        notes="short note",
+        sections=[ReportSection("calibration", "Calibration", table)],
+    ).read_text()
+    assert '<td>clicks | per &lt;min&gt;</td><td class="num">1,234</td>' in page
+    # after the results, before the models' metadata; listed in the navigation
+    assert page.index('id="main"') < page.index('id="calibration"') < page.index('id="models"')
+    assert '<a href="#calibration">Calibration</a>' in page
+    with pytest.raises(ConfigError, match="used twice"):
+        write_report(two_models, tmp_path, title="x", sections=[ReportSection("main", "again", "")])

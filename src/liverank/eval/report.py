@@ -1,9 +1,11 @@
 """A self-contained HTML report comparing models' :class:`EvalResult`s.
 
 The page (one file, inline CSS, plots embedded as base64 PNG) holds: the main metrics per task
-(hour-avg and pooled), a GAUC bar chart per task per model, a per-hour AUC line plot of the
-primary task, the top-K ranking metrics, a per-activity-group table, optional extra plots and
-the models' metadata. Each model's result is also saved as JSON in ``results/`` beside it.
+(hour-avg and pooled), what each task name means, a GAUC bar chart per task per model, a
+per-hour AUC line plot of the primary task, the top-K ranking metrics, a per-activity-group
+table, optional extra plots, the caller's extra sections (e.g. the demo's calibration and
+timings, built with :func:`html_table`) and the models' metadata. Each model's result is also
+saved as JSON in ``results/`` beside it.
 
 Example:
     >>> path = write_report({"mlp": r1, "farm": r2}, "runs/report", "FARM vs MLP")  # doctest: +SKIP
@@ -26,6 +28,7 @@ from string import Template
 from matplotlib.figure import Figure
 
 import liverank
+from liverank.data.schema import CLICK_WINDOW_MS, DEFAULT_LONG_VIEW_MS, EFFECTIVE_VIEW_MS
 from liverank.errors import ConfigError
 from liverank.eval.plots import figure_png, hourly_line_plot, metric_bar_chart
 from liverank.eval.result import ACTIVITY_PREFIX, ALL, HOUR_AVG, EvalResult, format_value
@@ -41,6 +44,55 @@ _LABELS |= {"n_requests": "requests w/ pos."}
 MAIN_COLUMNS: tuple[str, ...] = ("auc", "uauc", "gauc", "logloss", "count", "pos_rate", "n_users")
 
 PlotLike = Figure | bytes | str | Path
+
+#: what each task predicts, for the report's "Tasks" section (labels: data/visits.py)
+TASK_DESCRIPTIONS: dict[str, str] = {
+    "ctr": f"click-through: the user enters the room within {CLICK_WINDOW_MS // 1000} s of the "
+    "impression (before the room is shown to them again)",
+    "evtr": f"effective view: the visit lasts at least {EFFECTIVE_VIEW_MS // 1000} s",
+    "lvtr": f"long view: the visit lasts at least the dataset's long-view time "
+    f"({DEFAULT_LONG_VIEW_MS // 1000} s unless its meta.json says otherwise)",
+    "ltr": "like: the user likes the room during the visit",
+    "cmtr": "comment: the user comments during the visit",
+    "gtr": "gift: the user sends a gift during the visit",
+    "stay_ms": "watch time of the visit in milliseconds (regression)",
+}
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """A caller's section of the page: ``anchor`` (HTML id), ``heading`` and ``html`` (trusted
+    markup, e.g. from :func:`html_table`)."""
+
+    anchor: str
+    heading: str
+    html: str
+
+
+def html_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    numeric: Sequence[str] = (),
+    caption: str = "",
+) -> str:
+    """An escaped HTML table; ``numeric`` columns are right-aligned."""
+    right = {i for i, c in enumerate(columns) if c in set(numeric)}
+    head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{_esc(v)}</td>' if i in right else f"<td>{_esc(v)}</td>"
+            for i, v in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    text = f'<p class="caption">{_esc(caption)}</p>' if caption else ""
+    return (
+        f'{text}<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def _label(metric: str) -> str:
@@ -194,6 +246,15 @@ def _activity_section(sc: _Scope, groups: list[str]) -> str:
     return text + _comparison_table(sc.results, rows, cols, "group")
 
 
+def _tasks_section(sc: _Scope) -> str:
+    rows = [(t, TASK_DESCRIPTIONS.get(t, "-")) for t in [*sc.tasks, *sc.regression]]
+    caption = (
+        "Each task is a binary label of one live impression; probabilities are predicted per "
+        "task (rates: positives over impressions)."
+    )
+    return html_table(["task", "what it predicts"], rows, caption=caption)
+
+
 def _models_section(sc: _Scope) -> str:
     rows = "".join(
         f'<tr><td>{_esc(name)}</td><td class="num">{_esc(r.meta.get("n_rows", "-"))}</td>'
@@ -208,11 +269,15 @@ def _models_section(sc: _Scope) -> str:
 
 
 def _sections(
-    results: Mapping[str, EvalResult], primary_task: str | None, extra: Mapping[str, PlotLike]
+    results: Mapping[str, EvalResult],
+    primary_task: str | None,
+    extra: Mapping[str, PlotLike],
+    appendix: Sequence[ReportSection] = (),
 ) -> list[tuple[str, str, str]]:
     """``(anchor, heading, html)`` of every section, in page order."""
     sc = _Scope.of(results, primary_task)
     sections = [("main", "Main metrics", _main_section(sc))]
+    sections.append(("tasks", "Tasks", _tasks_section(sc)))
     bars = figure_png(metric_bar_chart(results, sc.tasks, "gauc", sc.main))
     sections.append(("gauc", "GAUC per task", _img(bars, f"GAUC per task and model ({sc.main})")))
     if any(r.hours() for r in results.values()):
@@ -226,6 +291,12 @@ def _sections(
     if extra:
         body = "".join(_img(_plot_png(plot, name), name) for name, plot in extra.items())
         sections.append(("extra", "Additional plots", body))
+    taken = {anchor for anchor, _, _ in sections} | {"models"}
+    for sec in appendix:
+        if sec.anchor in taken:
+            raise ConfigError(f"report section anchor '{sec.anchor}' is used twice")
+        taken.add(sec.anchor)
+        sections.append((sec.anchor, sec.heading, sec.html))
     sections.append(("models", "Models", _models_section(sc)))
     return sections
 
@@ -249,6 +320,7 @@ def write_report(
     extra_plots: Mapping[str, PlotLike] | None = None,
     *,
     primary_task: str | None = "ctr",
+    sections: Sequence[ReportSection] = (),
 ) -> Path:
     """Write ``out_dir/report.html`` comparing ``results`` (model name -> result).
 
@@ -260,6 +332,8 @@ def write_report(
         extra_plots: caption -> matplotlib Figure, PNG bytes or PNG file path.
         primary_task: task of the per-hour plot and activity table (default ctr, else the
             first task).
+        sections: the caller's sections, shown after the plots and before "Models" (their
+            anchors must be unique).
 
     Returns:
         The path of the HTML file.
@@ -271,11 +345,14 @@ def write_report(
     for name, result in results.items():
         result.save(out / "results" / f"{_safe_name(name)}.json")
 
-    sections = _sections(results, primary_task, extra_plots or {})
+    page_sections = _sections(results, primary_task, extra_plots or {}, sections)
     body = "".join(
-        f'<h2 id="{anchor}">{_esc(heading)}</h2>{content}' for anchor, heading, content in sections
+        f'<h2 id="{anchor}">{_esc(heading)}</h2>{content}'
+        for anchor, heading, content in page_sections
     )
-    nav = "".join(f'<a href="#{anchor}">{_esc(heading)}</a>' for anchor, heading, _ in sections)
+    nav = "".join(
+        f'<a href="#{anchor}">{_esc(heading)}</a>' for anchor, heading, _ in page_sections
+    )
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", notes) if p.strip()]
     notes_html = (
         '<div class="notes">' + "".join(f"<p>{_esc(p)}</p>" for p in paragraphs) + "</div>"

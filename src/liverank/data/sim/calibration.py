@@ -104,7 +104,9 @@ class CalibrationReport:
         ]
         for m in self.metrics:
             ok = {True: "yes", False: "**NO**", None: ""}[m.passed]
-            lines.append(f"| {m.name} | {_fmt(m.value)} | {m.target} | {ok} | {m.note} |")
+            lines.append(
+                f"| {m.name} | {format_metric_value(m.value)} | {m.target} | {ok} | {m.note} |"
+            )
         lines += ["", "| table | rows |", "|---|---:|"]
         lines += [f"| {t} | {n:,} |" for t, n in self.rows.items()]
         status = "all targets met" if self.passed else f"{len(self.failures)} target(s) missed"
@@ -124,7 +126,8 @@ def _nan(x: float | None) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def _fmt(x: float) -> str:
+def format_metric_value(x: float) -> str:
+    """A calibration value as the reports print it (``n/a`` when undefined)."""
     if _nan(x):
         return "n/a"
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
