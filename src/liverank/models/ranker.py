@@ -336,7 +336,9 @@ class Ranker(nn.Module):
         try:
             payload = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as exc:  # any unpickling failure means "not a checkpoint"
-            raise ConfigError(f"{path}: not a readable liverank checkpoint ({exc})") from exc
+            raise ConfigError(
+                f"{path}: not a readable liverank checkpoint ({_load_failure(exc, path)})"
+            ) from exc
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"{path}: not a liverank Ranker checkpoint")
         if payload.get("version") != CHECKPOINT_VERSION:
@@ -351,6 +353,22 @@ class Ranker(nn.Module):
         model = cls(saved_map, config)
         _load_state(model, payload["state_dict"], path)
         return model
+
+
+def _load_failure(exc: Exception, path: Path) -> str:
+    """Why ``torch.load`` failed, in one short line. torch's own message is several lines of
+    advice about ``weights_only=False``, which does not apply: Ranker.save writes only tensors
+    and plain data, so a file the weights-only unpickler refuses is not a Ranker checkpoint."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = text.split(marker, 1)[1].strip().splitlines()
+        first = detail[0].split(". ")[0].rstrip(".") if detail else ""
+        return f"unpickling failed: {first}" if first else "unpickling failed"
+    if path.exists() and path.stat().st_size == 0:
+        return "empty file"
+    first = text.strip().splitlines()[0].split(". ")[0].rstrip(".") if text.strip() else ""
+    return first or type(exc).__name__
 
 
 def _check_compatible(saved: FeatureMap, given: FeatureMap, hashed: set[str], path: Path) -> None:

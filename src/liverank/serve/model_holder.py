@@ -8,11 +8,19 @@
   swap in the middle of a request never mixes two models: in-flight requests finish on the old
   one, new requests see the new one.
 * **Rejection keeps the old model.** A new version is loaded and checked *before* the swap: its
-  ``model.pt`` must match the manifest's sha256 (a half-copied or corrupted file), load as a
-  liverank checkpoint, and - when the service was given the feature map its features are built
-  with - be compatible with it (same tasks, table sizes). Any failure is logged with its reason,
-  remembered in :attr:`ModelHolder.rejected` (so a bad version is not retried on every poll) and
-  the old model keeps serving.
+  manifest must name this model, its ``model.pt`` must match the manifest's sha256 (a
+  half-copied or corrupted file), load as a liverank checkpoint, and - when the service was
+  given the feature map its features are built with - be compatible with it (same tasks, table
+  sizes). Any failure is logged once with a one-line reason, remembered in
+  :attr:`ModelHolder.rejected` (so a bad version is not retried on every poll) and the old
+  model keeps serving.
+* **Fallback.** When ``LATEST`` cannot be served (a rejected version; an empty, malformed or
+  dangling ``LATEST``; a version without a manifest) the holder serves the newest servable
+  version older than the one ``LATEST`` names (any version when it names none), so a restart
+  after a bad publish is not an outage. :attr:`ModelHolder.problem` says why the service is not
+  on ``LATEST`` (``/health`` reports it as ``degraded``); it is logged once per change, not on
+  every poll. Registry errors are re-checked on every poll (a version being copied in may
+  complete); rejections are not.
 * **Runtime.** Each version gets its :class:`~liverank.serve.runtime.ModelRunner` (eager or a
   TorchScript trace, :mod:`liverank.serve.runtime`) from ``make_runner`` while it is loaded, so
   a trace or its parity check failing rejects the version like a corrupt file.
@@ -29,14 +37,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from liverank.errors import ConfigError, LiverankError
 from liverank.features.spec import FeatureMap
 from liverank.models.ranker import Ranker
 from liverank.serve.runtime import EagerRunner, ModelRunner
-from liverank.train.registry import ModelRegistry, ModelVersion
+from liverank.train.registry import LATEST_FILE, ModelRegistry, ModelVersion, version_key
 
 log = logging.getLogger(__name__)
+
+#: longest rejection / problem text kept (one line; ``/health`` lists them)
+MAX_REASON_CHARS = 300
+
+
+def one_line(exc: BaseException | str) -> str:
+    """``exc``'s message on one line, at most :data:`MAX_REASON_CHARS` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > MAX_REASON_CHARS:
+        text = text[: MAX_REASON_CHARS - 3] + "..."
+    return text
 
 
 @dataclass(frozen=True)
@@ -81,7 +101,11 @@ class ModelHolder:
         self.on_load = on_load
         #: builds each loaded version's runner (None: eager); may raise to reject the version
         self.make_runner = make_runner
-        self.rejected: dict[str, str] = {}  # version -> reason
+        self.rejected: dict[str, str] = {}  # version -> one-line reason
+        #: the version ``LATEST`` named at the last refresh (None: it names none)
+        self.latest: str | None = None
+        #: why the service is not serving ``LATEST`` (None: it is); one line
+        self.problem: str | None = None
         self.swaps = 0
         self._current: ServedModel | None = None
         self._lock = threading.Lock()  # one loader at a time; readers never take it
@@ -95,7 +119,7 @@ class ModelHolder:
         if served is None:
             raise ConfigError(
                 f"no servable version of model '{self.name}' in registry {self.registry.root}"
-                + (f" (rejected: {self.rejected})" if self.rejected else "")
+                + (f": {self.problem}" if self.problem else "")
             )
         return served
 
@@ -103,37 +127,105 @@ class ModelHolder:
     def version(self) -> str | None:
         return None if self._current is None else self._current.version
 
+    @property
+    def status(self) -> str:
+        """``ok`` (serving ``LATEST``), ``degraded`` (serving another version: see
+        :attr:`problem`) or ``no_model``."""
+        if self._current is None:
+            return "no_model"
+        return "degraded" if self.problem is not None else "ok"
+
+    def health(self) -> dict[str, Any]:
+        """The model part of ``GET /health``."""
+        served = self._current
+        return {
+            "status": self.status,
+            "model": self.name,
+            "model_version": None if served is None else served.version,
+            "runtime": None if served is None else served.runtime,
+            "registry_latest": self.latest,
+            "degraded_reason": self.problem,
+            "rejected_versions": dict(self.rejected),
+        }
+
     # ------------------------------------------------------------------------------ loading
     def refresh(self) -> bool:
-        """Load ``LATEST`` if it is new and valid; return True when the model was swapped."""
+        """Serve ``LATEST`` if it is new and valid, else the newest servable version before it
+        (module doc); return True when the model was swapped."""
         with self._lock:
             try:
-                latest = self.registry.get(self.name, "latest")
+                latest: str | None = self.registry.latest_version(self.name)
+                why = None
             except LiverankError as exc:
-                log.warning("model registry: %s", exc)
+                latest, why = None, one_line(exc)
+            self.latest = latest
+            if latest is not None:
+                if latest == self.version:
+                    self._set_problem(None)
+                    return False
+                why = self._try(latest)
+                if why is None:
+                    self._set_problem(None)
+                    return True
+                why = f"{LATEST_FILE} names {latest}, which {why}"
+            swapped = self._fall_back(latest)
+            if self.version is None:
+                self._set_problem(f"{why}; no other servable version")
+            else:
+                self._set_problem(f"{why}; serving {self.version} instead")
+            return swapped
+
+    def _try(self, version: str) -> str | None:
+        """Load and swap in ``version``; None on success, else why not (one line)."""
+        if version in self.rejected:
+            return f"was rejected: {self.rejected[version]}"
+        try:
+            found = self.registry.get(self.name, version)
+        except LiverankError as exc:  # not remembered: a version being copied in may complete
+            return f"cannot be read: {one_line(exc)}"
+        try:
+            served = self._load(found)
+        except Exception as exc:  # any failure to load rejects the version, never the service
+            reason = one_line(exc)
+            self.rejected[version] = reason
+            still = f", still serving {self.version}" if self.version is not None else ""
+            log.error("rejected %s/%s%s: %s", self.name, version, still, reason)
+            return f"was rejected: {reason}"
+        self._current = served  # the atomic swap: one reference assignment
+        self.swaps += 1
+        log.info("serving %s/%s", self.name, served.version)
+        return None
+
+    def _fall_back(self, latest: str | None) -> bool:
+        """Swap in the newest servable version older than ``latest`` (None: any), unless the
+        one serving is it; True when swapped."""
+        versions = self.registry.versions(self.name)
+        if latest is not None:
+            versions = [v for v in versions if version_key(v) < version_key(latest)]
+        for version in reversed(versions):
+            if version == self.version:
                 return False
-            if latest.version == self.version or latest.version in self.rejected:
-                return False
-            try:
-                served = self._load(latest)
-            except (LiverankError, OSError, ValueError) as exc:
-                reason = str(exc)
-                self.rejected[latest.version] = reason
-                log.error(
-                    "rejected %s/%s, still serving %s: %s",
-                    self.name,
-                    latest.version,
-                    self.version,
-                    reason,
-                )
-                return False
-            self._current = served  # the atomic swap: one reference assignment
-            self.swaps += 1
-            log.info("serving %s/%s", self.name, served.version)
-            return True
+            if version not in self.rejected and self._try(version) is None:
+                return True
+        return False
+
+    def _set_problem(self, problem: str | None) -> None:
+        if problem == self.problem:
+            return
+        if problem is not None:
+            log.warning("model '%s': %s", self.name, problem)
+        elif self.problem is not None:
+            log.info("model '%s': serving %s, as %s names", self.name, self.version, LATEST_FILE)
+        self.problem = problem
 
     def _load(self, version: ModelVersion) -> ServedModel:
         path = version.model_path
+        named = version.manifest.get("name")
+        if named is not None and named != self.name:
+            raise ConfigError(
+                f"{version.path}: its manifest names model '{named}', not '{self.name}' "
+                "(a version copied from another model?)"
+            )
         want = version.manifest.get("sha256")
         if want is not None:
             got = hashlib.sha256(path.read_bytes()).hexdigest()

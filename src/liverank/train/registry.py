@@ -12,6 +12,11 @@ Layout::
 
 A version directory is written under a temporary name and renamed into place, and ``LATEST`` is
 replaced atomically, so a reader (the serving process) never sees a half-written version.
+
+Versions order by their number (``v9999`` < ``v10000``). Reading a registry someone edited by
+hand fails with a one-line typed error, never an ``OSError`` or a ``JSONDecodeError``: an empty
+or dangling ``LATEST`` and a missing version are :class:`UnknownIdError`; a version without a
+readable ``manifest.json`` is :class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from liverank.errors import UnknownIdError
+from liverank.errors import ConfigError, UnknownIdError
 
 MODEL_FILE = "model.pt"
 MANIFEST_FILE = "manifest.json"
@@ -52,6 +57,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def version_key(version: str) -> tuple[int, int, str]:
+    """Sort key of a version name: numbered versions (``v0012``) by number, after any others."""
+    digits = version[1:]
+    return (1, int(digits), version) if digits.isdigit() else (0, 0, version)
+
+
+def _plain_name(text: str) -> bool:
+    return bool(text) and text not in (".", "..") and "/" not in text and "\\" not in text
+
+
 class ModelRegistry:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -65,7 +80,8 @@ class ModelRegistry:
         d = self.root / name
         if not d.exists():
             return []
-        return sorted(p.name for p in d.iterdir() if p.is_dir() and p.name.startswith("v"))
+        found = [p.name for p in d.iterdir() if p.is_dir() and p.name.startswith("v")]
+        return sorted(found, key=version_key)
 
     def publish(
         self, name: str, model_file: str | Path, metadata: dict[str, Any] | None = None
@@ -75,7 +91,8 @@ class ModelRegistry:
         model_dir = self.root / name
         model_dir.mkdir(parents=True, exist_ok=True)
         existing = self.versions(name)
-        number = int(existing[-1][1:]) + 1 if existing else 1
+        numbers = [int(v[1:]) for v in existing if v[1:].isdigit()]
+        number = max(numbers) + 1 if numbers else 1
         version = f"v{number:04d}"
         tmp = model_dir / f".tmp-{version}-{os.getpid()}"
         if tmp.exists():
@@ -99,24 +116,62 @@ class ModelRegistry:
         latest_tmp.replace(model_dir / LATEST_FILE)
         return ModelVersion(name, version, final, manifest)
 
-    def get(self, name: str, version: str = "latest") -> ModelVersion:
+    def latest_version(self, name: str) -> str:
+        """The version ``LATEST`` of ``name`` names (it may not exist: see :meth:`get`).
+
+        Raises:
+            UnknownIdError: no model ``name``, no ``LATEST``, or an empty or malformed one.
+        """
         model_dir = self.root / name
-        if not model_dir.exists():
+        if not model_dir.is_dir():
             raise UnknownIdError(
                 f"registry {self.root}: no model named '{name}' (known: {self.names()})"
             )
-        if version == "latest":
-            latest = model_dir / LATEST_FILE
-            if not latest.exists():
-                raise UnknownIdError(
-                    f"registry {self.root}: model '{name}' has no published version"
-                )
-            version = latest.read_text().strip()
-        path = model_dir / version
-        if not path.exists():
+        latest = model_dir / LATEST_FILE
+        try:
+            text = latest.read_text(encoding="utf-8", errors="replace").strip()
+        except FileNotFoundError:
             raise UnknownIdError(
-                f"registry {self.root}: model '{name}' has no version '{version}' "
+                f"registry {self.root}: model '{name}' has no published version (no {LATEST_FILE})"
+            ) from None
+        except OSError as exc:
+            raise UnknownIdError(f"{latest}: unreadable ({exc.strerror or exc})") from None
+        if not text:
+            raise UnknownIdError(f"{latest} is empty: it names no version")
+        if not _plain_name(text) or len(text) > 64:
+            raise UnknownIdError(f"{latest} does not hold a version name: {text[:64]!r}")
+        return text
+
+    def get(self, name: str, version: str = "latest") -> ModelVersion:
+        """Version ``version`` of ``name`` (``"latest"``: the one ``LATEST`` names).
+
+        Raises:
+            UnknownIdError: no such model, ``LATEST`` missing / empty, no such version
+                (a dangling ``LATEST``).
+            ConfigError: the version has no readable ``manifest.json``.
+        """
+        model_dir = self.root / name
+        if not model_dir.is_dir():
+            raise UnknownIdError(
+                f"registry {self.root}: no model named '{name}' (known: {self.names()})"
+            )
+        pointer = ""
+        if version == "latest":
+            version = self.latest_version(name)
+            pointer = f" ({LATEST_FILE} names it)"
+        path = model_dir / version
+        if not _plain_name(version) or not path.is_dir():
+            raise UnknownIdError(
+                f"registry {self.root}: model '{name}' has no version '{version}'{pointer} "
                 f"(known: {self.versions(name)})"
             )
-        manifest = json.loads((path / MANIFEST_FILE).read_text())
+        manifest_path = path / MANIFEST_FILE
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{manifest_path}: missing (an incomplete version?)") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"{manifest_path}: not readable JSON ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise ConfigError(f"{manifest_path}: not a JSON object")
         return ModelVersion(name, version, path, manifest)
