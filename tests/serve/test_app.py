@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -13,7 +17,7 @@ from fastapi.testclient import TestClient
 from liverank.models.ranker import Ranker
 from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
 from liverank.models.zoo import get_config
-from liverank.serve.app import create_app
+from liverank.serve.app import MAX_BODY_BYTES, DefaultTime, create_app
 from liverank.serve.model_holder import ModelHolder
 from liverank.train.registry import ModelRegistry
 
@@ -41,6 +45,9 @@ class FakeFeatures:
 
     def watermark_ts(self) -> int | None:
         return 1_700_000_000_000
+
+    def default_time(self) -> DefaultTime:
+        return DefaultTime(1_700_000_000_000, "watermark", "the feature watermark")
 
 
 @pytest.fixture()
@@ -111,3 +118,100 @@ def test_metrics_count_requests_and_expose_the_model_version(client: TestClient)
     assert 'liverank_model_info{model="ple",version="v0001"} 1.0' in text
     assert "liverank_rank_seconds_bucket" in text
     assert client.get("/health").json()["model_version"] == "v0001"
+
+
+# ----------------------------------------------------------------------- bad input (#12)
+INT64_OVER = str(2**63)  # one past the largest int64
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"user_id": NaN}', "user_id"),
+        (b'{"user_id": Infinity}', "user_id"),
+        (b'{"user_id": -Infinity}', "user_id"),
+        (b'{"user_id": 1e309}', "user_id"),
+        (b'{"user_id": %s}' % INT64_OVER.encode(), "user_id"),
+        (b'{"user_id": 3, "ts": NaN}', "ts"),
+        (b'{"user_id": 3, "ts": 1e309}', "ts"),
+        (b'{"user_id": 3, "ts": %s}' % INT64_OVER.encode(), "ts"),
+        (b'{"user_id": 3, "candidates": [1, NaN]}', "candidates"),
+        (b'{"user_id": 3, "candidates": [Infinity]}', "candidates"),
+        (b'{"user_id": 3, "candidates": [1, %s]}' % INT64_OVER.encode(), "candidates"),
+        (b'{"user_id": 3, "top_k": NaN}', "top_k"),
+        (b'{"user_id": 3, "top_k": %s}' % INT64_OVER.encode(), "top_k"),
+        (b'{"user_id": 3, "top_k": 5001}', "top_k"),
+        (b'{"user_id": 3', "body"),  # not JSON at all
+    ],
+)
+def test_out_of_range_numbers_are_a_422_naming_the_field(
+    client: TestClient, raw: bytes, field: str
+) -> None:
+    r = client.post("/rank", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]  # a valid JSON body, also for NaN input
+    assert field in detail[0]["loc"], detail
+
+
+def test_the_largest_int64_ids_and_ts_are_accepted(client: TestClient) -> None:
+    top = 2**63 - 1
+    r = client.post("/rank", json={"user_id": top, "candidates": [top], "ts": top, "top_k": 1})
+    assert r.status_code == 200, r.text
+    assert r.json()["ts"] == top and r.json()["items"][0]["live_id"] == top
+
+
+def test_a_422_never_echoes_a_large_input(client: TestClient) -> None:
+    ids = ",".join(["1"] * 5_001)  # one too many
+    raw = f'{{"user_id": 3, "candidates": [{ids}], "junk": "{"x" * 20_000}"}}'.encode()
+    r = client.post("/rank", content=raw)
+    assert r.status_code == 422
+    assert len(r.content) < 2_000, r.text[:500]
+    locs = [d["loc"] for d in r.json()["detail"]]
+    assert ["body", "candidates"] in locs and ["body", "junk"] in locs
+    many = '{"user_id": 3, "candidates": [' + ",".join(['"x"'] * 1_000) + "]}"
+    r = client.post("/rank", content=many.encode())
+    assert r.status_code == 422 and len(r.json()["detail"]) == 11  # 10 listed, then a count
+    assert r.json()["detail"][-1]["msg"] == "990 more errors not shown"
+
+
+def test_a_body_over_the_limit_is_a_413_and_health_answers_meanwhile(
+    client: TestClient, live_server
+) -> None:
+    """The issue's stall: 10 MB of 5 M ids. It is refused unparsed, with Content-Length and
+    chunked, while another thread times ``/health`` on the same (real) server."""
+    body = b'{"user_id": 3, "candidates": [' + b",".join([b"1"] * 5_000_000) + b"]}"
+    assert len(body) > 10_000_000
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the server must count
+        for start in range(0, len(body), 1 << 16):
+            yield body[start : start + (1 << 16)]
+
+    with live_server(client.app) as url:
+        for content in (body, chunked()):
+            answer: dict[str, Any] = {}
+
+            def upload(content=content, answer=answer) -> None:
+                answer["r"] = httpx.post(
+                    f"{url}/rank",
+                    content=content,
+                    headers={"content-type": "application/json"},
+                    timeout=120,
+                )
+
+            thread = threading.Thread(target=upload)
+            thread.start()
+            waits = []
+            while thread.is_alive() or len(waits) < 3:
+                t0 = time.perf_counter()
+                assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+                waits.append(time.perf_counter() - t0)
+            thread.join()
+            assert max(waits) < 1.0, f"/health waited {max(waits):.2f} s"
+            r = answer["r"]
+            assert r.status_code == 413, r.text[:300]
+            assert f"at most {MAX_BODY_BYTES:,} bytes" in r.json()["detail"]
+        assert httpx.get(f"{url}/health").json()["max_body_bytes"] == MAX_BODY_BYTES
+        # the limit is configurable, and a body at the limit is parsed as usual
+        small = TestClient(create_app(client.app.state.holder, FakeFeatures(), max_body_bytes=64))
+        assert small.post("/rank", json={"user_id": 3, "candidates": [1] * 40}).status_code == 413
+        assert small.post("/rank", json={"user_id": 3}).status_code == 200

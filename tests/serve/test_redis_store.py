@@ -77,6 +77,7 @@ def _assert_same_batches(
     for user, ts in reqs:
         on_air = a.rooms_on_air(ts)
         np.testing.assert_array_equal(on_air, b.rooms_on_air(ts))
+        assert a.last_on_air_ts(ts) == b.last_on_air_ts(ts), ts
         ids = np.concatenate([on_air[:200], [10**9]])  # plus an unknown room
         arr_a, info_a = request_arrays(a, fmap, user, ids, ts)
         arr_b, info_b = request_arrays(b, fmap, user, ids, ts)
@@ -96,6 +97,11 @@ def test_same_batches_as_memory_store(client, data, fmap) -> None:
     store.load_static(data)
     store.replay_dataset(data, chunk_rows=3_000)  # uneven chunks vs the memory store's one
     _assert_same_batches(mem, store, fmap, _requests(data, 50, seed=0))
+    wm = mem.watermark_ts  # the data's end: every room is off air, the last ended before it
+    assert len(mem.rooms_on_air(wm)) == 0 and store.last_on_air_ts(wm) == mem.last_on_air_ts(wm)
+    last = mem.last_on_air_ts(wm)
+    assert last < wm and len(mem.rooms_on_air(last)) > 0 and len(mem.rooms_on_air(last + 1)) == 0
+    assert store.last_on_air_ts(read_meta(data).start_ts - 1) is None  # before any room
     # a reader opened from the prefix alone sees the same store
     reader = RedisFeatureStore(client, "t:full")
     assert reader.seq_len == STORE_SEQ and reader.meta == mem.meta

@@ -3,6 +3,7 @@ the registry, POST /rank over real features."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -86,3 +87,60 @@ def test_torchscript_runtime_serves_what_eager_serves(setup: tuple[Path, Path]) 
 def test_serve_command_is_registered() -> None:
     args = build_parser().parse_args(["serve", "--registry", "r", "--data", "d"])
     assert args.model == "ple" and args.port == 8000 and args.runtime == "auto"
+
+
+def test_requests_without_ts_default_to_a_time_with_rooms_on_air(
+    setup: tuple[Path, Path],
+) -> None:
+    """Replayed to its end, the data has no room on air at the watermark: a request without
+    ts is served at the last time rooms were on air, and says so (#12.4)."""
+    data, reg = setup
+    app = build_service(reg, "ple", data, watch_interval_s=60)
+    try:
+        c = TestClient(app)
+        wm = app.state.features.watermark_ts()
+        rooms = read_table(data, "rooms")
+        assert not len(rooms.filter((pl.col("start_ts") <= wm) & (pl.col("end_ts") > wm)))
+        health = c.get("/health").json()
+        assert health["status"] == "ok" and health["default_ts_source"] == "last_on_air"
+        default = health["default_ts"]
+        assert default == int(rooms.filter(pl.col("end_ts") <= wm)["end_ts"].max()) - 1
+        assert str(wm) in health["default_ts_note"]
+        user = int(read_table(data, "live_impressions")["user_id"][0])  # a known user
+        body = c.post("/rank", json={"user_id": user}).json()
+        assert body["ts"] == default and body["ts_source"] == "last_on_air"
+        assert len(body["items"]) > 0 and body["user_known"] is True
+        live_id = body["items"][0]["live_id"]
+        assert c.get(f"/rooms/{live_id}/forecast").json()["as_of_ts"] == default
+        # at a time when no room is on air the ranking is empty, and the user still known
+        body = c.post("/rank", json={"user_id": user, "ts": wm}).json()
+        assert body["items"] == [] and body["user_known"] is True
+        assert body["ts_source"] == "request"
+        assert c.post("/rank", json={"user_id": 10**9, "ts": wm}).json()["user_known"] is False
+    finally:
+        app.state.holder.stop()
+
+
+def test_restart_with_a_corrupt_latest_serves_the_previous_version(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``liverank serve`` after a bad publish starts on v0001 and says why in /health."""
+    data, reg = setup
+    shutil.copytree(reg, tmp_path / "reg")
+    (tmp_path / "bad.pt").write_bytes(b"truncated")
+    ModelRegistry(tmp_path / "reg").publish("ple", tmp_path / "bad.pt")  # v0002, LATEST
+    app = build_service(tmp_path / "reg", "ple", data, watch_interval_s=60)
+    try:
+        c = TestClient(app)
+        health = c.get("/health").json()
+        assert health["status"] == "degraded" and health["model_version"] == "v0001"
+        assert health["registry_latest"] == "v0002"
+        assert "LATEST names v0002" in health["degraded_reason"]
+        assert "weights_only" not in str(health["rejected_versions"])
+        r = c.post("/rank", json={"user_id": 1})
+        assert r.status_code == 200 and r.json()["model_version"] == "v0001"
+    finally:
+        app.state.holder.stop()
+    (tmp_path / "reg" / "ple" / "v0001" / "model.pt").write_bytes(b"also bad")
+    with pytest.raises(ConfigError, match="no servable version of model 'ple'"):
+        build_service(tmp_path / "reg", "ple", data, watch_interval_s=60)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +13,6 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -25,7 +21,7 @@ from liverank.features.store import RoomStatsStore
 from liverank.models.ranker import Ranker
 from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
 from liverank.models.zoo import get_config
-from liverank.serve.app import create_app
+from liverank.serve.app import DefaultTime, create_app
 from liverank.serve.model_holder import ModelHolder
 from liverank.serve.service import room_stats_as_of
 from liverank.serve.web import FORECAST_NOTE, add_web_routes
@@ -56,6 +52,9 @@ class FakeFeatures:
 
     def watermark_ts(self) -> int | None:
         return self.now
+
+    def default_time(self) -> DefaultTime:
+        return DefaultTime(self.now, "watermark", "the feature watermark")
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +116,31 @@ def test_history_errors(world: dict[str, Any], tmp_path: Path) -> None:
     assert r.status_code == 503 and "not loaded" in r.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        (f"/rooms/{2**63}/forecast", "live_id"),
+        ("/rooms/0/forecast", "live_id"),
+        (f"/rooms/1/forecast?ts={2**63}", "ts"),
+        ("/rooms/1/forecast?ts=NaN", "ts"),
+        ("/rooms/1/forecast?ts=1e309", "ts"),
+        ("/rooms/1/forecast?n=Infinity", "n"),
+    ],
+)
+def test_history_out_of_range_numbers_are_a_422(
+    world: dict[str, Any], query: str, field: str
+) -> None:
+    r = TestClient(world["app"]).get(query)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == field, r.text
+
+
+def test_history_at_the_largest_int64_time(world: dict[str, Any]) -> None:
+    c = TestClient(world["app"])
+    r = c.get(f"/rooms/{world['on_air'][0]}/forecast", params={"n": 3, "ts": 2**63 - 1})
+    assert r.status_code == 200 and r.json()["as_of_ts"] == 2**63 - 1
+    assert c.get(f"/rooms/{2**63 - 1}/forecast").status_code == 404  # unknown room
+
+
 def test_history_explicit_ts_and_store_cut() -> None:
     """A planted room: 3 impressions in window 2, nothing at or after as_of is seen."""
     t0 = 1_000 * WINDOW_MS
@@ -148,22 +172,9 @@ def _chromium() -> str | None:
 
 
 @pytest.fixture()
-def server(world: dict[str, Any]) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(
-        uvicorn.Config(world["app"], host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+def server(world: dict[str, Any], live_server) -> Iterator[str]:
+    with live_server(world["app"]) as url:
+        yield url
 
 
 def test_the_page_is_served_without_external_resources(world: dict[str, Any]) -> None:
@@ -197,6 +208,7 @@ def test_page_in_headless_chromium(server: str, world: dict[str, Any], tmp_path:
     rows = re.findall(r'<tr class="rank-row[^"]*" data-live-id="(\d+)"', dom)
     assert rows == [str(it["live_id"]) for it in expected["items"]], dom[:3000]
     assert "p_ctr" in dom and f"{expected['items'][0]['probs']['ctr']:.4f}" in dom
+    assert "rooms on air at " in dom  # the request time the ranking is for
     # the history plot: one polyline point per window, and the note about the forecast
     points = re.search(r'id="history-line"[^>]*points="([^"]*)"', dom)
     assert points is not None, dom[-3000:]

@@ -19,6 +19,12 @@ into the endpoints
   :class:`~liverank.features.store.RoomStatsSource` (``room_stats``), forecast still null
   (:mod:`liverank.serve.web`);
 * ``GET /``: the web page (``static/index.html``, :mod:`liverank.serve.web`).
+
+Bad input (issue #12, :mod:`liverank.serve.http_guard`): every numeric field is bounded (ids
+and ``ts`` fit int64), so NaN, Infinity, 1e309 or 2**63 are a 422 naming the field; a body over
+``max_body_bytes`` is a 413 before it is parsed; ``POST /rank`` reads its raw body on the event
+loop and parses, validates, ranks and serialises it in the thread pool, so no request holds the
+event loop (``/health`` answers while a large body is refused or a model runs).
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import Response
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -39,16 +47,30 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.concurrency import run_in_threadpool
 
 from liverank.errors import LiverankError
 from liverank.features.store import RoomStatsSource
+from liverank.serve.http_guard import INT64_MAX, BodySizeLimit, validation_details
 from liverank.serve.model_holder import ModelHolder
 from liverank.serve.web import add_web_routes
 
 log = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 5_000
+#: default request-body limit: MAX_CANDIDATES ids of up to 19 digits with their separators
+#: (24 bytes each, room for spaces), plus 16 KiB for the other fields
+MAX_BODY_BYTES = 24 * MAX_CANDIDATES + 16_384
+
+
+@dataclass(frozen=True)
+class DefaultTime:
+    """The request time used when a request gives none, and why that one."""
+
+    ts: int  # epoch ms
+    source: str  # "watermark", "last_on_air" or "clock"
+    note: str  # one line for /health
 
 
 class FeatureService(Protocol):
@@ -65,20 +87,31 @@ class FeatureService(Protocol):
 
     def watermark_ts(self) -> int | None: ...
 
+    def default_time(self) -> DefaultTime:
+        """The request time of a request without ``ts`` (``info["ts"]`` of :meth:`assemble`)."""
+        ...
+
 
 class RankRequest(BaseModel):
     """``POST /rank`` body."""
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: int = Field(ge=1, description="the user to rank for")
+    user_id: int = Field(ge=1, le=INT64_MAX, description="the user to rank for")
     candidates: list[int] | None = Field(
         None,
         max_length=MAX_CANDIDATES,
-        description="room ids to rank; default: every room on air at ts",
+        description="room ids to rank (1 .. 2**63-1); default: every room on air at ts",
     )
-    ts: int | None = Field(None, ge=0, description="epoch ms of the request; default: now")
-    top_k: int | None = Field(None, ge=1, description="return only the best k rooms")
+    ts: int | None = Field(
+        None,
+        ge=0,
+        le=INT64_MAX,
+        description="epoch ms of the request; default: the service's default time (/health)",
+    )
+    top_k: int | None = Field(
+        None, ge=1, le=MAX_CANDIDATES, description="return only the best k rooms"
+    )
     context: dict[str, Any] = Field(default_factory=dict, description="free-form, logged")
 
     @field_validator("candidates")
@@ -88,9 +121,10 @@ class RankRequest(BaseModel):
             return v
         if not v:
             raise ValueError("candidates must not be empty (omit it to rank every room on air)")
-        bad = [x for x in v if x < 1]
+        bad = [x for x in v if not 1 <= x <= INT64_MAX]
         if bad:
-            raise ValueError(f"room ids must be >= 1, got {bad[:5]}")
+            shown = [x if x.bit_length() <= 128 else "<huge>" for x in bad[:5]]
+            raise ValueError(f"room ids must be between 1 and 2**63-1, got {shown}")
         return v
 
 
@@ -108,6 +142,10 @@ class RankResponse(BaseModel):
     runtime: str = Field(description="what ran the forward pass: eager or torchscript")
     user_known: bool
     ts: int
+    ts_source: str = Field(
+        description="where ts came from: request, watermark (the feature store's newest "
+        "event), last_on_air (the last time before the watermark with rooms on air) or clock"
+    )
     feature_freshness_ms: int | None = Field(
         description="request ts minus the newest event the features have seen"
     )
@@ -145,11 +183,17 @@ class _Metrics:
 
 
 def create_app(
-    holder: ModelHolder, features: FeatureService, room_stats: RoomStatsSource | None = None
+    holder: ModelHolder,
+    features: FeatureService,
+    room_stats: RoomStatsSource | None = None,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The ranking service over ``holder`` and ``features`` (module doc); ``room_stats``
-    serves ``GET /rooms/{live_id}/forecast`` (None: that endpoint answers 503)."""
+    serves ``GET /rooms/{live_id}/forecast`` (None: that endpoint answers 503); a request body
+    over ``max_body_bytes`` is a 413."""
     app = FastAPI(title="liverank ranking service", version="1")
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     metrics = _Metrics()
     # One forward pass at a time: concurrent passes from the server's thread pool only
     # oversubscribe the CPU cores; waiting requests queue here instead (benchmarks/
@@ -157,8 +201,34 @@ def create_app(
     model_lock = threading.Lock()
     app.state.holder, app.state.features, app.state.metrics = holder, features, metrics
 
-    @app.post("/rank", response_model=RankResponse)
-    def rank(req: RankRequest) -> RankResponse:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_details(exc.errors())}, status_code=422)
+
+    @app.post(
+        "/rank",
+        response_model=RankResponse,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": RankRequest.model_json_schema()}},
+            }
+        },
+        responses={413: {"description": f"body over the limit ({max_body_bytes} bytes)"}},
+    )
+    async def rank(request: Request) -> Response:
+        # only the bytes are read here (capped by BodySizeLimit); parsing, validation, the
+        # model and the JSON response run in the thread pool, off the event loop
+        body = await request.body()
+        return await run_in_threadpool(rank_body, body)
+
+    def rank_body(body: bytes) -> Response:
+        try:
+            req = RankRequest.model_validate_json(body)
+        except ValidationError as exc:
+            metrics.requests.labels("bad_request").inc()
+            detail = validation_details(exc.errors(include_url=False), ("body",))
+            return JSONResponse({"detail": detail}, status_code=422)
         t0 = time.perf_counter()
         try:
             served = holder.current()
@@ -209,13 +279,13 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {
-            "status": "ok" if holder.version is not None else "no_model",
-            "model": holder.name,
-            "model_version": holder.version,
-            "runtime": None if holder.version is None else holder.current().runtime,
-            "rejected_versions": holder.rejected,
+        default = features.default_time()
+        return holder.health() | {
             "feature_watermark_ts": features.watermark_ts(),
+            "default_ts": default.ts,
+            "default_ts_source": default.source,
+            "default_ts_note": default.note,
+            "max_body_bytes": max_body_bytes,
         }
 
     @app.get("/metrics")
@@ -228,18 +298,21 @@ def create_app(
             metrics.lag.set(max(0.0, time.time() - wm / 1e3))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    add_web_routes(app, room_stats, features.watermark_ts)
+    add_web_routes(app, room_stats, lambda: features.default_time().ts)
     return app
 
 
-def _response(served, info: dict[str, Any], items: list[RankedRoom], timings) -> RankResponse:
-    return RankResponse(
+def _response(served, info: dict[str, Any], items: list[RankedRoom], timings) -> Response:
+    """The JSON response, serialised here (in the thread pool) rather than by FastAPI."""
+    body = RankResponse(
         model=served.name,
         model_version=served.version,
         runtime=served.runtime,
         user_known=bool(info["user_known"]),
         ts=int(info["ts"]),
+        ts_source=str(info.get("ts_source", "request")),
         feature_freshness_ms=info.get("freshness_ms"),
         items=items,
         timings_ms={k: round(v, 3) for k, v in timings.items()},
     )
+    return Response(body.model_dump_json(), media_type="application/json")

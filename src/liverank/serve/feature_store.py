@@ -137,6 +137,12 @@ class OnlineFeatureStore(ABC):
         """``[R]`` ids (ascending) of the rooms with ``start_ts <= ts < end_ts``."""
 
     @abstractmethod
+    def last_on_air_ts(self, ts: int) -> int | None:
+        """The latest time ``<= ts`` at which some room is on air: ``ts`` itself when a room
+        is on air then, else the last millisecond of the room that ended last before it;
+        None when no room was on air by ``ts``."""
+
+    @abstractmethod
     def live_history(self, user_id: int, ts: int, n: int) -> Snapshot:
         """The user's last ``n`` live behaviours with ``ts' < ts`` (``Q = 1`` snapshot)."""
 
@@ -358,6 +364,13 @@ class MemoryFeatureStore(OnlineFeatureStore):
     def rooms_on_air(self, ts: int) -> np.ndarray:
         on = (self._room_cols["start_ts"] <= ts) & (ts < self._room_cols["end_ts"])  # [R]
         return self._room_ids[on]
+
+    def last_on_air_ts(self, ts: int) -> int | None:
+        start, end = self._room_cols["start_ts"], self._room_cols["end_ts"]  # [R]
+        aired = (start <= ts) & (start < end)  # [R] rooms that went on air by ts
+        if not aired.any():
+            return None
+        return int(min(ts, int(end[aired].max()) - 1))
 
     def live_history(self, user_id: int, ts: int, n: int) -> Snapshot:
         return self._live.last_n_before(np.array([user_id]), np.array([ts]), n)

@@ -352,6 +352,15 @@ class RedisFeatureStore(OnlineFeatureStore):
         rows = self.rooms(ids)
         return np.sort(ids[rows.known & (rows.columns["start_ts"] <= ts)])
 
+    def last_on_air_ts(self, ts: int) -> int | None:
+        if len(self.rooms_on_air(ts)):
+            return int(ts)
+        # none on air at ts: the room that ended last at or before ts (rooms:end is by end_ts)
+        last = self.client.zrevrangebyscore(
+            self._key("rooms:end"), int(ts), "-inf", start=0, num=1, withscores=True
+        )
+        return int(last[0][1]) - 1 if last else None
+
     def _history(self, domain: str, user_id: int, ts: int, n: int) -> Snapshot:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")

@@ -7,8 +7,12 @@ map (so codes outside that model's vocabulary are mapped to 0 and counted), and 
 model's map from the :class:`~liverank.serve.model_holder.ModelHolder` at every request so that
 a hot swap is picked up.
 
-Request time: ``ts`` given in the request, else the store's watermark (the newest event it
-has seen: with a replayed dataset this is the "now" of the data), else the wall clock.
+Request time: ``ts`` given in the request, else :meth:`StoreFeatureService.default_time`: the
+store's watermark (the newest event it has seen: with a replayed dataset this is the "now" of
+the data) when a room is on air then; when none is (a replayed dataset ends after its last room
+went off air), the last millisecond before the watermark at which rooms were on air, so that a
+request without ``ts`` ranks rooms; with no event seen yet, the wall clock. The response's
+``ts_source`` and ``/health`` say which.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from liverank.errors import ConfigError
 from liverank.features.long_history import LongHistory
 from liverank.features.store import RoomStatsStore
 from liverank.models.ranker import Ranker
-from liverank.serve.app import create_app
+from liverank.serve.app import MAX_BODY_BYTES, DefaultTime, create_app
 from liverank.serve.feature_store import MemoryFeatureStore, OnlineFeatureStore
 from liverank.serve.long_features import long_history_as_of, request_bounds
 from liverank.serve.model_holder import ModelHolder
@@ -49,24 +53,51 @@ class StoreFeatureService:
         self.store = store
         self.holder = holder
         self.long_history = long_history
+        self._default: tuple[int, DefaultTime] | None = None  # (watermark, its default time)
 
     def watermark_ts(self) -> int | None:
         return self.store.watermark_ts
 
+    def default_time(self) -> DefaultTime:
+        wm = self.store.watermark_ts
+        if wm is None:
+            now = int(time.time() * 1000)
+            return DefaultTime(now, "clock", "the feature store has seen no event: wall clock")
+        cached = self._default
+        if cached is not None and cached[0] == wm:
+            return cached[1]
+        last = self.store.last_on_air_ts(int(wm))
+        if last is None or last == wm:
+            why = "no room has been on air yet" if last is None else "rooms are on air then"
+            default = DefaultTime(int(wm), "watermark", f"the feature watermark: {why}")
+        else:
+            default = DefaultTime(
+                last,
+                "last_on_air",
+                f"no room is on air at the feature watermark {wm} (a replayed dataset's end?): "
+                f"requests without ts use the last time rooms were on air, {wm - last} ms "
+                "before it",
+            )
+            log.info("requests without ts are served at %d: %s", last, default.note)
+        self._default = (wm, default)  # one reference: safe across request threads
+        return default
+
     def assemble(
         self, user_id: int, live_ids: list[int] | None, ts: int | None
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        source = "request"
         if ts is None:
-            wm = self.store.watermark_ts
-            ts = int(wm) if wm is not None else int(time.time() * 1000)
+            default = self.default_time()
+            ts, source = default.ts, default.source
         ids = (
             self.store.rooms_on_air(ts)
             if live_ids is None
             else np.asarray(live_ids, dtype=np.int64)
         )
-        info: dict[str, Any] = {"live_ids": ids, "ts": ts}
+        info: dict[str, Any] = {"live_ids": ids, "ts": ts, "ts_source": source}
         if len(ids) == 0:
-            return {}, info | {"user_known": False, "room_known": [], "on_air": []}
+            known_user = self.store.user(user_id).known
+            return {}, info | {"user_known": known_user, "room_known": [], "on_air": []}
         fmap = self.holder.current().model.feature_map
         batch, req = assemble_request(self.store, fmap, user_id, ids, ts)
         if fmap.long_len > 0:
@@ -95,12 +126,16 @@ def build_service(
     watch_interval_s: float = 2.0,
     store: str = "memory",
     runtime: str = "auto",
+    max_body_bytes: int = MAX_BODY_BYTES,
 ):
     """The FastAPI app of ``liverank serve`` (store filled by replaying ``data``).
 
     ``store="redis://host:port/DB/PREFIX"`` reads the Redis feature store that
     ``liverank stream --store`` keeps up to date instead (:func:`open_feature_store`).
     ``runtime``: ``auto``, ``eager`` or ``torchscript`` (:mod:`liverank.serve.runtime`).
+    When the registry's ``LATEST`` cannot be served, the newest servable version before it is
+    (``/health`` says ``degraded`` and why); no servable version at all is a ConfigError.
+    ``max_body_bytes``: larger request bodies are refused with a 413.
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime '{runtime}'; choose one of {list(RUNTIMES)}")
@@ -109,7 +144,7 @@ def build_service(
     if holder.version is None:
         raise ConfigError(
             f"registry {registry}: no servable version of model '{model}'"
-            + (f" (rejected: {holder.rejected})" if holder.rejected else "")
+            + (f": {holder.problem}" if holder.problem else "")
         )
     first = holder.current().model
     # a few slots more than the model reads: events in the request's own millisecond take a
@@ -133,18 +168,22 @@ def build_service(
     log.info("serving %s/%s on %s", model, holder.version, holder.current().runtime)
     holder.start()
     room_stats = room_stats_as_of(data, as_of_ts)
-    return create_app(holder, StoreFeatureService(backend, holder, long_store), room_stats)
+    features = StoreFeatureService(backend, holder, long_store)
+    return create_app(holder, features, room_stats, max_body_bytes=max_body_bytes)
 
 
 def example_request(
     store: OnlineFeatureStore, model: Ranker, n: int = 8
 ) -> dict[str, torch.Tensor]:
     """A request batch for ``model`` from ``store`` (up to ``n`` rooms on air at the store's
-    watermark, else room ids 1..n as cold-start rooms) for user 1 (simulated and KuaiLive ids
-    start at 1; cold-start defaults if unknown): what a trace is built with and checked on
+    watermark, or at the last time rooms were on air before it, else room ids 1..n as
+    cold-start rooms) for user 1 (simulated and KuaiLive ids start at 1; cold-start defaults
+    if unknown): what a trace is built with and checked on
     (:func:`liverank.serve.runtime.make_runner`)."""
     wm = store.watermark_ts
     ts = int(wm) if wm is not None else int(time.time() * 1000)
+    if wm is not None:
+        ts = store.last_on_air_ts(ts) or ts
     ids = store.rooms_on_air(ts)[:n]
     if len(ids) == 0:
         ids = np.arange(1, n + 1, dtype=np.int64)

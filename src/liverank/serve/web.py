@@ -5,10 +5,11 @@
   id -> ``GET /rooms/{id}/forecast`` -> an inline SVG plot of one statistic's history. The
   page reads ``?user=`` / ``?room=`` query parameters and renders them on load.
 * ``GET /rooms/{live_id}/forecast?n=120&ts=...``: the room's last ``n`` complete 30 s windows
-  (ROOM_STATS, :mod:`liverank.stream.room_stats`) before ``ts`` (default: the feature store's
-  watermark, else the wall clock), read point-in-time from a
+  (ROOM_STATS, :mod:`liverank.stream.room_stats`) before ``ts`` (default: the service's default
+  request time, the one ``POST /rank`` uses, see ``/health``), read point-in-time from a
   :class:`~liverank.features.store.RoomStatsSource`. The forecast (LiveForesighter, issue #6)
-  is not built yet: ``"forecast": null`` and a ``forecast_note`` say so. Unknown room: 404.
+  is not built yet: ``"forecast": null`` and a ``forecast_note`` say so. Unknown room: 404;
+  ``live_id`` outside 1 .. 2**63-1 or ``ts`` outside 0 .. 2**63-1: 422.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from liverank.features.store import RoomStatsSource
+from liverank.serve.http_guard import INT64_MAX
 from liverank.stream.room_stats import WINDOW_MS
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -48,7 +51,7 @@ def add_web_routes(
     now_ts: Callable[[], int | None],
 ) -> None:
     """Register ``GET /`` and ``GET /rooms/{live_id}/forecast`` on ``app``; ``now_ts`` gives
-    the default history time (the feature store's watermark)."""
+    the default history time (the service's default request time; None: the wall clock)."""
     app.state.room_stats = room_stats
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -57,9 +60,11 @@ def add_web_routes(
 
     @app.get("/rooms/{live_id}/forecast", response_model=RoomHistory)
     def forecast(
-        live_id: int,
+        live_id: int = PathParam(ge=1, le=INT64_MAX),
         n: int = Query(120, ge=1, le=MAX_WINDOWS, description="number of 30 s windows"),
-        ts: int | None = Query(None, ge=0, description="epoch ms; default: the store's time"),
+        ts: int | None = Query(
+            None, ge=0, le=INT64_MAX, description="epoch ms; default: the service's time"
+        ),
     ) -> RoomHistory:
         if room_stats is None:
             raise HTTPException(503, "room statistics are not loaded in this service")

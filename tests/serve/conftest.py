@@ -1,0 +1,40 @@
+"""Fixtures of the serving tests: a real uvicorn server on a free loopback port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+
+@contextmanager
+def _live(app: FastAPI) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started:
+        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+        assert thread.is_alive(), "uvicorn stopped before it started"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture()
+def live_server() -> Callable[[FastAPI], AbstractContextManager[str]]:
+    """``with live_server(app) as url:`` serves ``app`` with uvicorn in a thread on a free
+    loopback port (``url`` = ``http://127.0.0.1:PORT``) and stops it on exit."""
+    return _live
