@@ -178,12 +178,18 @@ def test_a_body_over_the_limit_is_a_413_and_health_answers_meanwhile(
     client: TestClient, live_server
 ) -> None:
     """The issue's stall: 10 MB of 5 M ids. It is refused unparsed, with Content-Length and
-    chunked, while another thread times ``/health`` on the same (real) server."""
+    chunked (slowly at first), while this thread times ``/health`` on the same real server."""
     body = b'{"user_id": 3, "candidates": [' + b",".join([b"1"] * 5_000_000) + b"]}"
     assert len(body) > 10_000_000
 
-    def chunked() -> Iterator[bytes]:  # no Content-Length: the server must count
-        for start in range(0, len(body), 1 << 16):
+    def chunked() -> Iterator[bytes]:
+        """No Content-Length, so the server must count; a slow start (100 KB, under the
+        limit, over ~1 s) keeps the upload in flight while /health is timed."""
+        trickle = 100_000
+        for start in range(0, trickle, 2_000):
+            yield body[start : start + 2_000]
+            time.sleep(0.02)
+        for start in range(trickle, len(body), 1 << 16):
             yield body[start : start + (1 << 16)]
 
     with live_server(client.app) as url:
@@ -207,6 +213,7 @@ def test_a_body_over_the_limit_is_a_413_and_health_answers_meanwhile(
                 waits.append(time.perf_counter() - t0)
             thread.join()
             assert max(waits) < 1.0, f"/health waited {max(waits):.2f} s"
+            assert len(waits) >= 3
             r = answer["r"]
             assert r.status_code == 413, r.text[:300]
             assert f"at most {MAX_BODY_BYTES:,} bytes" in r.json()["detail"]
