@@ -35,6 +35,13 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         help="forward pass: TorchScript trace (auto: when the model can be traced) or eager",
     )
     p.add_argument("--watch-interval", type=float, default=2.0, help="registry poll, seconds")
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        help="larger request bodies get HTTP 413 (default: enough for the largest valid "
+        "request, see docs/serving.md)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -66,6 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.torch_threads < 1:
         raise ConfigError(f"--torch-threads must be >= 1, got {args.torch_threads}")
+    if args.max_body_bytes is not None and args.max_body_bytes < 1_024:
+        raise ConfigError(f"--max-body-bytes must be >= 1024, got {args.max_body_bytes}")
+    if args.watch_interval <= 0:
+        raise ConfigError(f"--watch-interval must be > 0 seconds, got {args.watch_interval}")
     require_serve_extra()
 
     import torch
@@ -83,6 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         watch_interval_s=args.watch_interval,
         store=args.store,
         runtime=args.runtime,
+        **({} if args.max_body_bytes is None else {"max_body_bytes": args.max_body_bytes}),
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
