@@ -31,6 +31,8 @@ _R2_ROWS = 200_000  # segments used for the multi-modal R^2
 #: per-user rates are measured on the users with id <= this (ids are assigned independently of
 #: every latent trait), so that large datasets calibrate in bounded memory
 MAX_USERS = 50_000
+#: the source of a target that is not a public figure or a paper's statement
+CHOSEN = "chosen so the phenomenon is measurable"
 
 
 @dataclass
@@ -41,6 +43,9 @@ class Metric:
     lo: float | None = None
     hi: float | None = None
     note: str = ""
+    #: where the target comes from: a public figure, a paper's statement, or "chosen so the
+    #: phenomenon is measurable" (:data:`CHOSEN`); empty for informational metrics
+    source: str = ""
 
     @property
     def passed(self) -> bool | None:
@@ -99,13 +104,14 @@ class CalibrationReport:
             "",
             f"Generated in {self.seconds:.1f} s. Phenomena off: {', '.join(off) or 'none'}.",
             "",
-            "| metric | measured | target | ok | what is measured |",
-            "|---|---:|---|:-:|---|",
+            "| metric | measured | target | ok | what is measured | source of the target |",
+            "|---|---:|---|:-:|---|---|",
         ]
         for m in self.metrics:
             ok = {True: "yes", False: "**NO**", None: ""}[m.passed]
             lines.append(
-                f"| {m.name} | {format_metric_value(m.value)} | {m.target} | {ok} | {m.note} |"
+                f"| {m.name} | {format_metric_value(m.value)} | {m.target} | {ok} | {m.note} "
+                f"| {m.source} |"
             )
         lines += ["", "| table | rows |", "|---|---:|"]
         lines += [f"| {t} | {n:,} |" for t, n in self.rows.items()]
@@ -131,6 +137,30 @@ def format_metric_value(x: float) -> str:
     if _nan(x):
         return "n/a"
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
+@dataclass(frozen=True)
+class CalibrationContext:
+    """What every calibration check reads, loaded once (per-user tables cut to the sampled
+    users, ``user_id <= MAX_USERS``)."""
+
+    dir: Path
+    cfg: SimConfig
+    rows: dict[str, int]  # table -> row count
+    rooms: pl.DataFrame
+    authors: pl.DataFrame
+    users: pl.DataFrame  # sampled users
+    impressions: pl.DataFrame  # live impressions of the sampled users
+    events: pl.DataFrame  # every live event
+    visits: pl.DataFrame  # reconstruct_visits() of the sampled impressions
+
+    def scan(self, table: str) -> pl.LazyFrame:
+        return pl.scan_parquet(io.table_path(self.dir, table))
+
+    @property
+    def truth(self) -> Path:
+        """The simulator's latent ground truth (``sim_truth/``)."""
+        return self.dir / TRUTH_DIR
 
 
 def calibrate(out_dir: Path, cfg: SimConfig, seconds: float = 0.0) -> CalibrationReport:
@@ -173,6 +203,7 @@ def calibrate(out_dir: Path, cfg: SimConfig, seconds: float = 0.0) -> Calibratio
                    f"share of clicks: {what}"))  # fmt: skip
 
     users = io.read_table(d, "users").filter(sampled)
+    ctx = CalibrationContext(d, cfg, rep.rows, rooms, authors, users, imp, events, v)
     gifts = events.filter(pl.col("event") == "gift")
     no_gift = 1 - gifts.filter(sampled)["user_id"].n_unique() / users.height
     add(
@@ -267,5 +298,9 @@ def calibrate(out_dir: Path, cfg: SimConfig, seconds: float = 0.0) -> Calibratio
         Metric("slate_tv_noise", sk["noise_tv"], note="the same distance under sampling noise only")
     )
     add(Metric("rooms_on_air_mean", sk["rooms_on_air_mean"], note="rooms on air at a request"))
+    from liverank.data.sim.checks import PHENOMENON_CHECKS  # they import this module
+
+    for check in PHENOMENON_CHECKS:
+        rep.metrics += check(ctx)
     log.info("calibration: %d metrics, %d missed", len(rep.metrics), len(rep.failures))
     return rep

@@ -20,7 +20,7 @@ from liverank.config import validate_as
 from liverank.data.schema import AUTHOR_TYPES, DEFAULT_LONG_VIEW_MS
 from liverank.errors import ConfigError
 
-Size = Literal["tiny", "small", "medium", "large"]
+Size = Literal["tiny", "small", "medium", "large", "evidence"]
 
 #: names of the phenomenon switches (ARCHITECTURE section 3), in the order of the docs
 SWITCHES: tuple[str, ...] = (
@@ -32,6 +32,12 @@ SWITCHES: tuple[str, ...] = (
     "multimodal",
     "logging_policy_slates",
     "on_air_schedule",
+    # World v2 (issue #13)
+    "concentrated_traffic",
+    "visit_mixture",
+    "timed_behaviours",
+    "periodic_interests",
+    "live_shopping",
 )
 
 #: per-size overrides on top of the defaults below
@@ -59,6 +65,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "community_size": 250,
         "segment_dim": 16,
     },
+    # World v2 (issue #13): the world every evidence run uses; traffic concentrated enough
+    # that a room's fresh labels move its score (docs/simulator.md "Evidence preset")
+    "evidence": {"n_users": 20_000, "n_authors": 300, "n_days": 5, "community_size": 120},
 }
 
 
@@ -162,6 +171,21 @@ class SimConfig(BaseModel):
     multimodal: bool = True
     logging_policy_slates: bool = True
     on_air_schedule: bool = True
+    # World v2 (issue #13)
+    concentrated_traffic: bool = True
+    visit_mixture: bool = True
+    timed_behaviours: bool = True
+    periodic_interests: bool = True
+    live_shopping: bool = True
+
+    # ------------------------------------------------------------------ World v2 knobs
+    # (issue #13; each phenomenon's knobs under its heading)
+    # -- concentrated traffic
+    # -- visit-length mixture
+    # -- behaviours located in time
+    # -- periodic interests
+    # -- live shopping
+    # -- multi-modal noise
 
     @model_validator(mode="after")
     def _check(self) -> SimConfig:

@@ -39,9 +39,10 @@ from liverank.data.sim.config import SimConfig
 from liverank.data.sim.excitement import E_REF
 from liverank.data.sim.familiarity import Familiarity
 from liverank.data.sim.gifting import GiftGraph, gift_values
-from liverank.data.sim.population import SHOPPING, Authors, Users
+from liverank.data.sim.population import Authors, Users
 from liverank.data.sim.products import Catalog
 from liverank.data.sim.rooms import Rooms
+from liverank.data.sim.shopping import in_room_shopping
 from liverank.data.sim.slates import Requests
 
 _AFF_CENTRE = 0.2
@@ -185,28 +186,10 @@ def behave(
         value = gift_values(rng, len(i)) if event == "gift" else None
         emit(i, inside(i), event, value)
 
-    shop = np.flatnonzero(room_events & (rooms.type_idx[room] == SHOPPING))
-    at = inside(shop)
-    product = rooms.product[rooms.tick_of(room[shop], at)]
-    fit = np.einsum(
-        "nk,nk->n",
-        users.product[user[shop]],
-        w.catalog.cat3_vec[w.catalog.cat3_of_product[product]],
-    )
-    rate = (
-        cfg.cart_rate
-        * minutes[shop] ** 0.7
-        * np.exp(3 * (fit - 0.3) + cfg.w_interact_excitement * exc[shop])
-    )
-    cart = (product >= 0) & (rng.random(len(shop)) < 1 - np.exp(-rate))
-    shop, at, product = shop[cart], at[cart], product[cart]
-    emit(shop, at, "cart_click", product=product)
-    buy = rng.random(len(shop)) < cfg.buy_given_cart
-    shop, at, product = shop[buy], at[buy], product[buy]
-    buy_at = np.minimum(at + rng.integers(2_000, 60_000, size=len(shop)), exit_[shop] - 1)
-    buy_at = np.maximum(buy_at, at)
-    value = w.catalog.price[product] * (1 + rng.poisson(0.3, size=len(shop)))
-    emit(shop, buy_at, "buy", value, product)
+    for i, ts, event, value, product in in_room_shopping(
+        w, user, room, enter, exit_, exc, room_events, rng
+    ):
+        emit(i, ts, event, value, product)
 
     i = np.concatenate(cols["i"])
     return LiveEvents(

@@ -1,0 +1,9 @@
+"""Calibration of the periodic phenomenon (issue #13): not measured yet."""
+
+from __future__ import annotations
+
+from liverank.data.sim.calibration import CalibrationContext, Metric
+
+
+def checks(ctx: CalibrationContext) -> list[Metric]:
+    return []
