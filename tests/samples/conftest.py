@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from liverank.data.dead_letters import UNKNOWN_EVENT, UNKNOWN_ROOM, UNKNOWN_USER, UNKNOWN_VIDEO
 from liverank.data.io import write_meta, write_table
 from liverank.data.schema import (
     AUTHOR_TYPES,
@@ -245,3 +246,76 @@ def small_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         day_offset_ms=8 * 3_600_000,
     )
     return data.write(tmp_path_factory.mktemp("dataset"))
+
+
+# ---------------------------------------------------------------------------------- bad rows
+GHOST = 10_000  # an id no dimension table has
+BAD = "_bad"  # marker column: the reason a row must be set aside (null = a good row)
+
+
+def _mark(df: pl.DataFrame, rows: pl.Expr, reason: str, **values: object) -> pl.DataFrame:
+    """Copies of the rows selected by ``rows`` with ``values`` overwritten, marked ``reason``."""
+    return df.filter(rows).with_columns(
+        *(pl.lit(v, dtype=df.schema[c]).alias(c) for c, v in values.items()),
+        pl.lit(reason).alias(BAD),
+    )
+
+
+def _damaged_tables(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The tables with bad rows added (``_bad`` = expected reason), still sorted by ts."""
+    out = dict(tables)
+    ev = tables["live_events"].with_columns(pl.lit(None, pl.String).alias(BAD))
+    first = pl.int_range(pl.len()) < 5
+    renamed = _mark(ev.filter(pl.col("event") == "enter"), first, UNKNOWN_EVENT, event="Enter")
+    likes = ev.filter(pl.col("event") != "exit")
+    ev = pl.concat(
+        [
+            ev,
+            renamed,
+            _mark(likes, pl.int_range(pl.len()) < 3, UNKNOWN_USER, user_id=GHOST),
+            _mark(likes, pl.int_range(pl.len()) < 2, UNKNOWN_ROOM, live_id=GHOST),
+            _mark(likes, pl.int_range(pl.len()) < 1, "null user_id", user_id=None),
+        ]
+    )
+    out["live_events"] = ev.sort("ts", maintain_order=True)
+    vev = tables["video_events"].with_columns(pl.lit(None, pl.String).alias(BAD))
+    out["video_events"] = pl.concat(
+        [
+            vev,
+            _mark(vev, pl.int_range(pl.len()) < 4, UNKNOWN_EVENT, event="Play"),
+            _mark(vev, pl.int_range(pl.len()) < 2, UNKNOWN_VIDEO, photo_id=GHOST),
+            _mark(vev, pl.int_range(pl.len()) < 3, UNKNOWN_USER, user_id=GHOST),
+        ]
+    ).sort("ts", maintain_order=True)
+    imp = tables["live_impressions"].with_columns(pl.lit(None, pl.String).alias(BAD))
+    top = int(imp["request_id"].max())
+    ghost_user = _mark(imp, pl.int_range(pl.len()) < 3, UNKNOWN_USER, user_id=GHOST)
+    ghost_room = _mark(imp, pl.int_range(pl.len()) < 2, UNKNOWN_ROOM, live_id=GHOST)
+    extra = pl.concat([ghost_user, ghost_room])
+    extra = extra.with_columns((top + 1 + pl.int_range(pl.len())).alias("request_id"))
+    out["live_impressions"] = pl.concat([imp, extra]).sort("ts", maintain_order=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def damaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A dataset with bad rows (``bad``), the same without them (``clean``), the expected dead
+    letters per table (``expected``: ``row``, ``_bad`` = reason) and the damaged ``tables``."""
+    data = make_dataset(5, n_requests=60, n_video_events=200)
+    tables = _damaged_tables(data.tables)
+    expected = {
+        t: df.with_row_index("row").filter(pl.col(BAD).is_not_null()).select("row", BAD)
+        for t, df in tables.items()
+        if BAD in df.columns
+    }
+    bad_root = tmp_path_factory.mktemp("damaged")
+    clean_root = tmp_path_factory.mktemp("clean")
+    Canonical({t: df.drop(BAD, strict=False) for t, df in tables.items()}, data.meta).write(
+        bad_root
+    )
+    clean = {
+        t: df.filter(pl.col(BAD).is_null()).drop(BAD) if BAD in df.columns else df
+        for t, df in tables.items()
+    }
+    Canonical(clean, data.meta).write(clean_root)
+    return {"bad": bad_root, "clean": clean_root, "expected": expected, "tables": tables}

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liverank.data.visits import reconstruct_visits
-from liverank.errors import ConfigError
-from liverank.stream.engine import StreamEngine, merge_stream
+from liverank.errors import ConfigError, DataValidationError
+from liverank.stream.engine import STREAM_SCHEMA, StreamEngine, merge_stream
 from liverank.stream.reporting import MODES, emit_rows
 
 LONG_VIEW_MS = 60_000
@@ -70,7 +70,11 @@ def test_late_rows_are_dead_lettered_and_the_rest_matches_batch(stream_factory, 
     ref_dead = stream.filter(late.fill_null(False))
     accepted = stream.filter(~late.fill_null(False))
     assert len(ref_dead) > 0
-    assert dead.drop("reason").sort(pl.all()).equals(ref_dead.sort(pl.all()))
+    assert dead.select(list(STREAM_SCHEMA)).sort(pl.all()).equals(ref_dead.sort(pl.all()))
+    # ``row`` is each dead letter's index in the engine's input
+    rows = stream.with_row_index("row").join(dead.select("row", "ts"), on="row")
+    assert len(rows) == len(dead) and (rows["ts"] == rows["ts_right"]).all()
+    assert (dead["table"] == "stream").all()
     a_imp = accepted.filter(pl.col("kind") == "impression").drop("kind")
     a_ev = accepted.filter(pl.col("kind") != "impression").rename({"kind": "event"})
     assert got.sort("sample_id").equals(_batch(a_imp, a_ev, rooms, mode))
@@ -186,3 +190,59 @@ def test_later_impression_leaving_first_does_not_reopen_an_earlier_click_window(
     engine = StreamEngine(rooms, LONG_VIEW_MS, mode)
     got = _run(engine, merge_stream(imp, ev), [1])
     assert got.sort("sample_id").equals(_batch(imp, ev, rooms, mode))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), mode=st.sampled_from(MODES))
+def test_rows_of_unknown_events_users_rooms_and_null_keys_are_dead_lettered(
+    stream_factory, seed, mode
+) -> None:
+    """Bad rows never change the output, each is dead-lettered once with its reason and row."""
+    imp, ev, rooms = stream_factory(seed)
+    users = pl.DataFrame({"user_id": imp["user_id"].unique()})
+    ev_good = ev.filter(pl.col("user_id").is_in(users["user_id"].implode()))
+    clean = merge_stream(imp, ev_good)
+    bad = pl.concat(
+        [
+            clean.filter(pl.col("kind") == "enter").head(3).with_columns(kind=pl.lit("Enter")),
+            clean.head(2).with_columns(user_id=pl.lit(999, pl.Int64)),
+            clean.tail(2).with_columns(live_id=pl.lit(999, pl.Int64)),
+            clean.head(1).with_columns(ts=pl.lit(None, pl.Int64)),
+        ]
+    )
+    reasons = ["unknown event name"] * 3 + ["unknown user (not in users table)"] * 2
+    reasons += ["unknown room (not in rooms table)"] * 2 + ["null ts"]
+    bad = bad.with_columns(pl.Series("_why", reasons))
+    stream = pl.concat([clean.with_columns(pl.lit(None, pl.String).alias("_why")), bad])
+    stream = stream.sample(fraction=1.0, shuffle=True, seed=seed).sort("ts", nulls_last=True)
+    engine = StreamEngine(rooms, LONG_VIEW_MS, mode, users=users)
+    got = _run(engine, stream.drop("_why"), [17, 5])
+    assert got.sort("sample_id").equals(_batch(imp, ev_good, rooms, mode))
+    dead = engine.dead_letters
+    want = stream.with_row_index("row").filter(pl.col("_why").is_not_null())
+    assert (
+        dead.select("row", "reason")
+        .sort("row")
+        .equals(want.select(pl.col("row").cast(pl.Int64), pl.col("_why").alias("reason")))
+    )
+    s = engine.stats
+    assert (s.unknown_event, s.unknown_user, s.unknown_room, s.null_field, s.late) == (
+        3,
+        2,
+        2,
+        1,
+        0,
+    )
+
+
+def test_unknown_events_error_mode_names_the_values() -> None:
+    stream, rooms = _planted()
+    engine = StreamEngine(rooms, LONG_VIEW_MS, "exit", unknown_events="error")
+    bad = stream.with_columns(
+        pl.when(pl.col("kind") == "like").then(pl.lit("Like")).otherwise("kind").alias("kind")
+    )
+    with pytest.raises(DataValidationError, match=r"column 'kind': 1 row\(s\).*'Like' x 1"):
+        engine.push(bad)
+    assert engine.stats.rows_in == 0  # nothing was taken in
+    with pytest.raises(ConfigError, match="unknown_events"):
+        StreamEngine(rooms, LONG_VIEW_MS, "exit", unknown_events="drop")

@@ -13,7 +13,7 @@ from liverank.data.io import write_meta, write_table
 from liverank.data.schema import DatasetMeta
 from liverank.data.visits import reconstruct_visits
 from liverank.errors import ConfigError, DataValidationError
-from liverank.stream.engine import STREAM_SCHEMA, StreamEngine, merge_stream
+from liverank.stream.engine import DEAD_SCHEMA, StreamEngine, merge_stream
 from liverank.stream.reporting import emit_rows
 from liverank.stream.runner import DEAD_LETTERS_FILE, STATS_FILE, run_stream, stream_main
 from liverank.stream.sources import (
@@ -166,7 +166,7 @@ def test_stream_main_parquet_end_to_end_and_resume(tiny_sim, tiny_dir, tmp_path)
     got = read_sink_dir(out / "samples").sort("sample_id")
     assert got.select(_reference(tiny_sim, "moment").columns).equals(_reference(tiny_sim, "moment"))
     assert (out / STATS_FILE).exists()
-    assert pl.read_parquet(out / DEAD_LETTERS_FILE).schema == STREAM_SCHEMA | {"reason": pl.String}
+    assert pl.read_parquet(out / DEAD_LETTERS_FILE).schema == DEAD_SCHEMA
     with pytest.raises(ConfigError, match="no checkpoint"):
         stream_main(tiny_dir, tmp_path / "o2", resume=True, **(kw | {"checkpoint": tmp_path / "x"}))
 

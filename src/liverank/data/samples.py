@@ -11,7 +11,12 @@
   ``impression``) with ``ts < impression ts`` (:mod:`liverank.features.snapshot`);
 * ``sample_id = stable_id(request_id, position)`` (:func:`liverank.features.ids.stable_id`), a
   hash of the impression key, so it does not depend on row order, chunking or what else is in
-  the dataset, and the stream engine can reproduce it.
+  the dataset, and the stream engine can reproduce it;
+* every impression and event row is either used or set aside with a reason (null key column,
+  unknown event name, unknown user / room / video; :mod:`liverank.data.dead_letters`): the
+  set-aside rows are counted in ``stats.json`` (``set_aside``) and written to
+  ``dead_letters.parquet``; they influence no sample. ``unknown_events="error"`` makes an
+  unknown event name an error instead.
 
 Memory. Impressions are processed in time order, ``shard_rows`` at a time (one chunk = one
 shard). For chunk ``k`` covering impression times ``[B_k, B_{k+1}]`` only the events with
@@ -34,10 +39,12 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from liverank.data.io import read_meta, table_path
+from liverank.data.dead_letters import DEAD_LETTERS_FILE, RowScreen, check_policy
+from liverank.data.io import read_meta, read_table, table_path
 from liverank.data.schema import DatasetMeta
+from liverank.data.validate import check_columns
 from liverank.data.visits import DEFAULT_BEHAVIOURS, VisitStats, reconstruct_visits_with_stats
-from liverank.errors import DataValidationError
+from liverank.errors import ConfigError, DataValidationError
 from liverank.features import encoders as enc
 from liverank.features import long_history as lh
 from liverank.features.ids import stable_id
@@ -83,6 +90,14 @@ class SampleStats:
     dataset: str = ""
     sample_id_rule: str = SAMPLE_ID_RULE
     files: list[str] = field(default_factory=list)
+    #: per day of the samples: ``day``, ``rows`` and the positives of each task
+    by_day: list[dict[str, int]] = field(default_factory=list)
+    #: rows read per screened table (impressions, live and video events)
+    rows_read: dict[str, int] = field(default_factory=dict)
+    #: rows set aside ``{table: {reason: rows}}``, written to ``dead_letters``
+    set_aside: dict[str, dict[str, int]] = field(default_factory=dict)
+    dead_letters: str = DEAD_LETTERS_FILE
+    unknown_events: str = "dead-letter"
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2))
@@ -97,6 +112,8 @@ def build_samples(
     *,
     visit_partition_events: int = 5_000_000,
     long_len: int = 0,
+    unknown_events: str = "dead-letter",
+    screen: RowScreen | None = None,
 ) -> SampleStats:
     """Build the samples directory ``out_dir`` from the canonical dataset at ``dataset_dir``.
 
@@ -104,26 +121,34 @@ def build_samples(
     ``long_<d>_start / _end`` are written too (:mod:`liverank.features.long_history`) and the
     feature map records ``long_len = K`` (the loader's default window). Existing
     ``part-*.parquet``, ``feature_map.json``, ``stats.json`` and ``long_history/`` in
-    ``out_dir`` are replaced. Raises :class:`DataValidationError` if a required table or column is missing or
-    an impression key ``(request_id, position)`` is duplicated.
+    ``out_dir`` are replaced. Rows set aside (module doc) go to ``out_dir/dead_letters.parquet``
+    (written also when empty); ``unknown_events="error"`` raises on an unknown event name
+    instead. ``screen`` reuses a :class:`RowScreen` of the dataset (the stream-mode builder's).
+    Raises :class:`ConfigError` on a bad argument and :class:`DataValidationError` if a required
+    table or column is missing, unreadable or of a wrong dtype, or an impression key
+    ``(request_id, position)`` is duplicated.
     """
     if seq_len < 1 or shard_rows < 1:
-        raise ValueError(f"seq_len and shard_rows must be >= 1, got {seq_len}, {shard_rows}")
+        raise ConfigError(f"seq_len and shard_rows must be >= 1, got {seq_len}, {shard_rows}")
     if long_len < 0:
-        raise ValueError(f"long_len must be >= 0, got {long_len}")
+        raise ConfigError(f"long_len must be >= 0, got {long_len}")
+    check_policy(unknown_events)
     started = time.perf_counter()
     root, out = Path(dataset_dir), Path(out_dir)
     meta = read_meta(root)
     _check_inputs(root)
+    if screen is None:
+        screen = RowScreen.of(root, unknown_events)
 
     impressions = (
-        pl.read_parquet(table_path(root, "live_impressions"))
+        screen.scan("live_impressions")
         .select(REQUIRED_COLUMNS["live_impressions"])
+        .collect()
         .sort(["ts", "request_id", "position"])
     )
     sample_ids = _sample_ids(impressions, root)
-    rooms = pl.read_parquet(table_path(root, "rooms"), columns=list(REQUIRED_COLUMNS["rooms"]))
-    labels, visit_stats = _visit_labels(root, impressions, rooms, meta, visit_partition_events)
+    rooms = read_table(root, "rooms", list(REQUIRED_COLUMNS["rooms"]))
+    labels, visit_stats = _visit_labels(screen, impressions, rooms, meta, visit_partition_events)
     fmap = feature_map_for_dataset(root, seq_len)
     fmap.long_len = long_len
     static = _static_tables(root, rooms)
@@ -131,7 +156,7 @@ def build_samples(
     _clear_outputs(out)
     store, store_files = None, []
     if long_len > 0:
-        frames = _long_history_frames(root, impressions, labels, static)
+        frames = _long_history_frames(screen, impressions, labels, static)
         store_files = lh.write_store(out, frames)
         store = lh.LongHistory.from_frames(frames)
     n_shards = max(1, math.ceil(len(impressions) / shard_rows))
@@ -149,10 +174,10 @@ def build_samples(
         chunk = impressions.slice(lo, hi - lo)
         q_user, q_ts = chunk["user_id"].to_numpy(), chunk["ts"].to_numpy()
 
-        live_hist = live_hist.concat(_live_history(root, t_lo, t_hi, static["room_category"]))
+        live_hist = live_hist.concat(_live_history(screen, t_lo, t_hi, static["room_category"]))
         live = live_hist.last_n_before(q_user, q_ts, seq_len)
         live_hist = live_hist.keep_last(seq_len)
-        video_hist = video_hist.concat(_video_history(root, t_lo, t_hi, static["video_tag"]))
+        video_hist = video_hist.concat(_video_history(screen, t_lo, t_hi, static["video_tag"]))
         video = video_hist.last_n_before(q_user, q_ts, seq_len)
         video_hist = video_hist.keep_last(seq_len)
         seq_len_sums += (live.lengths.sum(), video.lengths.sum())
@@ -166,7 +191,9 @@ def build_samples(
         files.append(path.name)
 
     fmap.save(out / "feature_map.json")
+    screen.write(out)
     n = len(impressions)
+    days = (ts_all - meta.start_ts) // enc.MS_PER_DAY
     stats = SampleStats(
         rows=n,
         shards=n_shards,
@@ -180,24 +207,38 @@ def build_samples(
         files=files + store_files,
         long_len=long_len,
         long_history_rows={} if store is None else {d: t.size for d, t in store.tables.items()},
+        by_day=day_summary(labels.select(TASKS).with_columns(pl.Series("day", days))),
+        rows_read=dict(screen.read),
+        set_aside=screen.set_aside,
+        unknown_events=unknown_events,
     )
     stats.save(out / STATS_FILE)
     log.info("built %d samples in %d shard(s) at %s in %.1f s", n, n_shards, out, stats.seconds)
     return stats
 
 
+def day_summary(frame: pl.DataFrame) -> list[dict[str, int]]:
+    """Per ``day`` of sample rows: ``rows``, the positives of each task and, when the frame has
+    masks, ``reported_<task>`` (rows whose label is reported)."""
+    tasks = [t for t in TASKS if t in frame.columns]
+    masks = [f"mask_{t}" for t in tasks if f"mask_{t}" in frame.columns]
+    agg = (
+        frame.group_by("day")
+        .agg(
+            pl.len().alias("rows"),
+            *(pl.col(t).sum().cast(pl.Int64) for t in tasks),
+            *(pl.col(m).sum().cast(pl.Int64).alias(f"reported_{m[5:]}") for m in masks),
+        )
+        .sort("day")
+    )
+    return [{k: int(v) for k, v in row.items()} for row in agg.iter_rows(named=True)]
+
+
 # ---------------------------------------------------------------------------------- inputs
 def _check_inputs(root: Path) -> None:
+    """Every required table readable, with its columns present and of accepted dtypes."""
     for table, columns in REQUIRED_COLUMNS.items():
-        path = table_path(root, table)
-        if not path.exists():
-            raise DataValidationError(f"required table '{table}' is missing", file=str(path))
-        present = pl.read_parquet_schema(path)
-        for c in columns:
-            if c not in present:
-                raise DataValidationError(
-                    f"required column is missing from table '{table}'", file=str(path), column=c
-                )
+        check_columns(root, table, columns)
 
 
 def _sample_ids(impressions: pl.DataFrame, root: Path) -> np.ndarray:
@@ -219,18 +260,21 @@ def _sample_ids(impressions: pl.DataFrame, root: Path) -> np.ndarray:
 
 
 def _visit_labels(
-    root: Path, impressions: pl.DataFrame, rooms: pl.DataFrame, meta: DatasetMeta, part_events: int
+    screen: RowScreen,
+    impressions: pl.DataFrame,
+    rooms: pl.DataFrame,
+    meta: DatasetMeta,
+    part_events: int,
 ) -> tuple[pl.DataFrame, VisitStats]:
     """Labels aligned with ``impressions`` rows, computed per user partition."""
-    events_path = table_path(root, "live_events")
-    n_events = pl.scan_parquet(events_path).select(pl.len()).collect().item()
+    n_events = screen.read["live_events"] - screen.rows_set_aside("live_events")
     parts = max(1, math.ceil(n_events / max(part_events, 1)))
     imp = impressions.with_row_index("_row")
     frames, totals = [], None
     for p in range(parts):
         in_part = (pl.col("user_id") % parts) == p
         events = (
-            pl.scan_parquet(events_path)
+            screen.scan("live_events")
             .filter(in_part & pl.col("event").is_in(list(_VISIT_EVENTS)))
             .select("ts", "user_id", "live_id", "event")
             .collect()
@@ -248,20 +292,20 @@ def _visit_labels(
 
 def _static_tables(root: Path, rooms: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """Small lookup tables joined onto impressions and events."""
-    users = pl.read_parquet(table_path(root, "users")).select(
+    users = read_table(root, "users").select(
         "user_id",
         *(
             pl.col(c).cast(pl.Int64).alias(f"user_{c}")
             for c in ("age", "gender", "device", "activity")
         ),
     )
-    authors = pl.read_parquet(table_path(root, "authors"))
+    authors = read_table(root, "authors")
     authors = authors.select(
         "author_id",
         pl.Series("author_type", enc.author_type_code(authors["author_type"])),
         pl.col("fans").cast(pl.Int64).alias("author_fans"),
     )
-    videos = pl.read_parquet(table_path(root, "videos"), columns=["photo_id", "tag"])
+    videos = read_table(root, "videos", ["photo_id", "tag"])
     return {
         "users": users,
         "authors": authors,
@@ -285,19 +329,19 @@ def _event_range(ts: np.ndarray, lo: int, hi: int) -> tuple[int | None, int]:
     return t_lo, int(ts[-1]) if len(ts) else 0
 
 
-def _scan_range(path: Path, t_lo: int | None, t_hi: int) -> pl.LazyFrame:
+def _scan_range(lf: pl.LazyFrame, t_lo: int | None, t_hi: int) -> pl.LazyFrame:
     """Rows with ``t_lo <= ts < t_hi`` (no lower bound if ``t_lo`` is None), in file order."""
     cond = pl.col("ts") < t_hi
     if t_lo is not None:
         cond = cond & (pl.col("ts") >= t_lo)
-    return pl.scan_parquet(path).filter(cond)
+    return lf.filter(cond)
 
 
 def _live_history(
-    root: Path, t_lo: int | None, t_hi: int, room_category: pl.DataFrame
+    screen: RowScreen, t_lo: int | None, t_hi: int, room_category: pl.DataFrame
 ) -> SortedHistory:
     ev = (
-        _scan_range(table_path(root, "live_events"), t_lo, t_hi)
+        _scan_range(screen.scan("live_events"), t_lo, t_hi)
         .filter(pl.col("event") != "exit")
         .select("ts", "user_id", "live_id", "author_id", "event")
         .collect()
@@ -312,10 +356,10 @@ def _live_history(
 
 
 def _video_history(
-    root: Path, t_lo: int | None, t_hi: int, video_tag: pl.DataFrame
+    screen: RowScreen, t_lo: int | None, t_hi: int, video_tag: pl.DataFrame
 ) -> SortedHistory:
     ev = (
-        _scan_range(table_path(root, "video_events"), t_lo, t_hi)
+        _scan_range(screen.scan("video_events"), t_lo, t_hi)
         .filter(pl.col("event") != "impression")
         .select("ts", "user_id", "photo_id", "author_id", "event", "play_ms")
         .collect()
@@ -405,6 +449,7 @@ def _assemble(
 def _clear_outputs(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stale = [*out.glob("part-*.parquet"), out / "feature_map.json", out / STATS_FILE]
+    stale.append(out / DEAD_LETTERS_FILE)
     stale += [lh.store_path(out, d) for d in lh.DOMAIN_COLUMNS]
     removed = [p for p in stale if p.exists()]
     for p in removed:
@@ -415,7 +460,10 @@ def _clear_outputs(out: Path) -> None:
 
 # ---------------------------------------------------------------------------------- long history
 def _long_history_frames(
-    root: Path, impressions: pl.DataFrame, labels: pl.DataFrame, static: dict[str, pl.DataFrame]
+    screen: RowScreen,
+    impressions: pl.DataFrame,
+    labels: pl.DataFrame,
+    static: dict[str, pl.DataFrame],
 ) -> dict[str, pl.DataFrame]:
     """The whole live and video histories, with one long-view row per long visit (t_lvtr)."""
     long_views = (
@@ -423,7 +471,9 @@ def _long_history_frames(
         .with_columns(labels["t_lvtr"].alias("ts"))
         .filter(pl.col("ts").is_not_null())
     )
-    return lh.read_history_frames(root, long_views, static["room_category"])
+    return lh.read_history_frames(
+        screen.root, long_views, static["room_category"], scan=screen.scan
+    )
 
 
 def _long_index(

@@ -125,10 +125,9 @@ class _Checker:
         return count
 
 
-def _check_dtype(c: _Checker, col: Column) -> bool:
-    """Whether ``col`` has an accepted dtype (see the module docstring); reports it otherwise."""
-    found, expected = c.df.schema[col.name], col.dtype
-    c.ran("dtypes")
+def dtype_problem(col: Column, found: pl.DataType) -> str | None:
+    """Why ``found`` is not an accepted dtype for ``col`` (module doc), or None if it is."""
+    expected = col.dtype
     if col.vector:
         ok = isinstance(found, pl.List | pl.Array) and found.inner.is_float()
     elif expected.is_integer():
@@ -137,13 +136,50 @@ def _check_dtype(c: _Checker, col: Column) -> bool:
         ok = found.is_float() or found.is_integer()
     else:
         ok = found == pl.String or isinstance(found, pl.Categorical | pl.Enum)
-    if not ok:
-        hint = ""
-        if found.is_temporal() and expected.is_integer():
-            hint = "; timestamps are epoch milliseconds: convert with .dt.epoch('ms')"
-        elif expected.is_integer():
-            hint = "; ids, codes and timestamps must be integers: map or cast them first"
-        c.problem("dtypes", col.name, f"wrong dtype: expected {expected}, found {found}{hint}")
+    if ok:
+        return None
+    hint = ""
+    if found.is_temporal() and expected.is_integer():
+        hint = "; timestamps are epoch milliseconds: convert with .dt.epoch('ms')"
+    elif expected.is_integer():
+        hint = "; ids, codes and timestamps must be integers: map or cast them first"
+    return f"wrong dtype: expected {expected}, found {found}{hint}"
+
+
+def check_columns(root: str | Path, table: str, columns: Sequence[str]) -> dict[str, pl.DataType]:
+    """The Parquet schema of ``table`` after checking that it is readable and that ``columns``
+    are present with accepted dtypes; raises :class:`DataValidationError` naming the file and
+    column otherwise (what the builders and the stream engine check before reading)."""
+    path = io.table_path(root, table)
+    if not path.exists():
+        raise DataValidationError(f"required table '{table}' is missing", file=str(path))
+    try:
+        schema = pl.read_parquet_schema(path)
+    except Exception as exc:  # polars / OS errors on truncated or non-Parquet files
+        reason = " ".join(str(exc).split())
+        raise DataValidationError(
+            f"cannot read Parquet file (truncated or not Parquet?): {reason}", file=str(path)
+        ) from exc
+    for c in columns:
+        if c not in schema:
+            raise DataValidationError(
+                f"required column is missing from table '{table}' (has {list(schema)})",
+                file=str(path),
+                column=c,
+            )
+        problem = dtype_problem(TABLES[table].column(c), schema[c])
+        if problem is not None:
+            raise DataValidationError(problem, file=str(path), column=c)
+    return dict(schema)
+
+
+def _check_dtype(c: _Checker, col: Column) -> bool:
+    """Whether ``col`` has an accepted dtype (see the module docstring); reports it otherwise."""
+    found, expected = c.df.schema[col.name], col.dtype
+    c.ran("dtypes")
+    problem = dtype_problem(col, found)
+    if problem is not None:
+        c.problem("dtypes", col.name, problem)
         return False
     if found != expected:
         c.report.notes.append(f"column '{col.name}' is {found} (canonical {expected}); accepted")

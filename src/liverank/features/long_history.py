@@ -48,17 +48,20 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import torch
 
 from liverank.data.io import table_path
 from liverank.errors import DataValidationError
 from liverank.features import encoders as enc
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the builders do not need it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +241,8 @@ class LongHistory:
         columns + 8)`` bytes once, whatever the number of batches.
         """
         if self._tensors is None:
+            import torch
+
             self._tensors = {
                 d: DomainTensors(
                     columns={c: torch.from_numpy(v) for c, v in t.columns.items()},
@@ -366,7 +371,11 @@ def video_history_frame(events: pl.DataFrame, videos: pl.DataFrame) -> pl.DataFr
 
 
 def read_history_frames(
-    dataset_dir: str | Path, long_views: pl.DataFrame, room_category: pl.DataFrame
+    dataset_dir: str | Path,
+    long_views: pl.DataFrame,
+    room_category: pl.DataFrame,
+    *,
+    scan: Callable[[str], pl.LazyFrame] | None = None,
 ) -> dict[str, pl.DataFrame]:
     """Both history files of the canonical dataset at ``dataset_dir``.
 
@@ -375,10 +384,18 @@ def read_history_frames(
         long_views: one row per long visit: ``user_id, live_id, author_id`` and ``ts`` =
             ``enter_ts + long_view_ms`` (the visit's ``t_lvtr``).
         room_category: ``live_id, category``.
+        scan: ``table -> LazyFrame`` of the event tables (the builders pass
+            :meth:`liverank.data.dead_letters.RowScreen.scan`, which leaves set-aside rows
+            out); default: the whole Parquet file.
     """
     root = Path(dataset_dir)
+    if scan is None:
+
+        def scan(table: str) -> pl.LazyFrame:
+            return pl.scan_parquet(table_path(root, table))
+
     live_events = (
-        pl.scan_parquet(table_path(root, "live_events"))
+        scan("live_events")
         .filter(pl.col("event") != "exit")
         .select("ts", "user_id", "live_id", "author_id", "event")
         .collect()
@@ -390,7 +407,7 @@ def read_history_frames(
     if "duration_ms" in pl.read_parquet_schema(videos_path):
         video_cols.append("duration_ms")
     video_events = (
-        pl.scan_parquet(table_path(root, "video_events"))
+        scan("video_events")
         .filter(pl.col("event") != "impression")
         .select("ts", "user_id", "photo_id", "author_id", "event", "play_ms")
         .collect()

@@ -9,6 +9,7 @@ Layout of a checkpoint directory (``checkpoint_dir``)::
         emitted.parquet
         dead_letters.parquet
         rooms.parquet
+        users.parquet           only when the engine checks users
 
 A checkpoint is written into ``.tmp-ckpt-...`` and renamed to ``ckpt-...`` only when complete
 (``rename`` is atomic on one filesystem), so a crash while checkpointing leaves the previous one
@@ -136,6 +137,7 @@ def restore_engine(checkpoint_dir: str | Path) -> tuple[StreamEngine, int]:
         allowed_lateness_ms=int(config["allowed_lateness_ms"]),
         behaviours=dict(config["behaviours"]),
         window_ms=int(config["window_ms"]),
+        users=state.get("users"),  # type: ignore[arg-type]
     )
     engine.load_state_dict(state)
     log.info("restored %s engine from %s (source offset %d)", engine.mode, last.path, offset)

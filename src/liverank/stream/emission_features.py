@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from liverank.data.io import read_meta, table_path
+from liverank.data.dead_letters import RowScreen
+from liverank.data.io import read_meta, read_table
 from liverank.data.samples import (
     REQUIRED_COLUMNS,
     _live_history,
@@ -53,7 +54,12 @@ TIME_DEPENDENT: tuple[str, ...] = (
 
 
 def features_at_emission(
-    dataset_dir: str | Path, rows: pl.DataFrame, seq_len: int, *, chunk_rows: int = 200_000
+    dataset_dir: str | Path,
+    rows: pl.DataFrame,
+    seq_len: int,
+    *,
+    chunk_rows: int = 200_000,
+    screen: RowScreen | None = None,
 ) -> pl.DataFrame:
     """Recompute :data:`TIME_DEPENDENT` columns of ``rows`` at their ``emit_ts``.
 
@@ -63,16 +69,20 @@ def features_at_emission(
             ``live_id`` and the :data:`TIME_DEPENDENT` columns (their impression-time values).
         seq_len: the samples directory's sequence length.
         chunk_rows: rows per chunk (histories are read incrementally, as in the offline builder).
+        screen: the dataset's :class:`~liverank.data.dead_letters.RowScreen` (set-aside rows
+            are left out of the histories); built here when None.
 
     Returns:
         ``rows`` with the :data:`TIME_DEPENDENT` columns replaced, same order and dtypes.
     """
     root = Path(dataset_dir)
     meta = read_meta(root)
+    if screen is None:
+        screen = RowScreen.of(root)
     emit = rows["emit_ts"].to_numpy()
     if len(emit) > 1 and bool(np.any(np.diff(emit) < 0)):
         raise ValueError("features_at_emission needs rows sorted by emit_ts")
-    rooms = pl.read_parquet(table_path(root, "rooms"), columns=list(REQUIRED_COLUMNS["rooms"]))
+    rooms = read_table(root, "rooms", list(REQUIRED_COLUMNS["rooms"]))
     static = _static_tables(root, rooms)
     room_start = rows.select("live_id").join(
         rooms.select("live_id", "start_ts"), on="live_id", how="left", maintain_order="left"
@@ -89,8 +99,8 @@ def features_at_emission(
         q_user = chunk["user_id"].to_numpy()
         q_ts = chunk["emit_ts"].to_numpy()  # [Q]
         t_hi = int(q_ts.max()) + 1
-        live_hist = live_hist.concat(_live_history(root, t_lo, t_hi, static["room_category"]))
-        video_hist = video_hist.concat(_video_history(root, t_lo, t_hi, static["video_tag"]))
+        live_hist = live_hist.concat(_live_history(screen, t_lo, t_hi, static["room_category"]))
+        video_hist = video_hist.concat(_video_history(screen, t_lo, t_hi, static["video_tag"]))
         live = live_hist.last_n_before(q_user, q_ts, seq_len)
         video = video_hist.last_n_before(q_user, q_ts, seq_len)
         live_hist, video_hist = live_hist.keep_last(seq_len), video_hist.keep_last(seq_len)

@@ -3,10 +3,15 @@
 The input is one merged stream (:func:`merge_stream`) of ``live_impressions`` and
 ``live_events`` rows, pushed in chunks in (roughly) event-time order. The engine keeps
 
-* a **watermark** ``max event ts seen - allowed_lateness_ms``. A row that arrives with
-  ``ts < watermark`` is *late*: it goes to the dead-letter table with its reason (and is
-  counted), never silently dropped; so every row with ``ts < watermark`` that the engine will
-  ever use is already in its state;
+* a **screen** of every row on arrival: a row with a null key column, an unknown event name
+  (``kind`` not ``"impression"`` nor in ``schema.LIVE_EVENTS``), an unknown room (not in
+  ``rooms``) or, when the engine is given ``users``, an unknown user goes to the dead-letter table
+  with its reason (:mod:`liverank.data.dead_letters`) and is counted; with
+  ``unknown_events="error"`` an unknown event name raises instead;
+* a **watermark** ``max event ts seen - allowed_lateness_ms`` (over the rows that pass the
+  screen). A row that arrives with ``ts < watermark`` is *late*: it goes to the dead-letter
+  table with its reason (and is counted), never silently dropped; so every row with
+  ``ts < watermark`` that the engine will ever use is already in its state;
 * the open **visit state**: the impressions whose last emission is not yet due, and the events
   a visit rule can still look at: those at or after the watermark, and older ones of a
   (user, room) pair only from that pair's earliest open impression on (enter, exit and
@@ -35,6 +40,10 @@ from pathlib import Path
 
 import polars as pl
 
+from liverank.data import dead_letters as dl
+from liverank.data.io import read_table
+from liverank.data.schema import LIVE_EVENTS
+from liverank.data.validate import check_columns
 from liverank.data.visits import DEFAULT_BEHAVIOURS, reconstruct_visits, time_columns
 from liverank.errors import ConfigError, DataValidationError
 from liverank.stream.reporting import KEYS, WINDOW_MS, emit_rows, final_emit_ts
@@ -51,7 +60,12 @@ STREAM_SCHEMA: dict[str, pl.DataType] = {
     "request_id": pl.Int64(),
     "position": pl.Int64(),
 }
-DEAD_SCHEMA: dict[str, pl.DataType] = STREAM_SCHEMA | {"reason": pl.String()}
+#: dead-letter columns: the stream's, then ``photo_id, table, row, reason``
+#: (:data:`liverank.data.dead_letters.DEAD_SCHEMA`; ``table = "stream"``, ``row`` = the row's
+#: index in the engine's input, i.e. its source offset)
+DEAD_SCHEMA: dict[str, pl.DataType] = dl.DEAD_SCHEMA
+#: the ``kind`` values the engine knows
+KINDS: tuple[str, ...] = (IMPRESSION, *LIVE_EVENTS)
 _IDS = ("sample_id", "request_id", "position")
 _NEVER = 2**62  # a watermark past every event (flush)
 
@@ -80,6 +94,24 @@ def merge_stream(impressions: pl.DataFrame, live_events: pl.DataFrame) -> pl.Dat
     )
 
 
+def read_stream(data_dir: str | Path) -> pl.DataFrame:
+    """``merge_stream`` of a dataset directory's ``live_impressions`` and ``live_events``.
+
+    Raises :class:`DataValidationError` naming the file and column when a table is missing or
+    unreadable or lacks a column (or has it with a wrong dtype).
+    """
+    need = {
+        "live_impressions": ["ts", "user_id", "live_id", "request_id", "position"],
+        "live_events": ["ts", "user_id", "live_id", "event"],
+    }
+    for table, columns in need.items():
+        check_columns(data_dir, table, columns)
+    return merge_stream(
+        read_table(data_dir, "live_impressions", need["live_impressions"]),
+        read_table(data_dir, "live_events", need["live_events"]),
+    )
+
+
 @dataclass
 class EngineStats:
     """Counters of one engine run."""
@@ -89,6 +121,9 @@ class EngineStats:
     unknown_room: int = 0
     emitted: int = 0
     pushes: int = 0
+    unknown_user: int = 0
+    unknown_event: int = 0
+    null_field: int = 0
 
 
 class StreamEngine:
@@ -103,10 +138,17 @@ class StreamEngine:
         allowed_lateness_ms: int = 0,
         behaviours: Mapping[str, str] = DEFAULT_BEHAVIOURS,
         window_ms: int = WINDOW_MS,
+        users: pl.DataFrame | None = None,
+        unknown_events: str = "dead-letter",
     ) -> None:
+        """``users`` (a frame with ``user_id``): also dead-letter rows of users not in it;
+        ``unknown_events``: ``"dead-letter"`` or ``"error"`` (see the module doc)."""
         if allowed_lateness_ms < 0:
             raise ConfigError(f"allowed_lateness_ms must be >= 0, got {allowed_lateness_ms}")
         final_emit_ts(mode)  # validates the mode
+        dl.check_policy(unknown_events)
+        self.unknown_events = unknown_events
+        self.users = None if users is None else users.select(pl.col("user_id").cast(pl.Int64))
         self.rooms = rooms.select("live_id", "end_ts")
         self.long_view_ms = long_view_ms
         self.mode = mode
@@ -153,12 +195,16 @@ class StreamEngine:
                 column=missing[0],
             )
         chunk = chunk.select(list(STREAM_SCHEMA)).cast(STREAM_SCHEMA)
+        if self.unknown_events == "error":
+            self._raise_on_unknown_events(chunk)
+        first = self.stats.rows_in
         self.stats.pushes += 1
         self.stats.rows_in += len(chunk)
         if len(chunk) == 0:
             return self._emit(self.watermark)
-        chunk = self._reject_late(chunk)
-        chunk = self._reject_unknown_rooms(chunk)
+        chunk = chunk.with_columns(pl.int_range(first, first + len(chunk)).alias("_row"))
+        chunk = self._screen(chunk)
+        chunk = self._reject_late(chunk).drop("_row")
         is_imp = pl.col("kind") == IMPRESSION
         self._imps = pl.concat([self._imps, chunk.filter(is_imp)])
         self._events = pl.concat([self._events, chunk.filter(~is_imp)])
@@ -186,7 +232,7 @@ class StreamEngine:
             "events": self._events,
             "emitted": self._emitted,
             "dead_letters": self.dead_letters,
-        }
+        } | ({} if self.users is None else {"users": self.users})
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
         """Continue from ``state`` (from :meth:`state_dict`); the configuration must match."""
@@ -207,8 +253,15 @@ class StreamEngine:
         self._imps = frames["impressions"].select(list(STREAM_SCHEMA)).cast(STREAM_SCHEMA)
         self._events = frames["events"].select(list(STREAM_SCHEMA)).cast(STREAM_SCHEMA)
         self._emitted = frames["emitted"].select(_IDS).cast(dict.fromkeys(_IDS, pl.Int64()))
-        dead = frames["dead_letters"].select(list(DEAD_SCHEMA)).cast(DEAD_SCHEMA)
+        saved = frames["dead_letters"]  # checkpoints from before photo_id / table / row lack them
+        dead = saved.select(
+            (pl.col(c) if c in saved.columns else pl.lit(None)).cast(t).alias(c)
+            for c, t in DEAD_SCHEMA.items()
+        )
         self._dead = [dead] if len(dead) else []
+        users = state.get("users")
+        if isinstance(users, pl.DataFrame):
+            self.users = users.select(pl.col("user_id").cast(pl.Int64))
         max_ts = state["max_ts"]
         self._max_ts = None if max_ts is None else int(max_ts)  # type: ignore[call-overload]
         self.stats = EngineStats(**dict(state["stats"]))  # type: ignore[call-overload]
@@ -220,8 +273,70 @@ class StreamEngine:
         return out
 
     # ------------------------------------------------------------------------------ steps
+    def _dead_letter(self, rows: pl.DataFrame, reason: pl.Expr) -> None:
+        """Keep ``rows`` (stream columns and ``_row``) in the dead-letter table with ``reason``."""
+        self._dead.append(
+            rows.select(
+                *STREAM_SCHEMA,
+                pl.lit(None, pl.Int64).alias("photo_id"),
+                pl.lit("stream").alias("table"),
+                pl.col("_row").cast(pl.Int64).alias("row"),
+                reason.alias("reason"),
+            )
+        )
+
+    def _raise_on_unknown_events(self, chunk: pl.DataFrame) -> None:
+        bad = chunk.with_row_index("_i").filter(
+            pl.col("kind").is_not_null() & ~pl.col("kind").is_in(KINDS)
+        )
+        if len(bad):
+            rows = (bad["_i"].head(5) + self.stats.rows_in).to_list()
+            raise dl.unknown_event_error("stream", "kind", bad["kind"], KINDS, rows)
+
+    def _screen(self, chunk: pl.DataFrame) -> pl.DataFrame:
+        """Dead-letter rows with null keys, unknown event names, rooms or users (module doc)."""
+        is_imp = pl.col("kind") == IMPRESSION
+        nulls = [
+            (pl.col(c).is_null() & (is_imp if c in ("request_id", "position") else True), c)
+            for c in STREAM_SCHEMA
+        ]
+        rules = [(cond, f"null {c}") for cond, c in nulls]
+        rules.append((~pl.col("kind").is_in(KINDS), dl.UNKNOWN_EVENT))
+        if self.users is not None:
+            rules.append(
+                (~pl.col("user_id").is_in(self.users["user_id"].implode()), dl.UNKNOWN_USER)
+            )
+        rules.append((~pl.col("live_id").is_in(self.rooms["live_id"].implode()), dl.UNKNOWN_ROOM))
+        reason = pl.when(rules[0][0]).then(pl.lit(rules[0][1]))
+        for cond, why in rules[1:]:
+            reason = reason.when(cond).then(pl.lit(why))
+        flagged = chunk.with_columns(reason.otherwise(pl.lit(None, pl.String)).alias("_why"))
+        bad = flagged.filter(pl.col("_why").is_not_null())
+        if not len(bad):
+            return chunk
+        counts = bad["_why"].value_counts()
+        for why, n in counts.iter_rows():
+            if why.startswith("null "):
+                self.stats.null_field += n
+            else:
+                field = {
+                    dl.UNKNOWN_EVENT: "unknown_event",
+                    dl.UNKNOWN_USER: "unknown_user",
+                    dl.UNKNOWN_ROOM: "unknown_room",
+                }[why]
+                setattr(self.stats, field, getattr(self.stats, field) + n)
+        self._dead_letter(bad, pl.col("_why"))
+        log.warning(
+            "stream engine: %d row(s) set aside to the dead-letter table: %s",
+            len(bad),
+            dict(counts.iter_rows()),
+        )
+        return flagged.filter(pl.col("_why").is_null()).drop("_why")
+
     def _reject_late(self, chunk: pl.DataFrame) -> pl.DataFrame:
         # the watermark each row meets on arrival: max ts before it (this chunk and earlier)
+        if not len(chunk):
+            return chunk
         prior = pl.lit(self._max_ts if self._max_ts is not None else -_NEVER, pl.Int64)
         seen = pl.max_horizontal(pl.col("ts").cum_max().shift(1), prior)
         wm = seen - self.lateness
@@ -232,27 +347,10 @@ class StreamEngine:
         self._max_ts = top if self._max_ts is None else max(top, self._max_ts)
         if len(late):
             self.stats.late += len(late)
-            self._dead.append(
-                late.select(
-                    *STREAM_SCHEMA,
-                    pl.concat_str(
-                        pl.lit("late: ts < watermark "), pl.col("_wm").cast(pl.String)
-                    ).alias("reason"),
-                )
-            )
+            why = pl.concat_str(pl.lit("late: ts < watermark "), pl.col("_wm").cast(pl.String))
+            self._dead_letter(late, why)
             log.warning("stream engine: %d late rows to the dead-letter table", len(late))
         return flagged.filter(~is_late).drop("_wm")
-
-    def _reject_unknown_rooms(self, chunk: pl.DataFrame) -> pl.DataFrame:
-        known = pl.col("live_id").is_in(self.rooms["live_id"].implode())
-        bad = chunk.filter(~known & (pl.col("kind") == IMPRESSION))
-        if len(bad):
-            self.stats.unknown_room += len(bad)
-            self._dead.append(
-                bad.with_columns(pl.lit("unknown room (not in rooms table)").alias("reason"))
-            )
-            log.warning("stream engine: %d impressions of unknown rooms dead-lettered", len(bad))
-        return chunk.filter(known | (pl.col("kind") != IMPRESSION))
 
     def _emit(self, watermark: int | None) -> pl.DataFrame:
         if watermark is None:

@@ -43,9 +43,8 @@ from pathlib import Path
 
 import polars as pl
 
-from liverank.data.io import read_table
 from liverank.errors import ConfigError, DataValidationError
-from liverank.stream.engine import STREAM_SCHEMA, merge_stream
+from liverank.stream.engine import STREAM_SCHEMA, read_stream
 from liverank.stream.sources import DEFAULT_CHUNK_ROWS, StreamSink, StreamSource
 from liverank.stream.sources import validate_stream_frame as _validate
 
@@ -166,9 +165,7 @@ def produce_dataset(
     if any(producer.offsets):
         log.info("%s already holds %d rows; not producing again", stream_key, sum(producer.offsets))
         return 0
-    stream = merge_stream(
-        read_table(data_dir, "live_impressions"), read_table(data_dir, "live_events")
-    )
+    stream = read_stream(data_dir)
     n = producer.produce(stream)
     producer.end()
     log.info("produced %d rows into %d shard(s) of %s", n, shards, stream_key)

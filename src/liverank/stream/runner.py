@@ -9,7 +9,9 @@ source.commit(offset)``. So a checkpoint never refers to rows the sink has not s
 source forgets (Redis: acks) input only once it is covered by a checkpoint; a crash at any
 point is recovered by :func:`liverank.stream.checkpoint.restore_engine` + ``source.seek``
 (the restart guarantee, see ``stream.checkpoint``). At the end of the source the engine is
-flushed (every remaining row is emitted); dead letters go to a Parquet file.
+flushed (every remaining row is emitted); dead letters (late rows, and rows with a null key, an
+unknown event name, room or user: :mod:`liverank.stream.engine`) go to a Parquet file and are
+counted by reason in the run's stats.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from liverank.data.io import read_meta, read_table
+from liverank.data import dead_letters as dl
+from liverank.data.io import has_table, read_meta, read_table, table_path
+from liverank.data.schema import LIVE_EVENTS
+from liverank.data.validate import check_columns
 from liverank.errors import ConfigError
 from liverank.stream.checkpoint import latest_checkpoint, restore_engine, save_checkpoint
 from liverank.stream.engine import StreamEngine
@@ -36,7 +41,7 @@ from liverank.stream.sources import (
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTERS_FILE = "dead_letters.parquet"
+DEAD_LETTERS_FILE = dl.DEAD_LETTERS_FILE
 STATS_FILE = "stream_stats.json"
 SAMPLES_DIR = "samples"
 
@@ -54,6 +59,9 @@ class StreamRunStats:
     checkpoints: int = 0
     late: int = 0
     unknown_room: int = 0
+    unknown_user: int = 0
+    unknown_event: int = 0
+    null_field: int = 0
     finished: bool = False
     seconds: float = 0.0
 
@@ -88,7 +96,8 @@ def run_stream(
     if checkpoint_every_rows < 1:
         raise ConfigError(f"checkpoint_every_rows must be >= 1, got {checkpoint_every_rows}")
     stats = StreamRunStats(engine.mode, source.offset, source.offset)
-    late0, unknown0 = engine.stats.late, engine.stats.unknown_room
+    counted = ("late", "unknown_room", "unknown_user", "unknown_event", "null_field")
+    before = {k: getattr(engine.stats, k) for k in counted}
     start, since = time.perf_counter(), 0
     bar = tqdm(
         total=source.total_rows,
@@ -134,8 +143,8 @@ def run_stream(
             stats.finished = True
         commit()
     stats.end_offset = source.offset
-    stats.late = engine.stats.late - late0
-    stats.unknown_room = engine.stats.unknown_room - unknown0
+    for k in counted:
+        setattr(stats, k, getattr(engine.stats, k) - before[k])
     stats.seconds = time.perf_counter() - start
     if dead_letters_path is not None:
         engine.write_dead_letters(dead_letters_path)
@@ -167,6 +176,7 @@ def stream_main(
     progress: bool = True,
     store: str | None = None,
     store_seq_len: int = 55,
+    unknown_events: str = "dead-letter",
 ) -> StreamRunStats:
     """``liverank stream``: run the engine of ``mode`` live and write its rows to ``out``.
 
@@ -179,7 +189,11 @@ def stream_main(
     ``stream_stats.json``. ``resume`` continues from the newest checkpoint in ``checkpoint``.
     ``store`` (``redis://host:port/DB/PREFIX``) also keeps that online feature store up to date
     (:mod:`liverank.serve.store_feed`, ``store_seq_len`` behaviours per user and domain).
+    Rows of unknown users (not in ``data``'s users table), rooms or event names are
+    dead-lettered; ``unknown_events="error"`` makes an unknown event name an error instead
+    (checked on the whole ``live_events`` table first with a Parquet source).
     """
+    dl.check_policy(unknown_events)
     out_dir = Path(out)
     client = None
     if source == "redis" or sink == "redis":
@@ -187,7 +201,10 @@ def stream_main(
 
         client = connect(redis_url)
     engine = _engine(data, checkpoint, resume, mode=mode, lateness_ms=lateness_ms)
+    engine.unknown_events = unknown_events
     src = _source(data, source, client, chunk_rows, stream_key, group, consumer, shard)
+    if source == "parquet" and unknown_events == "error":  # name the file, not a chunk
+        dl.check_event_names(table_path(data, "live_events"), "event", LIVE_EVENTS)
     if produce:
         from liverank.stream.redis_streams import produce_dataset
 
@@ -246,8 +263,18 @@ def _engine(
         return engine
     if checkpoint is not None and latest_checkpoint(checkpoint) is not None:
         raise ConfigError(f"{checkpoint} already holds checkpoints: pass --resume or a new dir")
-    rooms = read_table(data, "rooms")
-    return StreamEngine(rooms, read_meta(data).long_view_ms, mode, allowed_lateness_ms=lateness_ms)
+    meta = read_meta(data)
+    check_columns(data, "rooms", ["live_id", "end_ts"])
+    rooms = read_table(data, "rooms", ["live_id", "end_ts"])
+    users = None
+    if has_table(data, "users"):
+        check_columns(data, "users", ["user_id"])
+        users = read_table(data, "users", ["user_id"])
+    else:
+        log.warning("%s has no users table: rows of unknown users are not checked", data)
+    return StreamEngine(
+        rooms, meta.long_view_ms, mode, allowed_lateness_ms=lateness_ms, users=users
+    )
 
 
 def _source(

@@ -17,6 +17,11 @@ Ordering. Rows are sorted by ``emit_ts`` (then ``request_id, position, part``): 
 emission order. ``day`` / ``hour`` are computed from ``emit_ts`` (not from the impression ``ts``)
 so that day splits of the loader cut the stream where a streaming trainer would.
 
+Rows set aside. The rows that the offline builder sets aside (null key column, unknown event
+name, unknown user / room / video: :mod:`liverank.data.dead_letters`) are left out of the
+emitted rows too, counted in ``stats.json`` (``set_aside``) and written to
+``dead_letters.parquet`` of ``out_dir``.
+
 ``stay_ms`` is the visit's final stay (as in the offline samples) on every row; it is a
 regression target, known only once the visit has ended - use it only on rows emitted at or
 after the exit (e.g. ``exit`` mode), never as a feature.
@@ -36,8 +41,9 @@ from pathlib import Path
 import polars as pl
 from tqdm.auto import tqdm
 
-from liverank.data.io import read_meta, table_path
-from liverank.data.samples import SHARD_PATTERN, STATS_FILE, build_samples
+from liverank.data.dead_letters import DEAD_LETTERS_FILE, RowScreen
+from liverank.data.io import read_meta, read_table, table_path
+from liverank.data.samples import SHARD_PATTERN, STATS_FILE, build_samples, day_summary
 from liverank.data.visits import DEFAULT_BEHAVIOURS, reconstruct_visits
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features import encoders as enc
@@ -74,6 +80,14 @@ class StreamSampleStats:
     features: str = "impression"
     order: str = "emit_ts, request_id, position, part"
     files: list[str] = field(default_factory=list)
+    #: per day of ``emit_ts``: ``rows``, positives and ``reported_<task>`` of each task
+    by_day: list[dict[str, int]] = field(default_factory=list)
+    #: rows read per screened table (impressions, live and video events)
+    rows_read: dict[str, int] = field(default_factory=dict)
+    #: rows set aside ``{table: {reason: rows}}``, written to ``dead_letters``
+    set_aside: dict[str, dict[str, int]] = field(default_factory=dict)
+    dead_letters: str = DEAD_LETTERS_FILE
+    unknown_events: str = "dead-letter"
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2))
@@ -89,6 +103,7 @@ def build_stream_samples(
     shard_rows: int = 200_000,
     long_len: int = 0,
     features: str = "impression",
+    unknown_events: str = "dead-letter",
 ) -> StreamSampleStats:
     """Build the samples directory ``out_dir`` of reporting ``mode`` from ``dataset_dir``.
 
@@ -105,6 +120,8 @@ def build_stream_samples(
         features: ``"impression"`` (default): features as of the impression ``ts``;
             ``"emission"``: the time-dependent columns recomputed at ``emit_ts``
             (:mod:`liverank.stream.emission_features`; read its leakage caveat first).
+        unknown_events: ``"dead-letter"`` (default) sets rows with an unknown event name aside;
+            ``"error"`` raises :class:`DataValidationError` naming them.
 
     Returns:
         The :class:`StreamSampleStats` also written to ``stats.json``.
@@ -120,14 +137,24 @@ def build_stream_samples(
     meta = read_meta(root)
     out.mkdir(parents=True, exist_ok=True)
 
+    screen = RowScreen.of(root, unknown_events)
     with tempfile.TemporaryDirectory(dir=out, prefix=".offline-") as tmp:
-        build_samples(root, tmp, seq_len=seq_len, progress=progress, long_len=long_len)
+        build_samples(
+            root,
+            tmp,
+            seq_len=seq_len,
+            progress=progress,
+            long_len=long_len,
+            unknown_events=unknown_events,
+            screen=screen,
+        )
         offline = pl.read_parquet(Path(tmp) / "part-*.parquet")
         fmap = FeatureMap.load(Path(tmp) / "feature_map.json")
         shutil.rmtree(out / lh.STORE_DIR, ignore_errors=True)
         if long_len > 0:  # same store: the index columns point into it
             shutil.move(Path(tmp) / lh.STORE_DIR, out / lh.STORE_DIR)
-    rows = _emitted(root, mode, meta.long_view_ms)
+        shutil.move(Path(tmp) / DEAD_LETTERS_FILE, out / DEAD_LETTERS_FILE)
+    rows = _emitted(screen, mode, meta.long_view_ms)
 
     feature_cols = offline.drop(*_LABELS, "day", "hour").rename({"sample_id": "_key"})
     joined = rows.join(feature_cols, on="_key", how="inner", maintain_order="left")
@@ -142,7 +169,7 @@ def build_stream_samples(
     )
     frame = joined.select(*offline.columns, *STREAM_COLUMNS)  # [R, C]
     if features == "emission":
-        frame = features_at_emission(root, frame, seq_len)
+        frame = features_at_emission(root, frame, seq_len, screen=screen)
 
     for p in [*out.glob("part-*.parquet"), out / STATS_FILE]:
         p.unlink(missing_ok=True)
@@ -168,24 +195,31 @@ def build_stream_samples(
         dataset=meta.name,
         features=features,
         files=files,
+        by_day=day_summary(frame),
+        rows_read=dict(screen.read),
+        set_aside=screen.set_aside,
+        unknown_events=unknown_events,
     )
     stats.save(out / STATS_FILE)
     log.info("built %d %s samples in %d shard(s) at %s", len(frame), mode, n_shards, out)
     return stats
 
 
-def _emitted(root: Path, mode: str, long_view_ms: int) -> pl.DataFrame:
+def _emitted(screen: RowScreen, mode: str, long_view_ms: int) -> pl.DataFrame:
     """``emit_rows`` of ``mode`` plus ``_key`` = the offline sample id of the impression."""
-    impressions = pl.read_parquet(table_path(root, "live_impressions")).select(
-        "request_id", "position", "ts", "user_id", "live_id"
+    root = screen.root
+    impressions = (
+        screen.scan("live_impressions")
+        .select("request_id", "position", "ts", "user_id", "live_id")
+        .collect()
     )
     events = (
-        pl.scan_parquet(table_path(root, "live_events"))
+        screen.scan("live_events")
         .filter(pl.col("event").is_in(list(_VISIT_EVENTS)))
         .select("ts", "user_id", "live_id", "event")
         .collect()
     )
-    rooms = pl.read_parquet(table_path(root, "rooms"), columns=["live_id", "end_ts"])
+    rooms = read_table(root, "rooms", ["live_id", "end_ts"])
     visits = reconstruct_visits(impressions, events, rooms, long_view_ms)
     rows = emit_rows(visits, mode)  # [R] sorted by emit_ts, request_id, position, part
     key = stable_id(rows["request_id"].to_numpy(), rows["position"].to_numpy())  # [R]

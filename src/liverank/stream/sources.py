@@ -35,9 +35,8 @@ from pathlib import Path
 
 import polars as pl
 
-from liverank.data.io import read_table
 from liverank.errors import ConfigError, DataValidationError
-from liverank.stream.engine import STREAM_SCHEMA, merge_stream
+from liverank.stream.engine import STREAM_SCHEMA, read_stream
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +131,7 @@ class ParquetReplaySource(FrameReplaySource):
 
     def __init__(self, data_dir: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
         self.data_dir = Path(data_dir)
-        stream = merge_stream(
-            read_table(data_dir, "live_impressions"), read_table(data_dir, "live_events")
-        )
+        stream = read_stream(data_dir)
         log.info("replaying %d stream rows of %s", len(stream), data_dir)
         super().__init__(stream, chunk_rows)
 
