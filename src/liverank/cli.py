@@ -1,7 +1,7 @@
 """``liverank <command>``: the command-line entry point.
 
-Every :class:`~liverank.errors.LiverankError` becomes a one-line message on stderr and exit
-code 2; anything else is a bug and keeps its traceback.
+Every :class:`~liverank.errors.LiverankError` and every bad argument becomes a one-line message
+on stderr and exit code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from liverank import __version__
+from liverank.cli_args import (
+    OneLineParser,
+    add_unknown_events,
+    non_negative_int,
+    one_line,
+    positive_int,
+)
 from liverank.cli_serve import add_serve
 from liverank.cli_stream import add_stream, add_train_stream
 from liverank.data.sim.config import SWITCHES
@@ -35,7 +42,7 @@ console = Console(stderr=True)
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="generate a simulated live-streaming platform dataset")
     p.add_argument("--size", choices=["tiny", "small", "medium", "large"], default="small")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     p.add_argument(
         "--off",
@@ -51,6 +58,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from liverank.data.sim import SimConfig, simulate
 
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is an existing file; give a dataset directory")
     overrides = {name: False for name in args.off}
     cfg = SimConfig.preset(args.size, seed=args.seed, **overrides)
     start = time.perf_counter()
@@ -90,7 +99,7 @@ def _add_build_samples(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build-samples", help="build training samples (one per live impression)")
     p.add_argument("--data", type=Path, required=True, help="canonical dataset directory")
     p.add_argument("--out", type=Path, required=True, help="samples directory to write")
-    p.add_argument("--seq-len", type=int, default=50)
+    p.add_argument("--seq-len", type=positive_int, default=50)
     p.add_argument(
         "--mode",
         choices=["offline", "exit", "fast_slow", "moment"],
@@ -99,7 +108,7 @@ def _add_build_samples(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--long-len",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="also write the long-history store; batches carry the last K items per domain",
     )
@@ -110,10 +119,15 @@ def _add_build_samples(sub: argparse._SubParsersAction) -> None:
         help="stream modes: features as of the impression (default) or as of emission "
         "(leaks the reported behaviours into the features; see docs/streaming.md)",
     )
+    add_unknown_events(p)
     p.set_defaults(func=cmd_build_samples)
 
 
 def cmd_build_samples(args: argparse.Namespace) -> int:
+    from liverank.data.samples_summary import print_samples_summary
+
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is an existing file; give a samples directory")
     if args.mode != "offline":
         from liverank.stream.samples import build_stream_samples
 
@@ -124,15 +138,21 @@ def cmd_build_samples(args: argparse.Namespace) -> int:
             seq_len=args.seq_len,
             long_len=args.long_len,
             features=args.features,
+            unknown_events=args.unknown_events,
         )
-        console.print(stats)
-        return 0
-    from liverank.data.samples import build_samples
+    else:
+        from liverank.data.samples import build_samples
 
-    if args.features != "impression":
-        raise ConfigError("--features emission applies to the stream modes only")
-    stats = build_samples(args.data, args.out, seq_len=args.seq_len, long_len=args.long_len)
-    console.print(stats)
+        if args.features != "impression":
+            raise ConfigError("--features emission applies to the stream modes only")
+        stats = build_samples(
+            args.data,
+            args.out,
+            seq_len=args.seq_len,
+            long_len=args.long_len,
+            unknown_events=args.unknown_events,
+        )
+    print_samples_summary(stats, args.out)
     return 0
 
 
@@ -142,8 +162,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=Path, help="override data.samples")
     p.add_argument("--out", type=Path, help="override the run directory")
     p.add_argument("--registry", type=Path, help="publish the best checkpoint to this registry")
-    p.add_argument("--epochs", type=int, help="override train.epochs")
-    p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--epochs", type=positive_int, help="override train.epochs")
+    p.add_argument("--seed", type=non_negative_int, help="override train.seed")
     p.set_defaults(func=cmd_train)
 
 
@@ -180,7 +200,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="a checkpoint file or a registry version directory",
     )
     p.add_argument("--samples", type=Path, required=True)
-    p.add_argument("--test-days", type=int, default=1)
+    p.add_argument("--test-days", type=positive_int, default=1)
     p.add_argument("--out", type=Path, help="write metrics.json and predictions.parquet here")
     p.add_argument(
         "--slice",
@@ -209,23 +229,31 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("demo_out"))
     p.add_argument("--size", choices=["tiny", "small", "medium"], default="small")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--models", default="mlp,ple", help="comma-separated zoo names")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None)
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from liverank.demo import run_demo
+    from liverank.models.zoo import list_configs
 
-    run_demo(
-        args.out, size=args.size, seed=args.seed, models=args.models.split(","), epochs=args.epochs
-    )
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in list_configs()]
+    if unknown or not models:
+        raise ConfigError(
+            f"--models: unknown model(s) {unknown or [args.models]}; known: "
+            f"{', '.join(list_configs())}"
+        )
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is an existing file; give a directory")
+    run_demo(args.out, size=args.size, seed=args.seed, models=models, epochs=args.epochs)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="liverank", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="liverank", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"liverank {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -256,7 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LiverankError as exc:
         # escape: a message may hold brackets (e.g. "liverank[serve]") that rich would read as
         # markup; soft_wrap: one line however narrow the terminal
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        # (one_line: polars and pydantic messages may hold newlines)
+        text = escape(one_line(exc))
+        console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted")

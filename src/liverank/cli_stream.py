@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from liverank.cli_args import add_unknown_events, non_negative_int, positive_int
 from liverank.stream.reporting import MODES
 
 
@@ -33,30 +34,33 @@ def add_stream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stream-key", default="liverank:stream", help="input streams KEY:<shard>")
     p.add_argument("--group", default="liverank", help="Redis consumer group")
     p.add_argument("--consumer", default="worker-0", help="Redis consumer name")
-    p.add_argument("--shard", type=int, default=0, help="input shard this worker consumes")
-    p.add_argument("--shards", type=int, default=1, help="shards written by --produce")
+    p.add_argument(
+        "--shard", type=non_negative_int, default=0, help="input shard this worker consumes"
+    )
+    p.add_argument("--shards", type=positive_int, default=1, help="shards written by --produce")
     p.add_argument("--produce", action="store_true", help="first write --data into Redis")
     p.add_argument("--sink", choices=["parquet", "redis"], default="parquet")
     p.add_argument("--out-key", default=None, help="Redis output stream (--sink redis)")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint directory")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--lateness-ms", type=int, default=30_000)
-    p.add_argument("--chunk-rows", type=int, default=10_000)
-    p.add_argument("--checkpoint-every-rows", type=int, default=100_000)
+    p.add_argument("--lateness-ms", type=non_negative_int, default=30_000)
+    p.add_argument("--chunk-rows", type=positive_int, default=10_000)
+    p.add_argument("--checkpoint-every-rows", type=positive_int, default=100_000)
     p.add_argument(
         "--store",
         default=None,
         help="also keep this Redis feature store up to date: redis://host:port/DB/PREFIX",
     )
     p.add_argument(
-        "--store-seq-len", type=int, default=55, help="behaviours kept per user and domain"
+        "--store-seq-len", type=positive_int, default=55, help="behaviours kept per user and domain"
     )
-    p.add_argument("--max-rows", type=int, default=None, help="stop early (no flush)")
+    p.add_argument("--max-rows", type=positive_int, default=None, help="stop early (no flush)")
+    add_unknown_events(p)
     p.set_defaults(func=cmd_stream)
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from liverank.stream.runner import stream_main
+    from liverank.stream.runner import DEAD_LETTERS_FILE, stream_main
 
     stats = stream_main(
         args.data,
@@ -80,8 +84,23 @@ def cmd_stream(args: argparse.Namespace) -> int:
         max_rows=args.max_rows,
         store=args.store,
         store_seq_len=args.store_seq_len,
+        unknown_events=args.unknown_events,
     )
     _print_stats(f"liverank stream ({args.mode})", stats.to_dict())
+    reasons = {
+        "late": stats.late,
+        "unknown event name": stats.unknown_event,
+        "unknown user": stats.unknown_user,
+        "unknown room": stats.unknown_room,
+        "null key column": stats.null_field,
+    }
+    counted = ", ".join(f"{why} {n:,}" for why, n in reasons.items() if n)
+    set_aside = f"{sum(reasons.values()):,} row(s) set aside ({counted})" if counted else "none"
+    Console().print(
+        f"rows set aside: {set_aside}; dead letters in {args.out / DEAD_LETTERS_FILE}",
+        highlight=False,
+        soft_wrap=True,
+    )
     return 0
 
 
@@ -100,12 +119,16 @@ def add_train_stream(sub: argparse._SubParsersAction) -> None:
         help="evaluation stream: an exit or offline samples dir (default: folded from --samples)",
     )
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--checkpoint-every-min", type=int, default=10, help="event-time minutes")
+    p.add_argument(
+        "--checkpoint-every-min", type=positive_int, default=10, help="event-time minutes"
+    )
     p.add_argument("--registry", type=Path, default=None, help="publish checkpoints here")
-    p.add_argument("--slice-sec", type=int, default=60, help="event-time slice length")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--warmup-hours", type=int, default=24, help="hours left out of the metrics")
+    p.add_argument("--slice-sec", type=positive_int, default=60, help="event-time slice length")
+    p.add_argument("--batch-size", type=positive_int, default=1024)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument(
+        "--warmup-hours", type=non_negative_int, default=24, help="hours left out of the metrics"
+    )
     p.set_defaults(func=cmd_train_stream)
 
 

@@ -1,0 +1,140 @@
+"""Every ``liverank`` command on bad input: exit code 2, one line naming the problem, no traceback.
+
+Each case runs the real command line in a subprocess (``python -m liverank.cli``) on tiny data
+made once per session: a simulated ``tiny`` dataset and broken copies of it (a truncated Parquet
+file, a wrong dtype, a missing column, renamed events). ``test_every_command_has_a_case`` keeps
+the list complete when a command is added.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from liverank.cli import build_parser
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """``tiny`` (a valid dataset) and its broken copies, a few small files, and ``enters``: the
+    number of enter events (renamed in ``renamed``)."""
+    from liverank.data.sim import SimConfig, simulate
+
+    root = tmp_path_factory.mktemp("cli_bad_input")
+    tiny = root / "tiny"
+    simulate(SimConfig.preset("tiny", seed=0), tiny, progress=False)
+
+    def broken(name: str, table: str, change) -> Path:
+        copy = root / name
+        shutil.copytree(tiny, copy)
+        change(copy / f"{table}.parquet")
+        return copy
+
+    def truncate(path: Path) -> None:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    def rewrite(fn):
+        return lambda path: fn(pl.read_parquet(path)).write_parquet(path)
+
+    renamed = pl.when(pl.col("event") == "enter").then(pl.lit("Enter")).otherwise("event")
+    config = root / "config.yaml"
+    config.write_text(f"name: bad\ndata:\n  samples: {root / 'no_samples'}\n")
+    a_file = root / "a_file.txt"
+    a_file.write_text("not a directory\n")
+    return {
+        "tiny": tiny,
+        "truncated": broken("truncated", "live_events", truncate),
+        "dtype": broken(
+            "dtype", "live_events", rewrite(lambda d: d.with_columns(pl.col("user_id").cast(str)))
+        ),
+        "no_event": broken("no_event", "live_events", rewrite(lambda d: d.drop("event"))),
+        "renamed": broken(
+            "renamed", "live_events", rewrite(lambda d: d.with_columns(renamed.alias("event")))
+        ),
+        "config": config,
+        "file": a_file,
+        "root": root,
+        "enters": pl.read_parquet(tiny / "live_events.parquet")["event"].eq("enter").sum(),
+    }
+
+
+#: (command line with {placeholders} from the ``data`` fixture, text the error line must hold)
+CASES: list[tuple[str, str]] = [
+    ("simulate --size tiny --seed -1 --out {root}/s1", "--seed: must be >= 0, got -1"),
+    ("simulate --size tiny --out {file}", "is an existing file"),
+    ("validate {root}/missing", "no meta.json"),
+    ("validate {truncated}", "live_events.parquet: cannot read Parquet file"),
+    ("build-samples --data {root}/missing --out {root}/b0", "no meta.json"),
+    ("build-samples --data {tiny} --out {root}/b1 --seq-len 0", "--seq-len: must be >= 1, got 0"),
+    ("build-samples --data {tiny} --out {root}/b2 --long-len -1", "--long-len: must be >= 0"),
+    ("build-samples --data {tiny} --out {root}/b3 --seq-len x", "expected an integer, got 'x'"),
+    ("build-samples --data {truncated} --out {root}/b4", "live_events.parquet: cannot read"),
+    ("build-samples --data {dtype} --out {root}/b5", "column 'user_id': wrong dtype"),
+    ("build-samples --data {dtype} --out {root}/b6 --mode exit", "column 'user_id': wrong dtype"),
+    ("build-samples --data {no_event} --out {root}/b7", "column 'event': required column is"),
+    (
+        "build-samples --data {renamed} --out {root}/b8 --unknown-events error",
+        "live_events.parquet: column 'event': {enters:,} row(s) have unknown event names: "
+        "'Enter' x {enters:,}",
+    ),
+    ("build-samples --data {tiny} --out {file}", "is an existing file"),
+    ("train --config {root}/missing.yaml", "config file not found"),
+    ("train --config {config}", "no_samples"),
+    ("train --config {config} --epochs 0", "--epochs: must be >= 1, got 0"),
+    ("evaluate --model {root}/missing.pt --samples {tiny}", "no such model checkpoint"),
+    ("evaluate --model {root}/m.pt --samples {tiny} --test-days 0", "--test-days: must be >= 1"),
+    ("demo --models mlp,nosuch --out {root}/d1", "unknown model(s) ['nosuch']"),
+    ("demo --epochs 0 --out {root}/d2", "--epochs: must be >= 1, got 0"),
+    ("stream --data {root}/missing --out {root}/t1", "no meta.json"),
+    ("stream --data {no_event} --out {root}/t2", "column 'event': required column is missing"),
+    ("stream --data {truncated} --out {root}/t3", "live_events.parquet: cannot read Parquet"),
+    ("stream --data {tiny} --out {root}/t4 --chunk-rows 0", "--chunk-rows: must be >= 1"),
+    (
+        "stream --data {renamed} --out {root}/t6 --unknown-events error",
+        "column 'event': {enters:,} row(s) have unknown event names",
+    ),
+    ("train-stream --samples {root}/missing --mode moment --out {root}/r1", "no sample shards"),
+    ("train-stream --samples {tiny} --mode moment --out {root}/r2 --batch-size 0", "--batch-size"),
+    ("serve --registry {root}/missing", "the following arguments are required: --data"),
+    ("serve --registry {root}/missing --data {tiny} --torch-threads 0", "--torch-threads"),
+    ("serve --registry {root}/missing --data {tiny}", "registry {root}/missing"),
+    ("no-such-command", "invalid choice: 'no-such-command'"),
+]
+
+
+def _run(command: str, data: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    args = command.format(**data).split()
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "COLUMNS": "80"}
+    return subprocess.run(
+        [sys.executable, "-m", "liverank.cli", *args],
+        cwd=data["root"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(("command", "names"), CASES, ids=[c for c, _ in CASES])
+def test_bad_input_exits_2_with_one_line(command: str, names: str, data) -> None:
+    done = _run(command, data)
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output, output
+    assert done.returncode == 2, output
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, done.stderr  # one line: not wrapped, no usage block
+    assert names.format(**data) in errors[0], errors[0]
+    assert done.stderr.rstrip().endswith(errors[0].rstrip()), "the error is the last line"
+
+
+def test_every_command_has_a_case() -> None:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    commands = set(sub.choices)
+    covered = {c.split()[0] for c, _ in CASES}
+    assert commands <= covered, f"add a bad-input case for {sorted(commands - covered)}"
