@@ -30,7 +30,20 @@ EFFECTIVE_VIEW_MS = 3_000
 #: Default watch time that makes a long view (lvtr); datasets may override it in meta.json.
 DEFAULT_LONG_VIEW_MS = 60_000
 
-LIVE_EVENTS = ("enter", "exit", "like", "comment", "gift", "follow", "cart_click", "buy")
+#: live behaviours; new events are appended (a code is 1 + the index, so codes never move).
+#: ``bag_open`` / ``product_click``: the goods bag opened, a product in it clicked (eLiveRec)
+LIVE_EVENTS = (
+    "enter",
+    "exit",
+    "like",
+    "comment",
+    "gift",
+    "follow",
+    "cart_click",
+    "buy",
+    "bag_open",
+    "product_click",
+)
 VIDEO_EVENTS = ("impression", "play", "like", "comment", "follow", "share")
 PRODUCT_EVENTS = ("click", "cart", "buy")
 AUTHOR_TYPES = ("talent_show", "shopping", "chat", "game")
@@ -149,10 +162,15 @@ TABLES: dict[str, Table] = {
                 Column("live_id", I64, "room"),
                 Column("author_id", I64, "room's author"),
                 Column(
-                    "event", STR, "enter | exit | like | comment | gift | follow | cart_click | buy"
+                    "event",
+                    STR,
+                    "enter | exit | like | comment | gift | follow | cart_click | buy | bag_open "
+                    "| product_click",
                 ),
                 Column("value", F64, "gift price or order amount; 0 otherwise"),
-                Column("product_id", I64, "product of a cart_click / buy; 0 otherwise"),
+                Column(
+                    "product_id", I64, "product of a product_click / cart_click / buy; 0 otherwise"
+                ),
             ),
             time_column="ts",
             references={

@@ -106,7 +106,9 @@ def _r2(out, modality: str) -> float:
 
 
 def test_multimodal_segments_reflect_the_room_state(variant):
-    on, off = variant(), variant(multimodal=False)
+    # World v1 noise: on 8-dimensional segments the default noise (multimodal_noise 4) leaves a
+    # visual R^2 of ~0.14, too little to compare the modalities (the knob has its own test)
+    on, off = variant(multimodal_noise=1.0), variant(multimodal_noise=1.0, multimodal=False)
     assert _r2(on, "visual") > 0.5
     assert _r2(on, "visual") > _r2(on, "text")  # differently noisy views
     for m in ("visual", "speech", "text"):

@@ -185,7 +185,19 @@ class SimConfig(BaseModel):
     # -- behaviours located in time
     # -- periodic interests
     # -- live shopping
+    #: multiplier of product_clicks_per_day with live_shopping on (1 = the sparse World v1 domain)
+    product_click_mult: float = Field(4.0, ge=0)
+    #: goods-bag opens per visit-minute of a shopping room (at fit 0.3, excitement E_REF)
+    bag_rate: float = Field(0.08, ge=0)
+    #: mean product clicks inside one goods-bag opening (at fit 0.3)
+    clicks_per_bag: float = Field(0.8, ge=0)
+    #: probability that an in-room product click puts the product in the cart (at fit 0.3)
+    cart_given_product_click: float = Field(0.08, ge=0, le=1)
+    #: log-weight per unit of excitement of when in a visit the shopping behaviours happen
+    w_shop_excitement: float = Field(1.5, ge=0)
     # -- multi-modal noise
+    #: multiplier of every modality's noise sd (1 = World v1: visual excitement R^2 ~0.96)
+    multimodal_noise: float = Field(4.0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> SimConfig:

@@ -9,7 +9,9 @@
   ``sigma`` of the vertical's cat3s, and 0.30 spread by a Dirichlet(1) draw. With
   ``consistent_style`` off the cat3s are drawn i.i.d. from the chain's stationary distribution,
   so the most-frequent-category baseline is the same in both cases.
-* E-commerce events (outside rooms): a click picks cat3 with probability
+* E-commerce events (outside rooms): a user clicks ``Poisson(product_clicks_per_day * mult *
+  rate_u / mean rate)`` products a day (``mult`` = ``product_click_mult`` with ``live_shopping``
+  on, the dense product domain of eLiveRec; 1 off); a click picks cat3 with probability
   ``softmax(4 * u^P . w_c3)`` and a product uniformly inside it; a cart follows with probability
   ``0.12 * (1 + u^P . w_c3)``, a buy follows a cart with probability 0.4.
 """
@@ -151,17 +153,23 @@ def product_events(
     """E-commerce clicks, carts and buys of one day (columns of ``product_events``)."""
     rng = stream(cfg.seed, "product-events", day)
     mean_rate = float(np.mean(users.request_rate))
-    rate = cfg.product_clicks_per_day * users.request_rate / max(mean_rate, 1e-9)
+    mult = cfg.product_click_mult if cfg.live_shopping else 1.0
+    rate = cfg.product_clicks_per_day * mult * users.request_rate / max(mean_rate, 1e-9)
     counts = rng.poisson(rate)
     user_idx = np.repeat(np.arange(users.n), counts)  # [E]
     ts = sample_in_day(rng, len(user_idx), day_start)
-    match = users.product[user_idx] @ catalog.cat3_vec.T  # [E, n3]
+    n3 = catalog.n_cat3
+    match = users.product @ catalog.cat3_vec.T  # [U, n3], per user (not per event: memory)
     logits = 4.0 * match
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
-    cat3 = np.minimum((cdf < rng.random((len(user_idx), 1))).sum(axis=1), catalog.n_cat3 - 1)
+    cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)  # [U, n3]
+    # inverse-cdf draw on every user's row at once: row u is shifted by u, so one sorted array
+    flat = (cdf + np.arange(users.n)[:, None]).reshape(-1)  # [U * n3], increasing
+    u = rng.random((len(user_idx), 1))[:, 0]
+    cat3 = np.searchsorted(flat, user_idx + u, side="left") - user_idx * n3
+    cat3 = np.clip(cat3, 0, n3 - 1)
     product = catalog.pick_product(rng, cat3)
-    fit = match[np.arange(len(user_idx)), cat3]
+    fit = match[user_idx, cat3]
     cart = rng.random(len(user_idx)) < 0.12 * (1.0 + fit)
     buy = cart & (rng.random(len(user_idx)) < 0.4)
     last = cfg.end_ts - 1  # cut to the period's end

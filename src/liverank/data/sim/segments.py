@@ -10,9 +10,11 @@ weights ``omega_m`` and its own random projection ``W_m`` (``[4 + 2K + 1, segmen
     x_m = (omega_m * s) W_m / sqrt(dim s) + sigma_m * eps,     eps ~ N(0, I)
 
 with ``omega`` (type, category, excitement, product) = visual (1, 0.5, 3, 0.3), speech
-(0.5, 1, 1.5, 1), text (0.3, 1.5, 0.5, 1.5) and ``sigma`` = 0.3, 0.6, 1.0: the modalities are
-differently noisy views of the same state (MMBee). With ``multimodal`` off ``x_m`` is pure
-noise of the same overall scale.
+(0.5, 1, 1.5, 1), text (0.3, 1.5, 0.5, 1.5) and ``sigma`` = ``multimodal_noise`` x (0.3, 0.6,
+1.0): the modalities are differently noisy views of the same state (MMBee). ``multimodal_noise``
+(default 4) makes the views noisy enough that a linear probe recovers excitement from the visual
+vector with R^2 of about 0.6 (0.96 at 1, the World v1 value), so a fusion model has something
+to earn. With ``multimodal`` off ``x_m`` is pure noise of the same overall scale.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class SegmentEncoder:
     def encode(self, rooms: Rooms, t0: int, t1: int, day: int) -> pl.DataFrame:
         """``segments`` rows of the ticks that start in ``[t0, t1)``, sorted by (ts, live_id)."""
         rng = stream(self.cfg.seed, "segments", day)
+        scale = self.cfg.multimodal_noise
         live = rooms.on_air_during(t0, t1)
         first = np.maximum(-(-(t0 - rooms.start[live]) // TICK_MS), 0)  # first tick >= t0
         last = np.minimum(-(-(t1 - rooms.start[live]) // TICK_MS), rooms.n_ticks[live])
@@ -82,9 +85,9 @@ class SegmentEncoder:
             noise = rng.standard_normal((len(room), self.cfg.segment_dim))
             if self.cfg.multimodal:
                 signal = (s * self.weights[m]) @ self.proj[m] / np.sqrt(self.state_dim)
-                x = signal + _NOISE[m] * noise
+                x = signal + scale * _NOISE[m] * noise
             else:  # pure noise with the scale the vectors would have
-                x = np.sqrt(_NOISE[m] ** 2 + self._signal_var(m)) * noise
+                x = np.sqrt((scale * _NOISE[m]) ** 2 + self._signal_var(m)) * noise
             cols[m] = x.astype(np.float32)
         return pl.DataFrame(cols)
 
