@@ -30,6 +30,8 @@ from liverank.data.schema import (
 )
 
 DAY_MS = 86_400_000
+#: in-room shopping events: in the live event table, not in the live behaviour sequence
+SHOP = ("bag_open", "product_click")
 START_TS = 19_675 * DAY_MS  # a UTC midnight
 
 
@@ -159,7 +161,7 @@ def make_dataset(
             when = int(
                 rng.choice([0, stay, stay + grid_ms, int(on_grid(rng.integers(0, stay + 1)))])
             )
-            event = str(rng.choice(["like", "comment", "gift", "follow", "cart_click"]))
+            event = str(rng.choice(["like", "comment", "gift", "follow", "cart_click", *SHOP]))
             add(enter + when, u, r, event)
         if rng.random() < 0.2:  # a re-entry
             add(enter + int(on_grid(rng.integers(0, stay + 1))), u, r, "enter")

@@ -15,6 +15,7 @@ from liverank.data.schema import (
     CLICK_WINDOW_MS,
     EFFECTIVE_VIEW_MS,
     LIVE_EVENTS,
+    NOT_IN_LIVE_SEQUENCE,
     VIDEO_EVENTS,
 )
 
@@ -90,7 +91,7 @@ def reference_sequences(
     tag = dict(zip(tables["videos"]["photo_id"], tables["videos"]["tag"], strict=True))
     live = defaultdict(list)  # user -> [(ts, file row, features)]
     for n, e in enumerate(tables["live_events"].iter_rows(named=True)):
-        if e["event"] != "exit":
+        if e["event"] not in NOT_IN_LIVE_SEQUENCE:
             feats = {
                 "author": e["author_id"],
                 "category": category[e["live_id"]],

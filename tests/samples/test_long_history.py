@@ -16,7 +16,7 @@ from samples_reference import gap_bucket, play_bucket, reference_visits
 
 from liverank.data.loader import SampleSet, split_by_day
 from liverank.data.samples import build_samples
-from liverank.data.schema import LIVE_EVENTS, VIDEO_EVENTS
+from liverank.data.schema import LIVE_EVENTS, NOT_IN_LIVE_SEQUENCE, VIDEO_EVENTS
 from liverank.errors import DataValidationError
 from liverank.features import encoders as enc
 from liverank.features import long_history as lh
@@ -32,7 +32,7 @@ def reference_long(data, imp: pl.DataFrame, k: int) -> list[dict[str, list]]:
     videos = {v["photo_id"]: v for v in t["videos"].iter_rows(named=True)}
     live = defaultdict(list)  # user -> [(ts, order, features)]
     for n, e in enumerate(t["live_events"].iter_rows(named=True)):
-        if e["event"] != "exit":
+        if e["event"] not in NOT_IN_LIVE_SEQUENCE:
             feats = {"author": e["author_id"], "category": category[e["live_id"]]}
             feats |= {"action": 1 + LIVE_EVENTS.index(e["event"]), "lv": 0}
             live[e["user_id"]].append((e["ts"], (0, n), feats))

@@ -15,6 +15,7 @@ import pytest
 
 from liverank.data.io import read_meta, table_path, write_table
 from liverank.data.samples import build_samples
+from liverank.data.schema import NOT_IN_LIVE_SEQUENCE
 from liverank.data.sim import SimConfig, simulate
 from liverank.errors import ConfigError
 from liverank.features.spec import TASKS, FeatureMap
@@ -86,7 +87,9 @@ def _assert_same(batch: dict, rows: pl.DataFrame, where: str) -> None:
 
 def _at_request_ts(samples: pl.DataFrame, data: Path) -> pl.DataFrame:
     """Request ids whose user has a live behaviour exactly at the request time."""
-    live = pl.read_parquet(table_path(data, "live_events")).filter(pl.col("event") != "exit")
+    live = pl.read_parquet(table_path(data, "live_events")).filter(
+        ~pl.col("event").is_in(NOT_IN_LIVE_SEQUENCE)
+    )
     return (
         samples.join(live.select("ts", "user_id").unique(), on=["ts", "user_id"])
         .select("request_id")

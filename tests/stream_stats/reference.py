@@ -9,6 +9,7 @@ from liverank.stream.room_stats import ROOM_STATS, WINDOW_MS
 
 _COUNT = {"entering": "enter", "likes": "like", "comments": "comment", "gifts": "gift"}
 _COUNT |= {"orders": "buy", "cart_clicks": "cart_click"}
+_COUNT |= {"bag_opens": "bag_open", "product_clicks": "product_click"}
 _VALUE = {"gift_value": "gift", "gmv": "buy"}
 
 

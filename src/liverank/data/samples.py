@@ -7,7 +7,8 @@
   observed (``mask_* = 1``): this is the offline, "exit"-like view of each visit;
 * features are taken strictly before the impression time ``ts``: static side features, room
   category and age, hour of day, position, and the user's last ``seq_len`` live behaviours
-  (``live_events`` except ``exit``) and short-video behaviours (``video_events`` except
+  (``live_events`` except ``schema.NOT_IN_LIVE_SEQUENCE``: exits, goods-bag opens and
+  in-room product clicks) and short-video behaviours (``video_events`` except
   ``impression``) with ``ts < impression ts`` (:mod:`liverank.features.snapshot`);
 * ``sample_id = stable_id(request_id, position)`` (:func:`liverank.features.ids.stable_id`), a
   hash of the impression key, so it does not depend on row order, chunking or what else is in
@@ -41,7 +42,7 @@ from tqdm.auto import tqdm
 
 from liverank.data.dead_letters import DEAD_LETTERS_FILE, RowScreen, check_policy
 from liverank.data.io import read_meta, read_table, table_path
-from liverank.data.schema import DatasetMeta
+from liverank.data.schema import NOT_IN_LIVE_SEQUENCE, DatasetMeta
 from liverank.data.validate import check_columns
 from liverank.data.visits import DEFAULT_BEHAVIOURS, VisitStats, reconstruct_visits_with_stats
 from liverank.errors import ConfigError, DataValidationError
@@ -342,7 +343,7 @@ def _live_history(
 ) -> SortedHistory:
     ev = (
         _scan_range(screen.scan("live_events"), t_lo, t_hi)
-        .filter(pl.col("event") != "exit")
+        .filter(~pl.col("event").is_in(NOT_IN_LIVE_SEQUENCE))
         .select("ts", "user_id", "live_id", "author_id", "event")
         .collect()
         .join(room_category, on="live_id", how="left", maintain_order="left")

@@ -44,6 +44,10 @@ LIVE_EVENTS = (
     "bag_open",
     "product_click",
 )
+#: live events that are not part of a user's live behaviour sequence: ``exit`` closes a visit,
+#: goods-bag opens and product clicks belong to the product domain (eLiveRec's product-click
+#: sequence, not the watched-channel one)
+NOT_IN_LIVE_SEQUENCE = ("exit", "bag_open", "product_click")
 VIDEO_EVENTS = ("impression", "play", "like", "comment", "follow", "share")
 PRODUCT_EVENTS = ("click", "cart", "buy")
 AUTHOR_TYPES = ("talent_show", "shopping", "chat", "game")

@@ -57,6 +57,7 @@ import numpy as np
 import polars as pl
 
 from liverank.data.io import table_path
+from liverank.data.schema import NOT_IN_LIVE_SEQUENCE
 from liverank.errors import DataValidationError
 from liverank.features import encoders as enc
 
@@ -396,7 +397,7 @@ def read_history_frames(
 
     live_events = (
         scan("live_events")
-        .filter(pl.col("event") != "exit")
+        .filter(~pl.col("event").is_in(NOT_IN_LIVE_SEQUENCE))
         .select("ts", "user_id", "live_id", "author_id", "event")
         .collect()
         .join(room_category, on="live_id", how="left", maintain_order="left")

@@ -10,7 +10,7 @@ with the builder's own encoders (:mod:`liverank.features.encoders`,
 
 * static tables: user side features, author type and fans, room author / category / on-air
   interval, video tags (joined onto short-video events as they arrive);
-* per user, the last ``seq_len`` live behaviours (``live_events`` except ``exit``) and the last
+* per user, the last ``seq_len`` live behaviours (``live_events`` except ``exit``, goods-bag opens and in-room product clicks) and the last
   ``seq_len`` short-video behaviours (``video_events`` except ``impression``), kept
   incrementally from event chunks with :meth:`SortedHistory.concat` +
   :meth:`SortedHistory.keep_last` (as the builder does between its shards);
@@ -50,7 +50,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from liverank.data.io import read_meta, table_path
-from liverank.data.schema import DatasetMeta
+from liverank.data.schema import NOT_IN_LIVE_SEQUENCE, DatasetMeta
 from liverank.errors import DataValidationError
 from liverank.features import encoders as enc
 from liverank.features.snapshot import Snapshot, SortedHistory
@@ -295,10 +295,11 @@ class MemoryFeatureStore(OnlineFeatureStore):
 
     # ------------------------------------------------------------------ writes
     def observe_live_events(self, events: pl.DataFrame) -> None:
-        """Append live behaviours (every event but ``exit``), encoded like the builder."""
+        """Append live behaviours (every event but ``NOT_IN_LIVE_SEQUENCE``), encoded like the
+        builder."""
         _require(events, _LIVE_EVENT_COLUMNS, "live_events")
         ev = (
-            events.filter(pl.col("event") != "exit")
+            events.filter(~pl.col("event").is_in(NOT_IN_LIVE_SEQUENCE))
             .select(_LIVE_EVENT_COLUMNS)
             .join(self._room_category, on="live_id", how="left", maintain_order="left")
         )

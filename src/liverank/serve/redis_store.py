@@ -42,7 +42,7 @@ import numpy as np
 import polars as pl
 
 from liverank.data.io import read_meta, table_path
-from liverank.data.schema import DatasetMeta
+from liverank.data.schema import NOT_IN_LIVE_SEQUENCE, DatasetMeta
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features import encoders as enc
 from liverank.features.snapshot import Snapshot
@@ -221,13 +221,14 @@ class RedisFeatureStore(OnlineFeatureStore):
     def observe_live_events(
         self, events: pl.DataFrame, *, progress: tuple[str, int] | None = None
     ) -> None:
-        """Append live behaviours (every event but ``exit``), encoded like the builder.
+        """Append live behaviours (every event but ``NOT_IN_LIVE_SEQUENCE``), encoded like the
+        builder.
 
         ``author_id`` may be missing (stream rows): it is then the room's author. ``progress =
         (feed, offset)`` is recorded in the same transaction (:meth:`applied_offset`).
         """
         _require(events, tuple(c for c in _LIVE_EVENT_COLUMNS if c != "author_id"), "live_events")
-        ev = events.filter(pl.col("event") != "exit")
+        ev = events.filter(~pl.col("event").is_in(NOT_IN_LIVE_SEQUENCE))
         room = self._room_frame(ev["live_id"].unique().to_numpy())
         ev = ev.join(room, on="live_id", how="left", maintain_order="left")
         author = ev["author_id"] if "author_id" in events.columns else ev["room_author"]

@@ -21,8 +21,13 @@ Statistics (:data:`ROOM_STATS`), per room and window:
   the users whose last enter/exit with ``ts < (k + 1) * W`` left them inside. There is no
   implicit exit at the room's ``end_ts``: a user with no ``exit`` stays counted until the last
   window of the room;
-* ``likes``, ``comments``, ``gifts``, ``cart_clicks``, ``orders`` (``buy``) - event counts;
+* ``likes``, ``comments``, ``gifts``, ``cart_clicks``, ``orders`` (``buy``), ``bag_opens``
+  (``bag_open``), ``product_clicks`` (``product_click``) - event counts;
 * ``gift_value`` / ``gmv`` - sum of ``value`` over gifts / buys.
+
+With ``room_products`` (the products on sale so far), ``gmv`` / ``orders`` and the goods-bag
+counts they make eLiveRec's "target channel real-time context" (products on sale, revenue in a
+recent window), read point-in-time through :mod:`liverank.features.store`.
 
 Every statistic except ``watchers`` is additive over events, and ``watchers`` is the running sum
 of per-window *watcher deltas* (+1 for an outside -> inside change, -1 for the reverse), so
@@ -58,6 +63,8 @@ ROOM_STATS: tuple[str, ...] = (
     "orders",
     "gmv",
     "cart_clicks",
+    "bag_opens",
+    "product_clicks",
 )
 
 #: Additive per-window columns produced by :func:`window_deltas` (``watchers`` -> its delta).
@@ -76,6 +83,8 @@ _COUNTED: dict[str, tuple[str, str | None]] = {
     "gift": ("gifts", "gift_value"),
     "buy": ("orders", "gmv"),
     "cart_click": ("cart_clicks", None),
+    "bag_open": ("bag_opens", None),
+    "product_click": ("product_clicks", None),
 }
 
 _STATE_SCHEMA = {"user_id": pl.Int64, "live_id": pl.Int64, "inside": pl.Boolean}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from liverank.data.schema import NOT_IN_LIVE_SEQUENCE
 from liverank.data.sim import measures
 from liverank.data.sim.calibration import CHOSEN, MAX_USERS, CalibrationContext, Metric
 from liverank.data.sim.clock import DAY_MS
@@ -26,8 +27,6 @@ from liverank.data.visits import reconstruct_visits
 
 ELIVEREC = "eLiveRec Table I: 47.47 products per sequence (truncated at 50)"
 ELIVEREC_RATIO = "eLiveRec Table I: 47.47 product vs 41.29 channel sequence items"
-#: live events that do not enter a user's live behaviour sequence (data/samples.py)
-NOT_IN_LIVE_SEQUENCE = ("exit", "bag_open", "product_click")
 #: product clicks of an active user over a training window of (at least) this many days
 ACTIVE_CLICKS = 30.0
 _WINDOW_DAYS = 3
