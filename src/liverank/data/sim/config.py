@@ -67,7 +67,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # World v2 (issue #13): the world every evidence run uses; traffic concentrated enough
     # that a room's fresh labels move its score (docs/simulator.md "Evidence preset")
-    "evidence": {"n_users": 20_000, "n_authors": 300, "n_days": 5, "community_size": 120},
+    "evidence": {
+        "n_users": 30_000,
+        "n_authors": 400,
+        "n_days": 5,
+        "community_size": 120,
+        "live_requests_per_day": (1.5, 4.5, 12.0),
+    },
 }
 
 
@@ -181,9 +187,24 @@ class SimConfig(BaseModel):
     # ------------------------------------------------------------------ World v2 knobs
     # (issue #13; each phenomenon's knobs under its heading)
     # -- concentrated traffic
+    #: Zipf exponent of author popularity: exposure weight exp(popularity) = rank^-popularity_zipf
+    popularity_zipf: float = Field(2.0, gt=0, le=4)
+    #: Zipf exponent of the broadcast rate: popular authors stream more often (rank^-b, capped)
+    popularity_broadcast: float = Field(0.3, ge=0, le=2)
+    #: policy weight of the room's excitement added to policy_heat (the head is shown whatever
+    #: its state otherwise; with it, a highlight still moves a popular room's exposure)
+    popularity_heat: float = Field(1.0, ge=0)
     # -- visit-length mixture
     # -- behaviours located in time
     # -- periodic interests
+    #: size of the swing between a user's two interests A and B (offset = w(t) strength/2 (B-A))
+    periodic_strength: float = Field(1.25, ge=0, le=10)
+    #: period of the fast alternation between A and B (minutes)
+    periodic_fast_min: float = Field(120.0, gt=0)
+    #: period of the slow drift between A and B (days)
+    periodic_slow_days: float = Field(2.0, gt=0)
+    #: share of the swing on the fast alternation (the rest is the slow drift)
+    periodic_fast_share: float = Field(0.6, ge=0, le=1)
     # -- live shopping
     #: multiplier of product_clicks_per_day with live_shopping on (1 = the sparse World v1 domain)
     product_click_mult: float = Field(4.0, ge=0)

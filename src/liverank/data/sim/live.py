@@ -39,7 +39,7 @@ from liverank.data.sim.config import SimConfig
 from liverank.data.sim.excitement import E_REF
 from liverank.data.sim.familiarity import Familiarity
 from liverank.data.sim.gifting import GiftGraph, gift_values
-from liverank.data.sim.population import Authors, Users
+from liverank.data.sim.population import Authors, Users, live_interest_at
 from liverank.data.sim.products import Catalog
 from liverank.data.sim.rooms import Rooms
 from liverank.data.sim.shopping import in_room_shopping
@@ -90,7 +90,8 @@ def click(
     cfg, users, authors = w.cfg, w.users, w.authors
     user, author = req.user[row], w.rooms.author[room]
     ts = req.ts[row]
-    aff = np.einsum("nk,nk->n", users.live[user], authors.vec[author])
+    interest = live_interest_at(users, user, ts)  # time-varying (periodic.py)
+    aff = np.einsum("nk,nk->n", interest, authors.vec[author])
     exc = w.rooms.excitement[w.rooms.tick_of(room, ts)]
     logit = (
         cfg.ctr_bias
@@ -115,7 +116,8 @@ def visits(
     """Enter and exit times of clicked impressions; ``keep`` marks clicks that became visits."""
     cfg, users, rooms = w.cfg, w.users, w.rooms
     user, ts = req.user[row], req.ts[row]
-    aff = np.einsum("nk,nk->n", users.live[user], w.authors.vec[rooms.author[room]]) - _AFF_CENTRE
+    interest = live_interest_at(users, user, ts)  # time-varying (periodic.py)
+    aff = np.einsum("nk,nk->n", interest, w.authors.vec[rooms.author[room]]) - _AFF_CENTRE
     delay = np.minimum(rng.exponential(2_500, size=len(row)), 30_000)  # << CLICK_WINDOW_MS
     enter = ts + 500 + delay.astype(np.int64)
     exc = rooms.excitement[rooms.tick_of(room, enter)]

@@ -23,6 +23,7 @@ import polars as pl
 
 from liverank.data.schema import AUTHOR_TYPES
 from liverank.data.sim.config import SimConfig
+from liverank.data.sim.periodic import Wave, make_wave
 from liverank.data.sim.rng import stream
 
 SHOPPING = AUTHOR_TYPES.index("shopping")
@@ -64,8 +65,11 @@ class Authors:
     category: np.ndarray  # [A] category code (>= 1)
     vertical: np.ndarray  # [A] cat1 index of shopping authors, -1 otherwise
     vec: np.ndarray  # [A, K] latent content vector (unit)
-    quality: np.ndarray  # [A] popularity, enters click and policy logits
+    quality: np.ndarray  # [A] appeal, enters the click logit
     sessions_per_day: np.ndarray  # [A] broadcast rate
+    #: [A] log exposure weight in the logging policy and of the broadcast rate: Zipf in the
+    #: author's rank with ``concentrated_traffic`` on, ``quality`` itself with it off
+    popularity: np.ndarray
 
     @property
     def n(self) -> int:
@@ -97,6 +101,8 @@ class Users:
     request_rate: np.ndarray  # [U] live requests per day
     interact: np.ndarray  # [U] like / comment propensity (mean ~1)
     gift: np.ndarray  # [U] gift propensity, 0 for non-gifters
+    live_wave: Wave  # periodic alternation of the live interest (periodic.py)
+    video_wave: Wave  # ... of the short-video interest (the same clock across domains)
 
     @property
     def n(self) -> int:
@@ -144,11 +150,25 @@ def make_authors(cfg: SimConfig, world: World) -> Authors:
     noise = rng.standard_normal((n, k)) / np.sqrt(k)
     vec = normalise(world.centres[category - 1] + cfg.author_noise * noise)
     quality = rng.normal(0.0, 0.6, size=n)
-    busy = np.exp(0.5 * quality)  # popular authors broadcast more often
+    if cfg.concentrated_traffic:  # Zipf in the rank of the author's quality
+        popularity = zipf_popularity(quality, cfg.popularity_zipf)
+        busy = np.exp(popularity * cfg.popularity_broadcast / cfg.popularity_zipf)  # rank^-b
+    else:
+        popularity = quality
+        busy = np.exp(0.5 * quality)  # popular authors broadcast more often
     sessions = cfg.sessions_per_author_day * rng.gamma(4.0, 0.25, size=n) * busy / busy.mean()
     return Authors(
-        np.arange(1, n + 1, dtype=np.int64), type_idx, category, vertical, vec, quality, sessions
-    )
+        np.arange(1, n + 1, dtype=np.int64), type_idx, category, vertical, vec, quality, sessions,
+        popularity,
+    )  # fmt: skip
+
+
+def zipf_popularity(quality: np.ndarray, exponent: float) -> np.ndarray:
+    """``-exponent * log(rank)`` centred to mean 0, ``rank`` = 1 for the highest ``quality``:
+    ``exp(popularity)`` is a Zipf law over the authors, in the order of their appeal."""
+    rank = 1 + np.argsort(np.argsort(-quality, kind="stable"), kind="stable")
+    pop = -exponent * np.log(rank)
+    return pop - pop.mean()
 
 
 def _mixture_interest(
@@ -211,7 +231,23 @@ def make_users(cfg: SimConfig, world: World) -> Users:
         rate = np.full(n, float(shares @ np.array(cfg.live_requests_per_day)))
         interact = interact * float(shares @ np.array(cfg.interaction_mult))
         gift = np.full(n, float(shares @ np.array(cfg.gifter_share)))
+    live_wave = make_wave(cfg, world.centres, live, stream(cfg.seed, "periodic"))
+    video_wave = (
+        live_wave if cfg.cross_domain_interest  # one clock for both domains
+        else make_wave(cfg, world.centres, video, stream(cfg.seed, "periodic-independent"))
+    )  # fmt: skip
     return Users(
         np.arange(1, n + 1, dtype=np.int64), age, gender, device, activity,
-        live, video, product, bias, rate, interact, gift,
+        live, video, product, bias, rate, interact, gift, live_wave, video_wave,
     )  # fmt: skip
+
+
+def live_interest_at(users: Users, user: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Live interest ``u^L(t)`` of ``user`` at ``ts`` (``[N, K]``, unit rows); the static
+    ``users.live[user]`` with ``periodic_interests`` off."""
+    return users.live_wave.interest_at(users.live, user, ts)
+
+
+def video_interest_at(users: Users, user: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Short-video interest ``u^V(t)`` (``[N, K]``); ``users.video[user]`` when off."""
+    return users.video_wave.interest_at(users.video, user, ts)

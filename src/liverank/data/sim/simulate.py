@@ -33,7 +33,7 @@ from liverank.data.sim.rng import stream
 from liverank.data.sim.rooms import Rooms, make_rooms
 from liverank.data.sim.segments import SegmentEncoder
 from liverank.data.sim.slates import SURFACES, Requests, make_requests, serve_slates
-from liverank.data.sim.video import Videos, make_videos, tag_cdf, watch
+from liverank.data.sim.video import TagChoice, Videos, make_videos, tag_cdf, watch
 from liverank.data.sim.writer import EventSink, cleanup
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def _run_hour(
     p: Platform,
     ctx: LiveContext,
     sinks: dict[str, EventSink],
-    user_tags: np.ndarray,
+    user_tags: TagChoice,
     h: int,
 ) -> None:
     """Hour ``h`` of the period: slates of its requests, live responses, short-video watching."""
@@ -228,6 +228,11 @@ def _write_truth(
             "gift_propensity": users.gift,
             "live_interest": users.live.astype(np.float32),
             "video_interest": users.video.astype(np.float32),
+            # periodic interests (periodic.py): the live interests A, B and the phases
+            "periodic_cat_a": users.live_wave.cat_a,
+            "periodic_cat_b": users.live_wave.cat_b,
+            "periodic_phase_slow": users.live_wave.phase_slow,
+            "periodic_phase_fast": users.live_wave.phase_fast,
         }
     ).write_parquet(root / "users.parquet")
     keys = gifts.favourite_keys

@@ -8,11 +8,13 @@ follow time order.
 Logging policy (Gumbel top-k = sampling without replacement from ``softmax(s)``) over the rooms
 on air at the request time:
 
-    s(u, r) = policy_relevance * (u^L . v_a(r) + policy_noise * eps)
-              + policy_popularity * q_a(r) + policy_heat * e_r(t)
+    s(u, r) = policy_relevance * (u^L(t) . v_a(r) + policy_noise * eps)
+              + policy_popularity * p_a(r) + policy_heat * e_r(t)
               + policy_familiarity * log(1 + F(u, a(r)))
 
-(``F`` = familiarity, see familiarity.py: the platform knows whom the user follows and watched).
+(``F`` = familiarity, see familiarity.py: the platform knows whom the user follows and watched;
+``p_a`` = the author's popularity, Zipf in its rank with ``concentrated_traffic`` on, see
+population.py; ``u^L(t)`` = the live interest at the request time, see periodic.py).
 
 Positions follow the sampled order (position 0 = the policy's first pick). With
 ``logging_policy_slates`` off ``s = 0``: slates are uniform random subsets of the rooms on air.
@@ -28,7 +30,7 @@ import numpy as np
 from liverank.data.sim.clock import DAY_MS, TICK_MS, sample_in_day
 from liverank.data.sim.config import SimConfig
 from liverank.data.sim.familiarity import Familiarity
-from liverank.data.sim.population import Authors, Users
+from liverank.data.sim.population import Authors, Users, live_interest_at
 from liverank.data.sim.rng import stream
 from liverank.data.sim.rooms import Rooms
 
@@ -91,6 +93,7 @@ def serve_slates(
     if len(cand) == 0:
         return (np.zeros(0, dtype=np.int64),) * 3
     author = rooms.author[cand]
+    heat_weight = cfg.policy_heat + cfg.popularity_heat * cfg.concentrated_traffic
     out = []
     for s in range(0, len(idx), _SUB):
         q = idx[s : s + _SUB]
@@ -98,7 +101,8 @@ def serve_slates(
         on_air = (rooms.start[cand][None, :] <= ts) & (rooms.end[cand][None, :] > ts)  # [Q, C]
         score = np.zeros(on_air.shape)
         if cfg.logging_policy_slates:
-            rel = users.live[requests.user[q]] @ authors.vec[author].T  # [Q, C]
+            interest = live_interest_at(users, requests.user[q], requests.ts[q])  # [Q, K]
+            rel = interest @ authors.vec[author].T  # [Q, C]
             rel = rel + cfg.policy_noise * rng.standard_normal(rel.shape)
             tick = rooms.offset[cand][None, :] + np.clip(
                 (ts - rooms.start[cand][None, :]) // TICK_MS, 0, rooms.n_ticks[cand][None, :] - 1
@@ -107,8 +111,8 @@ def serve_slates(
             fam = familiarity.dense(requests.user[q], author)  # [Q, C]
             score = (
                 cfg.policy_relevance * rel
-                + cfg.policy_popularity * authors.quality[author][None, :]
-                + cfg.policy_heat * heat
+                + cfg.policy_popularity * authors.popularity[author][None, :]
+                + heat_weight * heat
                 + cfg.policy_familiarity * np.log1p(fam)
             )
         key = np.where(on_air, score + rng.gumbel(size=score.shape), -np.inf)

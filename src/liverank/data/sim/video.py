@@ -5,8 +5,9 @@
   the nearest of 64 random centroids, duration ``LogNormal(log 20 s, 0.7)`` clipped to [5, 180] s.
 * Exposures: per hour, ``video_exposure_ratio`` times the hour's live impressions, spread over
   users in proportion to their request rate. A user's video is drawn by tag with probability
-  ``softmax(5 u^V . T_tag)`` and then by author popularity ``exp(q_a)`` inside the tag.
-* Behaviour, with match ``m = u^V . x``: completion ``c = 1.3 sigmoid(-1 + 3 m + eps)``,
+  ``softmax(5 u^V(t) . T_tag)`` and then by author appeal ``exp(q_a)`` inside the tag
+  (``u^V(t)``: the interest at the exposure time, see periodic.py).
+* Behaviour, with match ``m = u^V(t) . x``: completion ``c = 1.3 sigmoid(-1 + 3 m + eps)``,
   ``play_ms = c * duration`` (a ``play`` event, logged when the play ends, if ``play_ms >= 3 s``);
   like / comment / follow / share with probability ``sigmoid(b + 3 m + 1.5 c)`` for
   ``b = -6.0, -7.5, -8.7, -8.2``, at a uniform time during the play. Events that would fall
@@ -23,7 +24,7 @@ import polars as pl
 from liverank.data.schema import VIDEO_EVENTS
 from liverank.data.sim.clock import HOUR_MS
 from liverank.data.sim.config import SimConfig
-from liverank.data.sim.population import Authors, Users, World, normalise
+from liverank.data.sim.population import Authors, Users, World, normalise, video_interest_at
 from liverank.data.sim.rng import stream
 
 _ACTIONS = {"like": -6.0, "comment": -7.5, "follow": -8.7, "share": -8.2}
@@ -80,18 +81,39 @@ def make_videos(cfg: SimConfig, world: World, authors: Authors) -> Videos:
     )  # fmt: skip
 
 
-def tag_cdf(world: World, videos: Videos, users: Users) -> np.ndarray:
-    """Per-user cumulative probabilities over tags ``[U, C]`` (tags without videos excluded)."""
-    logits = 5.0 * users.video @ world.centres.T
-    p = np.exp(logits - logits.max(axis=1, keepdims=True)) * videos.has_tag[None, :]
+@dataclass(frozen=True)
+class TagChoice:
+    """How users pick a video's tag: ``softmax(5 u^V(t) . T_tag)`` over tags with videos."""
+
+    centres: np.ndarray  # [C, K] category centres
+    has_tag: np.ndarray  # [C] whether a category has videos
+    static: np.ndarray  # [U, C] cumulative probabilities at the static interests u^V
+
+    def cdf(self, users: Users, user: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Cumulative tag probabilities of each exposure ``(user, ts)`` (``[E, C]``)."""
+        if not users.video_wave.on:
+            return self.static[user]
+        return _cdf(video_interest_at(users, user, ts), self.centres, self.has_tag)
+
+
+def _cdf(interest: np.ndarray, centres: np.ndarray, has_tag: np.ndarray) -> np.ndarray:
+    logits = 5.0 * interest @ centres.T  # [N, C]
+    p = np.exp(logits - logits.max(axis=1, keepdims=True)) * has_tag[None, :]
     return np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+
+
+def tag_cdf(world: World, videos: Videos, users: Users) -> TagChoice:
+    """The users' tag choice (tags without videos excluded)."""
+    return TagChoice(
+        world.centres, videos.has_tag, _cdf(users.video, world.centres, videos.has_tag)
+    )
 
 
 def watch(
     cfg: SimConfig,
     videos: Videos,
     users: Users,
-    user_tag_cdf: np.ndarray,
+    tags: TagChoice,
     n_exposures: int,
     hour_start: int,
     hour_index: int,
@@ -105,11 +127,13 @@ def watch(
     counts = rng.multinomial(n_exposures, p_user)
     user = np.repeat(np.arange(users.n), counts)  # [E]
     ts = hour_start + rng.integers(0, HOUR_MS, size=len(user))
-    n_cat = user_tag_cdf.shape[1]
-    tag = 1 + np.minimum((user_tag_cdf[user] < rng.random((len(user), 1))).sum(axis=1), n_cat - 1)
+    cdf = tags.cdf(users, user, ts)  # [E, C]
+    n_cat = cdf.shape[1]
+    tag = 1 + np.minimum((cdf < rng.random((len(user), 1))).sum(axis=1), n_cat - 1)
     pos = np.searchsorted(videos.tag_cdf, tag + rng.random(len(user)) * (1 - 1e-9))
     video = videos.by_tag[np.minimum(pos, len(videos.by_tag) - 1)]
-    match = np.einsum("ek,ek->e", users.video[user], videos.vec[video])
+    interest = video_interest_at(users, user, ts)  # [E, K]
+    match = np.einsum("ek,ek->e", interest, videos.vec[video])
     completion = 1.3 / (1 + np.exp(-(-1.0 + 3.0 * match + rng.standard_normal(len(user)))))
     play_ms = (completion * videos.duration_ms[video]).astype(np.int64)
     played = play_ms >= _MIN_PLAY_MS
