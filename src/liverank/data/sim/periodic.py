@@ -52,9 +52,10 @@ class Wave:
 
     def fast(self, user: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """The fast alternation, +1 or -1 (``[N]``)."""
-        # the fractional part first, so epoch-ms times keep their precision
+        # the fractional part first, so epoch-ms times keep their precision;
+        # sin(2 pi x) >= 0 exactly when x mod 1 <= 1/2
         cycle = np.mod(ts, self.period_fast_ms) / self.period_fast_ms
-        return np.where(np.sin(_TWO_PI * cycle + self.phase_fast[user]) >= 0, 1.0, -1.0)
+        return np.where(np.mod(cycle + self.phase_fast[user] / _TWO_PI, 1.0) <= 0.5, 1.0, -1.0)
 
     def value(self, user: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """``w_u(t)`` in [-1, 1] (``[N]``): > 0 leans to ``B``, < 0 to ``A``."""
@@ -64,8 +65,8 @@ class Wave:
         """``u^D(t)`` of ``user`` at ``ts`` from the static interests ``base`` (``[N, K]``)."""
         if not self.on:
             return base[user]
-        x = base[user] + self.value(user, ts)[:, None] * self.axis[user]
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        x = base[user] + self.value(user, ts)[:, None] * self.axis[user]  # [N, K]
+        return x / np.maximum(np.sqrt(np.einsum("nk,nk->n", x, x)), 1e-12)[:, None]
 
 
 def make_wave(

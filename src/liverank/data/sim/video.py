@@ -24,7 +24,7 @@ import polars as pl
 from liverank.data.schema import VIDEO_EVENTS
 from liverank.data.sim.clock import HOUR_MS
 from liverank.data.sim.config import SimConfig
-from liverank.data.sim.population import Authors, Users, World, normalise, video_interest_at
+from liverank.data.sim.population import Authors, Users, World, normalise
 from liverank.data.sim.rng import stream
 
 _ACTIONS = {"like": -6.0, "comment": -7.5, "follow": -8.7, "share": -8.2}
@@ -83,29 +83,57 @@ def make_videos(cfg: SimConfig, world: World, authors: Authors) -> Videos:
 
 @dataclass(frozen=True)
 class TagChoice:
-    """How users pick a video's tag: ``softmax(5 u^V(t) . T_tag)`` over tags with videos."""
+    """How users pick a video's tag: ``softmax(5 u^V(t) . T_tag)`` over tags with videos.
 
-    centres: np.ndarray  # [C, K] category centres
+    With periodic interests ``u^V(t) = (u + w a) / |u + w a|`` (periodic.py; ``u`` unit,
+    ``a`` the swing axis, ``w = w_u(t)``), so a dot product with it is
+    ``(x . u + w x . a) / |u + w a|`` and ``|u + w a|^2 = 1 + 2 w u . a + w^2 |a|^2``: the users'
+    dot products with the tag centres are computed once here, not per exposure.
+    """
+
     has_tag: np.ndarray  # [C] whether a category has videos
-    static: np.ndarray  # [U, C] cumulative probabilities at the static interests u^V
+    static: np.ndarray  # [U, C] cumulative probabilities at the static interests (switch off)
+    base: np.ndarray  # [U, C] float32 5 u^V . T_c, -inf for tags without videos
+    swing: np.ndarray  # [U, C] float32 5 a . T_c, 0 for tags without videos
+    base_axis: np.ndarray  # [U] u^V . a
+    axis_sq: np.ndarray  # [U] |a|^2
 
-    def cdf(self, users: Users, user: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Cumulative tag probabilities of each exposure ``(user, ts)`` (``[E, C]``)."""
-        if not users.video_wave.on:
-            return self.static[user]
-        return _cdf(video_interest_at(users, user, ts), self.centres, self.has_tag)
+    def scale(
+        self, users: Users, user: np.ndarray, ts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(w, 1 / |u + w a|)`` of each exposure (``[E]`` each)."""
+        w = users.video_wave.value(user, ts)
+        return w, 1.0 / np.sqrt(1.0 + 2.0 * w * self.base_axis[user] + w * w * self.axis_sq[user])
 
-
-def _cdf(interest: np.ndarray, centres: np.ndarray, has_tag: np.ndarray) -> np.ndarray:
-    logits = 5.0 * interest @ centres.T  # [N, C]
-    p = np.exp(logits - logits.max(axis=1, keepdims=True)) * has_tag[None, :]
-    return np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+    def draw(
+        self, user: np.ndarray, u: np.ndarray, wave: tuple[np.ndarray, np.ndarray] | None
+    ) -> np.ndarray:
+        """Tag codes of exposures of ``user`` from uniforms ``u`` (``[E]``; inverse-cdf
+        sampling); ``wave`` = :meth:`scale` with periodic interests, None without."""
+        if wave is None:
+            below = (self.static[user] < u[:, None]).sum(axis=1)
+        else:  # an unnormalised cdf, compared with u times its total
+            w, inv = (x.astype(np.float32) for x in wave)
+            logits = (self.base[user] + w[:, None] * self.swing[user]) * inv[:, None]  # [E, C]
+            cum = np.exp(logits)  # tags without videos: exp(-inf) = 0
+            for c in range(1, cum.shape[1]):  # in place: faster than np.cumsum on short rows
+                cum[:, c] += cum[:, c - 1]
+            below = (cum < (u.astype(np.float32) * cum[:, -1])[:, None]).sum(axis=1)
+        return 1 + np.minimum(below, len(self.has_tag) - 1)
 
 
 def tag_cdf(world: World, videos: Videos, users: Users) -> TagChoice:
     """The users' tag choice (tags without videos excluded)."""
+    base = 5.0 * users.video @ world.centres.T
+    p = np.exp(base - base.max(axis=1, keepdims=True)) * videos.has_tag[None, :]
+    axis = users.video_wave.axis
     return TagChoice(
-        world.centres, videos.has_tag, _cdf(users.video, world.centres, videos.has_tag)
+        has_tag=videos.has_tag,
+        static=np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1),
+        base=np.where(videos.has_tag, base, -np.inf).astype(np.float32),
+        swing=np.where(videos.has_tag, 5.0 * axis @ world.centres.T, 0.0).astype(np.float32),
+        base_axis=np.einsum("uk,uk->u", users.video, axis),
+        axis_sq=np.einsum("uk,uk->u", axis, axis),
     )
 
 
@@ -127,13 +155,14 @@ def watch(
     counts = rng.multinomial(n_exposures, p_user)
     user = np.repeat(np.arange(users.n), counts)  # [E]
     ts = hour_start + rng.integers(0, HOUR_MS, size=len(user))
-    cdf = tags.cdf(users, user, ts)  # [E, C]
-    n_cat = cdf.shape[1]
-    tag = 1 + np.minimum((cdf < rng.random((len(user), 1))).sum(axis=1), n_cat - 1)
+    wave = tags.scale(users, user, ts) if users.video_wave.on else None  # u^V(t), periodic.py
+    tag = tags.draw(user, rng.random(len(user)), wave)
     pos = np.searchsorted(videos.tag_cdf, tag + rng.random(len(user)) * (1 - 1e-9))
     video = videos.by_tag[np.minimum(pos, len(videos.by_tag) - 1)]
-    interest = video_interest_at(users, user, ts)  # [E, K]
-    match = np.einsum("ek,ek->e", interest, videos.vec[video])
+    match = np.einsum("ek,ek->e", users.video[user], videos.vec[video])
+    if wave is not None:  # u^V(t) . x
+        swing = np.einsum("ek,ek->e", users.video_wave.axis[user], videos.vec[video])
+        match = (match + wave[0] * swing) * wave[1]
     completion = 1.3 / (1 + np.exp(-(-1.0 + 3.0 * match + rng.standard_normal(len(user)))))
     play_ms = (completion * videos.duration_ms[video]).astype(np.int64)
     played = play_ms >= _MIN_PLAY_MS
