@@ -195,7 +195,39 @@ class SimConfig(BaseModel):
     #: its state otherwise; with it, a highlight still moves a popular room's exposure)
     popularity_heat: float = Field(1.0, ge=0)
     # -- visit-length mixture
+    #: probability of a bounce (< 3 s) at zero affinity, minus 2 aff on its logit
+    mixture_bounce: float = Field(0.45, gt=0, lt=1)
+    #: median (s) and log-normal spread of a browse stay
+    browse_median_s: float = Field(15.0, gt=0)
+    browse_sigma: float = Field(0.7, ge=0)
+    #: median (s) and log-normal spread of an engaged stay (the heavy tail), before stay_scale
+    engaged_median_s: float = Field(480.0, gt=0)
+    engaged_sigma: float = Field(1.2, ge=0)
+    #: multiplies every engaged stay (dose-response experiments on visit length)
+    stay_scale: float = Field(1.0, gt=0, le=100)
+    #: logit of P(engaged | no bounce) at zero affinity, off-favourite, reference excitement
+    engaged_bias: float = -0.6
+    #: engaged logit per unit of affinity, for a favourite author, per unit of excitement at entry
+    w_engaged_affinity: float = 2.0
+    w_engaged_favourite: float = 1.0
+    w_engaged_excitement: float = 0.8
     # -- behaviours located in time
+    #: like / comment / gift intensity per visit-minute once warmed up (before propensities)
+    timed_like_rate: float = Field(0.03, ge=0)
+    timed_comment_rate: float = Field(0.012, ge=0)
+    timed_gift_rate: float = Field(0.05, ge=0)
+    #: warm-up (s) of each hazard: it grows as 1 - exp(-time in the visit / warm-up)
+    like_warmup_s: float = Field(60.0, ge=0)
+    comment_warmup_s: float = Field(120.0, ge=0)
+    gift_warmup_s: float = Field(600.0, ge=0)
+    #: like / comment hazards fade as (1 + time in the visit / interaction_decay_s)^-decay
+    like_decay: float = Field(0.7, ge=0)
+    comment_decay: float = Field(0.3, ge=0)
+    interaction_decay_s: float = Field(60.0, gt=0)
+    #: log-hazard per unit of the room's excitement at that moment (minus E_REF)
+    w_like_excitement: float = 1.2
+    w_comment_excitement: float = 1.2
+    w_gift_excitement: float = 2.0
     # -- periodic interests
     #: size of the swing between a user's two interests A and B (offset = w(t) strength/2 (B-A))
     periodic_strength: float = Field(1.25, ge=0, le=10)
@@ -207,7 +239,7 @@ class SimConfig(BaseModel):
     periodic_fast_share: float = Field(0.6, ge=0, le=1)
     # -- live shopping
     #: multiplier of product_clicks_per_day with live_shopping on (1 = the sparse World v1 domain)
-    product_click_mult: float = Field(4.0, ge=0)
+    product_click_mult: float = Field(5.0, ge=0)
     #: goods-bag opens per visit-minute of a shopping room (at fit 0.3, excitement E_REF)
     bag_rate: float = Field(0.08, ge=0)
     #: mean product clicks inside one goods-bag opening (at fit 0.3)

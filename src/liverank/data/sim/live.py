@@ -6,30 +6,60 @@ For an impression of room ``r`` (author ``a``, excitement ``e`` now) at slate po
                      + w_familiarity * log(1 + F(u, a)) + w_community * [a favoured by u]
                      + w_excitement * (e - E_REF) + 0.3 * [surface = slide]
 
-A user enters at most one room per request (the best-placed click). Visit: the user enters
-``0.5 + min(Exp(2.5), 30)`` s after the impression and either bounces (probability
-``sigmoid(logit(bounce_rate) - 2 aff)``, stay ``U(0.3, 2.9)`` s) or stays
-``LogNormal(log(stay_median_s) + 1.2 aff + w_stay_excitement (e - E_REF) + 0.3 (activity - 2),
-stay_sigma)``. The exit is cut at the room's end and 1 ms before the user's next request, so a
-user is in one room at a time and a visit ends before the next impression.
+A user enters at most one room per request (the best-placed click), ``0.5 + min(Exp(2.5), 30)`` s
+after the impression. ``aff`` = affinity minus 0.2 (the interest at the request time).
 
-Inside a visit of ``m`` minutes with mean excitement ``e_v``, a behaviour happens with
-probability ``1 - exp(-lambda)``:
+**Stay, ``visit_mixture`` on** (World v2): a bounce with probability
+``sigmoid(logit(mixture_bounce) - 2 aff)``, stay ``U(0.3, 2.9)`` s; otherwise *engaged* with
+probability
+
+    sigmoid(engaged_bias + w_engaged_affinity aff + w_engaged_favourite [a favoured by u]
+            + w_engaged_excitement (e_enter - E_REF))
+
+and *browse* else. With one ``z ~ N(0, 1)`` and ``s = 0.3 (activity - 2)``:
+
+    browse   stay = exp(log(browse_median_s) + s + browse_sigma z)
+    engaged  stay = stay_scale * exp(log(engaged_median_s) + s + engaged_sigma z)
+
+**Stay, ``visit_mixture`` off** (World v1): a bounce (probability
+``sigmoid(logit(bounce_rate) - 2 aff)``) or ``LogNormal(log(stay_median_s) + 1.2 aff +
+w_stay_excitement (e - E_REF) + 0.3 (activity - 2), stay_sigma)``.
+
+Stays are capped at 6 h. The exit is cut at the room's end and 1 ms before the user's next
+request, so a user is in one room at a time and a visit ends before the next impression.
+
+**Behaviours, ``timed_behaviours`` on** (World v2, :mod:`timed`): likes, comments and gifts are
+inhomogeneous Poisson processes on the room's 30 s grid, with rate per visit-minute
+
+    like     timed_like_rate    * i_u * exp(1.5 aff) * exp(w_like_excitement (e(t) - E_REF))
+             * (1 - exp(-tau / like_warmup)) * (1 + tau / interaction_decay)^-like_decay
+    comment  the same with the comment knobs
+    gift     timed_gift_rate * g_u * (1 if a favoured by u else off_favourite_gift)
+             * exp(w_gift_excitement (e(t) - E_REF)) * (1 - exp(-tau / gift_warmup))
+
+(``tau`` time since the enter, ``e(t)`` the room's excitement now): likes and comments peak at
+highlights and fade as the visit goes on; gifts sit at peaks and come minutes into a visit.
+
+**Behaviours, ``timed_behaviours`` off** (World v1): inside a visit of ``m`` minutes with mean
+excitement ``e_v`` a behaviour happens with probability ``1 - exp(-lambda)``,
 
     like     lambda = like_rate    * i_u * m^0.7 * exp(w_ie (e_v - E_REF) + 1.5 aff)
     comment  lambda = comment_rate * i_u * m^0.7 * exp(w_ie (e_v - E_REF) + 1.5 aff)
-    follow   lambda = follow_rate  * m^0.5 * exp(2.5 aff)
-    gift     see gifting.py
-    cart     lambda = cart_rate * m^0.7 * exp(3 (u^P . w_cat3 - 0.3) + w_ie (e_v - E_REF))
+    gift     lambda = gift_rate * g_u * (1 or off_favourite_gift) * m^0.8 * exp(w_ie (e_v - E_REF))
 
-(``i_u`` interaction propensity, ``aff`` = affinity minus 0.2). Likes, comments and gifts come
-``1 + Poisson(lambda)`` times, at uniform times inside the visit. A cart click in a shopping
-room is on the product on stage at that moment; a buy follows with probability
-``buy_given_cart`` and has value ``price * (1 + Poisson(0.3))``.
+``1 + Poisson(lambda)`` times, at uniform times inside the visit. Either way a follow happens
+with probability ``1 - exp(-follow_rate m^0.5 exp(2.5 aff))`` at a uniform time, and the
+shopping events of a shopping room come from :mod:`shopping`. (``i_u`` interaction propensity,
+``g_u`` gift propensity.)
+
+Random streams: the hour's stream draws the clicks; five children of it (``Generator.spawn``,
+independent of how many draws came before) draw the enters, the stay mixture, the uniform
+behaviours, the timed behaviours and World v1 shopping, so a switch changes its own draws only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,8 +74,10 @@ from liverank.data.sim.products import Catalog
 from liverank.data.sim.rooms import Rooms
 from liverank.data.sim.shopping import in_room_shopping
 from liverank.data.sim.slates import Requests
+from liverank.data.sim.timed import intensity, poisson_times, visit_ticks
 
 _AFF_CENTRE = 0.2
+_MAX_STAY_MS = 6 * 3_600_000
 _EVENT = {name: i for i, name in enumerate(LIVE_EVENTS)}
 
 
@@ -72,6 +104,16 @@ class LiveEvents:
     event: np.ndarray
     value: np.ndarray
     product: np.ndarray  # 0-based product index, -1 for none
+
+
+@dataclass(frozen=True)
+class BehaviourStreams:
+    """Random streams of the behaviours inside visits (one per mechanism, so that a switch
+    changes the draws of its own mechanism only)."""
+
+    uniform: np.random.Generator  # follows; likes, comments, gifts with timed_behaviours off
+    timed: np.random.Generator  # likes, comments, gifts located in time
+    shopping: np.random.Generator  # cart clicks and buys
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -111,32 +153,80 @@ def click(
 
 
 def visits(
-    w: LiveContext, req: Requests, row: np.ndarray, room: np.ndarray, rng: np.random.Generator
+    w: LiveContext,
+    req: Requests,
+    row: np.ndarray,
+    room: np.ndarray,
+    rng: np.random.Generator,
+    mix_rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Enter and exit times of clicked impressions; ``keep`` marks clicks that became visits."""
+    """Enter and exit times of clicked impressions; ``keep`` marks clicks that became visits.
+
+    ``rng`` draws the enter delay (and today's stay model with ``visit_mixture`` off),
+    ``mix_rng`` the stay mixture, so the enters do not depend on the switch.
+    """
     cfg, users, rooms = w.cfg, w.users, w.rooms
     user, ts = req.user[row], req.ts[row]
+    author = rooms.author[room]
     interest = live_interest_at(users, user, ts)  # time-varying (periodic.py)
-    aff = np.einsum("nk,nk->n", interest, w.authors.vec[rooms.author[room]]) - _AFF_CENTRE
+    aff = np.einsum("nk,nk->n", interest, w.authors.vec[author]) - _AFF_CENTRE
     delay = np.minimum(rng.exponential(2_500, size=len(row)), 30_000)  # << CLICK_WINDOW_MS
     enter = ts + 500 + delay.astype(np.int64)
     exc = rooms.excitement[rooms.tick_of(room, enter)]
-    bounce = rng.random(len(row)) < _sigmoid(
-        np.log(cfg.bounce_rate / (1 - cfg.bounce_rate)) - 2 * aff
-    )
-    log_stay = (
-        np.log(cfg.stay_median_s * 1000)
-        + 1.2 * aff
-        + cfg.w_stay_excitement * (exc - E_REF)
-        + 0.3 * (users.activity[user] - 2)
-        + cfg.stay_sigma * rng.standard_normal(len(row))
-    )
-    stay = np.where(bounce, rng.integers(300, 2_900, size=len(row)), np.exp(log_stay))
-    stay = np.minimum(stay, 6 * 3_600_000).astype(np.int64)
+    if cfg.visit_mixture:
+        fav = w.gifts.is_favourite(user, author)
+        stay = mixture_stay(cfg, aff, fav, exc, users.activity[user], mix_rng)
+    else:
+        bounce = rng.random(len(row)) < _sigmoid(
+            np.log(cfg.bounce_rate / (1 - cfg.bounce_rate)) - 2 * aff
+        )
+        log_stay = (
+            np.log(cfg.stay_median_s * 1000)
+            + 1.2 * aff
+            + cfg.w_stay_excitement * (exc - E_REF)
+            + 0.3 * (users.activity[user] - 2)
+            + cfg.stay_sigma * rng.standard_normal(len(row))
+        )
+        stay = np.where(bounce, rng.integers(300, 2_900, size=len(row)), np.exp(log_stay))
+    stay = np.minimum(stay, _MAX_STAY_MS).astype(np.int64)
     limit = np.minimum(rooms.end[room], req.next_ts[row] - 1)
     exit_ = np.minimum(enter + np.maximum(stay, 1), limit)
     keep = exit_ > enter  # the room ended, or the next request came, before the user got in
     return enter, exit_, keep
+
+
+def mixture_stay(
+    cfg: SimConfig,
+    aff: np.ndarray,
+    fav: np.ndarray,
+    exc: np.ndarray,
+    activity: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Stays (ms, ``[n]``) from the bounce / browse / engaged mixture (module docstring).
+
+    ``aff`` is the centred affinity, ``fav`` whether the author is a favourite, ``exc`` the
+    excitement at the enter. Browse and engaged stays share one normal draw, so ``stay_scale``
+    stretches the same visits (common random numbers for dose-response runs).
+    """
+    n = len(aff)
+    logit_bounce = np.log(cfg.mixture_bounce / (1 - cfg.mixture_bounce)) - 2 * aff
+    bounce = rng.random(n) < _sigmoid(logit_bounce)
+    p_engaged = _sigmoid(
+        cfg.engaged_bias
+        + cfg.w_engaged_affinity * aff
+        + cfg.w_engaged_favourite * fav
+        + cfg.w_engaged_excitement * (exc - E_REF)
+    )
+    engaged = rng.random(n) < p_engaged
+    z = rng.standard_normal(n)
+    shift = 0.3 * (activity - 2)
+    browse = np.exp(np.log(cfg.browse_median_s * 1000) + shift + cfg.browse_sigma * z)
+    long = cfg.stay_scale * np.exp(
+        np.log(cfg.engaged_median_s * 1000) + shift + cfg.engaged_sigma * z
+    )
+    short = rng.integers(300, 2_900, size=n)
+    return np.where(bounce, short, np.where(engaged, long, browse))
 
 
 def behave(
@@ -146,25 +236,19 @@ def behave(
     room: np.ndarray,
     enter: np.ndarray,
     exit_: np.ndarray,
-    rng: np.random.Generator,
+    rngs: BehaviourStreams,
 ) -> LiveEvents:
     """Every live event of the visits ``(row, room, enter, exit)`` (enter and exit included)."""
     cfg, users, authors, rooms = w.cfg, w.users, w.authors, w.rooms
     user, author = req.user[row], rooms.author[room]
     n = len(row)
     minutes = (exit_ - enter) / 60_000
-    aff = np.einsum("nk,nk->n", users.live[user], authors.vec[author]) - _AFF_CENTRE
+    interest = live_interest_at(users, user, req.ts[row])  # time-varying (periodic.py)
+    aff = np.einsum("nk,nk->n", interest, authors.vec[author]) - _AFF_CENTRE
     exc = rooms.mean_excitement(room, enter, exit_) - E_REF
-    boost = np.exp(cfg.w_interact_excitement * exc)
     room_events = minutes >= 2 / 60_000  # at least 2 ms inside to place an event
     fav = w.gifts.is_favourite(user, author)
-    lam = {
-        "like": cfg.like_rate * users.interact[user] * minutes**0.7 * boost * np.exp(1.5 * aff),
-        "comment": cfg.comment_rate * users.interact[user] * minutes**0.7 * boost * np.exp(1.5 * aff),
-        "follow": cfg.follow_rate * minutes**0.5 * np.exp(2.5 * aff),
-        "gift": cfg.gift_rate * users.gift[user] * np.where(fav, 1.0, cfg.off_favourite_gift)
-        * minutes**0.8 * boost,
-    }  # fmt: skip
+    gift_mult = users.gift[user] * np.where(fav, 1.0, cfg.off_favourite_gift)  # [n]
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("i", "ts", "event", "value", "product")}
 
     def emit(i: np.ndarray, ts: np.ndarray, event: str, value=None, product=None) -> None:
@@ -174,22 +258,35 @@ def behave(
         cols["value"].append(np.zeros(len(i)) if value is None else value)
         cols["product"].append(np.full(len(i), -1) if product is None else product)
 
-    def inside(i: np.ndarray) -> np.ndarray:
-        """A uniform time strictly between the enter and the exit of visits ``i``."""
-        span = exit_[i] - enter[i] - 1
-        return enter[i] + 1 + (rng.random(len(i)) * span).astype(np.int64)
-
     emit(np.arange(n), enter, "enter")
     emit(np.arange(n), exit_, "exit")
-    for event, rate in lam.items():
-        happens = room_events & (rng.random(n) < 1 - np.exp(-rate))
-        times = 1 if event == "follow" else 1 + rng.poisson(np.minimum(rate, 20.0))
-        i = np.repeat(np.arange(n), np.where(happens, times, 0))
-        value = gift_values(rng, len(i)) if event == "gift" else None
-        emit(i, inside(i), event, value)
+    rng = rngs.uniform
+    follow = cfg.follow_rate * minutes**0.5 * np.exp(2.5 * aff)
+    i = np.flatnonzero(room_events & (rng.random(n) < -np.expm1(-follow)))
+    emit(i, _inside(rng, enter[i], exit_[i]), "follow")
+    if cfg.timed_behaviours:
+        for event, i, ts in timed_interactions(
+            w, user, room, enter, exit_, aff, gift_mult, rngs.timed
+        ):
+            value = gift_values(rngs.timed, len(i)) if event == "gift" else None
+            emit(i, ts, event, value)
+    else:
+        boost = np.exp(cfg.w_interact_excitement * exc)
+        inter = users.interact[user] * minutes**0.7 * boost * np.exp(1.5 * aff)
+        lam = {
+            "like": cfg.like_rate * inter,
+            "comment": cfg.comment_rate * inter,
+            "gift": cfg.gift_rate * gift_mult * minutes**0.8 * boost,
+        }
+        for event, rate in lam.items():
+            happens = room_events & (rng.random(n) < -np.expm1(-rate))
+            times = 1 + rng.poisson(np.minimum(rate, 20.0))
+            i = np.repeat(np.arange(n), np.where(happens, times, 0))
+            value = gift_values(rng, len(i)) if event == "gift" else None
+            emit(i, _inside(rng, enter[i], exit_[i]), event, value)
 
     for i, ts, event, value, product in in_room_shopping(
-        w, user, room, enter, exit_, exc, room_events, rng
+        w, user, room, enter, exit_, exc, room_events, rngs.shopping
     ):
         emit(i, ts, event, value, product)
 
@@ -204,6 +301,49 @@ def behave(
     )
 
 
+def _inside(rng: np.random.Generator, enter: np.ndarray, exit_: np.ndarray) -> np.ndarray:
+    """A uniform time strictly between each ``enter`` and ``exit_`` (visits of >= 2 ms)."""
+    return enter + 1 + (rng.random(len(enter)) * (exit_ - enter - 1)).astype(np.int64)
+
+
+def timed_interactions(
+    w: LiveContext,
+    user: np.ndarray,
+    room: np.ndarray,
+    enter: np.ndarray,
+    exit_: np.ndarray,
+    aff: np.ndarray,
+    gift_mult: np.ndarray,
+    rng: np.random.Generator,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Likes, comments and gifts located in time (module docstring): ``(event, visit, ts)``."""
+    cfg, users = w.cfg, w.users
+    inter = users.interact[user] * np.exp(1.5 * aff)  # [n]
+    decay_min = cfg.interaction_decay_s / 60
+    spec = {  # event: (rate per visit-minute [n], excitement weight, warm-up (min), decay)
+        "like": (cfg.timed_like_rate * inter, cfg.w_like_excitement, cfg.like_warmup_s / 60,
+                 (cfg.like_decay, decay_min)),
+        "comment": (cfg.timed_comment_rate * inter, cfg.w_comment_excitement,
+                    cfg.comment_warmup_s / 60, (cfg.comment_decay, decay_min)),
+        "gift": (cfg.timed_gift_rate * gift_mult, cfg.w_gift_excitement, cfg.gift_warmup_s / 60,
+                 (0.0, 1.0)),
+    }  # fmt: skip
+    out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {e: [] for e in spec}
+    for pairs in visit_ticks(w.rooms, room, enter, exit_):
+        for event, (rate, weight, warmup, (decay, decay_min)) in spec.items():
+            lam = intensity(
+                pairs, w.rooms.excitement, rate[pairs.visit], weight, warmup, decay, decay_min
+            )
+            out[event].append(poisson_times(rng, pairs, lam))
+    for event, parts in out.items():
+        if parts:
+            yield (
+                event,
+                np.concatenate([p[0] for p in parts]),
+                np.concatenate([p[1] for p in parts]),
+            )
+
+
 def respond(
     w: LiveContext,
     req: Requests,
@@ -214,11 +354,12 @@ def respond(
 ) -> LiveEvents:
     """Clicks, visits and behaviours for the impressions ``(row, room, position)``; updates the
     familiarity map with what the visits taught the users."""
+    streams = rng.spawn(5)  # children of the hour's stream: independent of the draws above
     hit = click(w, req, row, room, position, rng)
     row, room = row[hit], room[hit]
-    enter, exit_, keep = visits(w, req, row, room, rng)
+    enter, exit_, keep = visits(w, req, row, room, streams[0], streams[1])
     row, room, enter, exit_ = row[keep], room[keep], enter[keep], exit_[keep]
-    events = behave(w, req, row, room, enter, exit_, rng)
+    events = behave(w, req, row, room, enter, exit_, BehaviourStreams(*streams[2:]))
     stay = exit_ - enter
     user, author = req.user[row], w.rooms.author[room]
     gain = (stay >= EFFECTIVE_VIEW_MS) + (stay >= w.cfg.long_view_ms).astype(float)
