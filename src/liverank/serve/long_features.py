@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from liverank.data.dead_letters import RowScreen
 from liverank.data.io import read_meta, table_path
 from liverank.data.samples import (
     REQUIRED_COLUMNS,
@@ -36,14 +37,18 @@ def long_history_as_of(data_dir: str | Path, as_of_ts: int | None = None) -> lh.
     started = time.perf_counter()
     root = Path(data_dir)
     meta = read_meta(root)
+    # the rows the sample builder uses (its dead letters are left out here too), so that the
+    # served histories are the ones the model was trained on
+    screen = RowScreen.of(root)
     impressions = (
-        pl.read_parquet(table_path(root, "live_impressions"))
+        screen.scan("live_impressions")
         .select(REQUIRED_COLUMNS["live_impressions"])
+        .collect()
         .sort(["ts", "request_id", "position"])
     )
     rooms = pl.read_parquet(table_path(root, "rooms"), columns=list(REQUIRED_COLUMNS["rooms"]))
-    labels, _ = _visit_labels(root, impressions, rooms, meta, 5_000_000)
-    frames = _long_history_frames(root, impressions, labels, _static_tables(root, rooms))
+    labels, _ = _visit_labels(screen, impressions, rooms, meta, 5_000_000)
+    frames = _long_history_frames(screen, impressions, labels, _static_tables(root, rooms))
     if as_of_ts is not None:
         frames = {d: f.filter(pl.col("ts") < as_of_ts) for d, f in frames.items()}
     store = lh.LongHistory.from_frames(frames)
