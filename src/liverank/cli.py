@@ -41,7 +41,9 @@ console = Console(stderr=True)
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="generate a simulated live-streaming platform dataset")
-    p.add_argument("--size", choices=["tiny", "small", "medium", "large"], default="small")
+    p.add_argument(
+        "--size", choices=["tiny", "small", "medium", "large", "evidence"], default="small"
+    )
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     p.add_argument(
