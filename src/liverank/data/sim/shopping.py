@@ -25,7 +25,8 @@ products on stage at ``N_MOMENTS`` uniform moments of the visit:
   cart with probability ``buy_given_cart``, 2-60 s later, of value ``price * (1 + Poisson(0.3))``.
 
 Every event lies strictly inside the visit (later ones are cut to 1 ms before the exit). Draws
-come from the stream ``"live-shopping"`` of the visits' hour, so the switch changes no other draw.
+come from the shopping stream of the hour (``rng``, its own child stream in :mod:`live`), so
+the switch changes no other draw; ``timed_behaviours`` changes only which moment an open takes.
 
 With ``live_shopping`` off (World v1): no bag or product click; a visit ``m`` minutes long with
 ``fit`` of the product on stage at a uniform moment gives a cart click on that product with
@@ -41,9 +42,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from liverank.data.sim.clock import HOUR_MS
 from liverank.data.sim.population import SHOPPING
-from liverank.data.sim.rng import stream
 
 if TYPE_CHECKING:
     from liverank.data.sim.live import LiveContext
@@ -71,14 +70,12 @@ def in_room_shopping(
 ) -> Iterator[Emitted]:
     """The shopping events of the visits ``(user, room, enter, exit_)`` (arrays ``[n]``);
     ``exc`` is each visit's mean excitement minus ``E_REF``, ``room_events`` marks visits long
-    enough to hold an event. ``rng`` is used only with ``live_shopping`` off."""
+    enough to hold an event; ``rng`` is the shopping stream (no other mechanism draws from it)."""
     shop = np.flatnonzero(room_events & (w.rooms.type_idx[room] == SHOPPING))
     if not w.cfg.live_shopping:
         yield from _cart_on_stage(w, user, room, enter, exit_, exc, shop, rng)
-    elif len(shop):
-        hour = int((enter[shop].min() - w.cfg.start_ts) // HOUR_MS)
-        own = stream(w.cfg.seed, "live-shopping", hour)
-        yield from _goods_bag(w, user, room, enter, exit_, exc, shop, own)
+    else:
+        yield from _goods_bag(w, user, room, enter, exit_, exc, shop, rng)
 
 
 def _fit(w: LiveContext, user: np.ndarray, product: np.ndarray) -> np.ndarray:

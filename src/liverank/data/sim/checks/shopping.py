@@ -4,7 +4,9 @@ docs/simulator.md section 13; eLiveRec).
 * the goods-bag funnel of shopping-room visits (visits rebuilt with ``reconstruct_visits`` from
   the sampled users' impressions of shopping rooms): bag opens per visit, the share of visits
   with a bag open and with a product click (eLiveRec's "click goods bag" / "click products"
-  tasks), and that every in-room product click is on a product the room introduced before;
+  tasks), that every in-room product click is on a product the room introduced before, and
+  where in the visit the goods bag is opened (the room's true excitement then minus its visit's
+  time-averaged excitement, as for the other behaviours located in time);
 * product clicks (``product_events`` clicks + in-room ``product_click``) per user of the highest
   activity group in the training window (the days before the last two), against eLiveRec's
   Table I (47.47 products per sequence, truncated at 50), and against the live sequence of the
@@ -22,6 +24,7 @@ import polars as pl
 from liverank.data.schema import NOT_IN_LIVE_SEQUENCE
 from liverank.data.sim import measures
 from liverank.data.sim.calibration import CHOSEN, MAX_USERS, CalibrationContext, Metric
+from liverank.data.sim.checks.behaviours import RoomExcitement
 from liverank.data.sim.clock import DAY_MS
 from liverank.data.visits import reconstruct_visits
 
@@ -51,6 +54,7 @@ def _funnel(ctx: CalibrationContext) -> list[Metric]:
     v = reconstruct_visits(imp, sampled, rooms, ctx.cfg.long_view_ms, behaviours=_BAG)
     visits = v.filter("clicked")
     n = visits.height
+    lift = _open_lift(ctx, visits, sampled)
     opens = sampled.filter(pl.col("event") == "bag_open").height
     nan = float("nan")
     off = (None, 0.0)
@@ -66,6 +70,7 @@ def _funnel(ctx: CalibrationContext) -> list[Metric]:
                *((0.05, 0.5) if on else off),
                "shopping-room visits with a product click (eLiveRec 'click products' task)",
                CHOSEN),
+        lift,
     ]  # fmt: skip
     clicks = ctx.events.filter(pl.col("event") == "product_click").select(
         "live_id", "product_id", "ts"
@@ -84,6 +89,42 @@ def _funnel(ctx: CalibrationContext) -> list[Metric]:
                           "in-room product clicks on a product the room introduced before",
                           "eLiveRec: products mounted in the channel's goods bag"))  # fmt: skip
     return out
+
+
+def _open_lift(ctx: CalibrationContext, visits: pl.DataFrame, events: pl.DataFrame) -> Metric:
+    """Excitement at the goods-bag opens (carts with ``live_shopping`` off) minus the time
+    average of the excitement over their visits."""
+    cfg = ctx.cfg
+    event = "bag_open" if cfg.live_shopping else "cart_click"
+    rows = (
+        events.filter(pl.col("event") == event)
+        .select("user_id", "live_id", "ts")
+        .sort("ts")
+        .join_asof(
+            visits.filter(pl.col("stay_ms") > 0)
+            .select("user_id", "live_id", "enter_ts", "exit_ts")
+            .sort("enter_ts"),
+            left_on="ts",
+            right_on="enter_ts",
+            by=["user_id", "live_id"],
+            check_sortedness=False,
+        )
+        .filter(pl.col("ts") <= pl.col("exit_ts"))
+    )
+    value = float("nan")
+    if rows.height:
+        ex = RoomExcitement(ctx.truth)
+        live_id = rows["live_id"].to_numpy()
+        at = ex.at(live_id, rows["ts"].to_numpy())
+        mean = ex.mean(live_id, rows["enter_ts"].to_numpy(), rows["exit_ts"].to_numpy())
+        value = float((at - mean).mean())
+    lo, hi = None, None
+    if cfg.live_shopping and cfg.highlights:
+        lo, hi = (0.1, None) if cfg.timed_behaviours else (-0.03, 0.03)
+    what = "goods-bag opens" if cfg.live_shopping else "cart clicks (World v1, uniform)"
+    return Metric("shop_excitement_lift", value, lo, hi,
+                  f"{what}: excitement at the event - its visit's mean excitement",
+                  CHOSEN if lo is not None or hi is not None else "")  # fmt: skip
 
 
 def _window(ctx: CalibrationContext) -> tuple[int, int]:
