@@ -75,7 +75,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     Console().print(table)
     verdict = "all targets met" if report.passed else f"{len(report.failures)} target(s) missed"
     console.print(
-        f"wrote {args.out} in {time.perf_counter() - start:.1f} s; {verdict} (see calibration.md)"
+        f"wrote {args.out} in {time.perf_counter() - start:.1f} s: generated "
+        f"{report.generated_events:,} events in {report.seconds:.1f} s "
+        f"({report.events_per_second / 1e3:,.0f}k events/s), then calibrated; {verdict} "
+        "(see calibration.md)"
     )
     return 0
 

@@ -157,12 +157,18 @@ def test_metric_targets_and_report_formats():
     assert Metric("a", 0.05, 0.1, None).passed is False
     assert Metric("a", float("nan"), 0.1, None).passed is False
     assert Metric("a", 3.0).passed is None and Metric("a", 3.0).target == "-"
-    rep = CalibrationReport("tiny", 0, {"highlights": False}, 1.5, {"users": 3},
-                            [Metric("ctr", 0.07, 0.03, 0.15, "clicks"), Metric("x", float("nan"))])  # fmt: skip
+    rep = CalibrationReport("tiny", 0, {"highlights": False}, 1.5,
+                            {"users": 3, "live_events": 2_000, "segments": 1_000},
+                            [Metric("ctr", 0.07, 0.03, 0.15, "clicks", source="KuaiLive"),
+                             Metric("x", float("nan"))])  # fmt: skip
     md = rep.to_markdown()
-    assert "| ctr | 0.07 | 0.03 - 0.15 | yes | clicks |" in md and "highlights" in md
+    assert "| ctr | 0.07 | 0.03 - 0.15 | yes | clicks | KuaiLive |" in md and "highlights" in md
+    # the generation speed counts event rows only (not the 3 users)
+    assert rep.generated_events == 3_000 and rep.events_per_second == 2_000
+    assert "(3,000 events, 2k events/s)" in md
     data = json.loads(rep.to_json())
     assert data["passed"] is True and data["metrics"][1]["value"] is None
+    assert data["events_per_second"] == 2_000 and data["metrics"][0]["source"] == "KuaiLive"
     assert rep.value("ctr") == 0.07
 
 

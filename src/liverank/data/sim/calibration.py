@@ -33,6 +33,8 @@ _R2_ROWS = 200_000  # segments used for the multi-modal R^2
 MAX_USERS = 50_000
 #: the source of a target that is not a public figure or a paper's statement
 CHOSEN = "chosen so the phenomenon is measurable"
+#: the tables whose rows count as generated events (simulation speed)
+EVENT_TABLES = ("live_impressions", "live_events", "video_events", "product_events", "segments")
 
 
 @dataclass
@@ -88,6 +90,16 @@ class CalibrationReport:
     def failures(self) -> list[Metric]:
         return [m for m in self.metrics if m.passed is False]
 
+    @property
+    def generated_events(self) -> int:
+        """Rows of the event tables (impressions, live / video / product events, segments)."""
+        return sum(n for t, n in self.rows.items() if t in EVENT_TABLES)
+
+    @property
+    def events_per_second(self) -> float:
+        """Generation speed: :attr:`generated_events` per second of generation."""
+        return self.generated_events / self.seconds if self.seconds > 0 else math.nan
+
     def metric(self, name: str) -> Metric:
         for m in self.metrics:
             if m.name == name:
@@ -102,7 +114,9 @@ class CalibrationReport:
         lines = [
             f"# Calibration: simulator size '{self.size}', seed {self.seed}",
             "",
-            f"Generated in {self.seconds:.1f} s. Phenomena off: {', '.join(off) or 'none'}.",
+            f"Generated in {self.seconds:.1f} s ({self.generated_events:,} events, "
+            f"{self.events_per_second / 1e3:,.0f}k events/s). "
+            f"Phenomena off: {', '.join(off) or 'none'}.",
             "",
             "| metric | measured | target | ok | what is measured | source of the target |",
             "|---|---:|---|:-:|---|---|",
@@ -121,6 +135,8 @@ class CalibrationReport:
     def to_json(self) -> str:
         out = {k: v for k, v in asdict(self).items() if k != "metrics"}
         out["passed"] = self.passed
+        out["generated_events"] = self.generated_events
+        out["events_per_second"] = self.events_per_second
         out["metrics"] = [
             {**asdict(m), "value": None if _nan(m.value) else m.value, "passed": m.passed}
             for m in self.metrics
