@@ -89,7 +89,7 @@ def checks(ctx: CalibrationContext) -> list[Metric]:
         Metric("room_impressions_per_min_median", float(np.median(r)) if len(r) else math.nan,
                note="impressions per air minute, median over all rooms"),
     ]  # fmt: skip
-    lo, hi = (0.35, None) if cfg.concentrated_traffic else (None, 0.25)
+    lo, hi = (0.30, None) if cfg.concentrated_traffic else (None, 0.25)
     out.append(
         Metric(
             "traffic_top_decile_share", share, lo, hi,
