@@ -172,8 +172,7 @@ def _ab_corr(out) -> dict[str, float]:
         idx = items["user_id"].to_numpy() - 1
         fast = users.live_wave.fast(idx, items["ts"].to_numpy())
         out_corr[name] = float(np.corrcoef(items["x"].to_numpy(), fast)[0, 1])
-    out_corr["power"] = power_ratio(ab_items(enters.select("user_id", "ts", "category"), truth),
-                                    cfg.periodic_fast_min * MIN)  # fmt: skip
+        out_corr[f"{name}_power"] = power_ratio(items, cfg.periodic_fast_min * MIN)
     return out_corr
 
 
@@ -182,7 +181,10 @@ def test_periodic_interests_show_in_live_and_video_behaviour(variant):
     assert on["live"] > 0.15 and on["video"] > 0.3, on
     # off: sampling noise only (about 0.02 on the ~2k A/B enters of the dense world)
     assert abs(off["live"]) < 0.08 and abs(off["video"]) < 0.03, off
-    assert on["power"] > off["power"] + 0.3, (on, off)
+    # the phase-free periodogram at the fast period, on the ~20k A/B plays (the dense world's
+    # ~130 users with 8+ A/B enters leave the live ratio at 1 +- 0.2 either way; calibration
+    # measures it on small and evidence)
+    assert on["video_power"] > 2.0 and off["video_power"] < 1.2, (on, off)
 
 
 def test_periodic_switch_leaves_the_world_alone(variant):
