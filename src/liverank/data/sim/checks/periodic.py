@@ -6,8 +6,9 @@ For every behaviour of a sampled user in a room (or a video) of the user's categ
 * ``periodic_live_fast_corr`` / ``periodic_live_slow_corr``: the correlation of ``x`` with the
   user's fast square wave / slow drift at the behaviour's time (live ``enter`` events); about 0
   when ``periodic_interests`` is off (the waves are drawn either way and then unused);
-* ``periodic_video_fast_corr``: the same over short-video plays (reported with
-  ``cross_domain_interest`` on, when the video domain shares the live clock);
+* ``periodic_video_fast_corr``: the same over the short-video plays of the users with id
+  ``<= _VIDEO_USERS`` (reported with ``cross_domain_interest`` on, when the video domain shares
+  the live clock);
 * ``periodic_fast_power_ratio``: phase-free, the periodogram of ``x`` at the stated fast period
   (``|sum_k x_k exp(-2 pi i t_k / P_fast)|^2 / n`` per user, ``x`` centred per user, averaged
   over users) over its mean at the neighbouring frequencies of :data:`BAND`: about 1 without
@@ -30,6 +31,7 @@ from liverank.data.sim.periodic import Wave
 SEQ_LEN = 50  # build-samples' default seq_len (FARM uses 50)
 _FARM = "FARM: sequences of 50 behaviours split by a DFT filter"
 _MIN_ITEMS = 8  # users with fewer A/B behaviours are left out of the periodogram
+_VIDEO_USERS = 5_000  # the video correlation reads the plays of users with id <= this
 
 
 def _waves(ctx: CalibrationContext, truth: pl.DataFrame) -> Wave:
@@ -160,7 +162,7 @@ def checks(ctx: CalibrationContext) -> list[Metric]:
     if cfg.cross_domain_interest:
         plays = (
             ctx.scan("video_events")
-            .filter((pl.col("event") == "play") & (pl.col("user_id") <= truth["user_id"].max()))
+            .filter((pl.col("event") == "play") & (pl.col("user_id") <= _VIDEO_USERS))
             .select("user_id", "ts", "photo_id")
             .collect()
             .join(ctx.scan("videos").select("photo_id", pl.col("tag").alias("category")).collect(),
