@@ -5,11 +5,11 @@ Writes, under ``--out`` (default ``benchmarks/results/world_v2``):
 
 * ``<size>_seed<s>[_off-<switch>].json`` / ``.md``: each run's calibration report, plus its wall
   time, peak RSS and the code it ran (``git describe``);
-* ``summary.md``: (1) every metric of the preset on each seed with its target, source and
+* ``summary_<size>.md``: (1) every metric of the preset on each seed with its target, source and
   pass / fail; (2) per switch, the metrics whose target depends on it, on vs off; (3) runs'
   time and memory. With ``--docs FILE`` the same summary replaces the text between
-  ``<!-- world-v2-calibration:start -->`` and ``<!-- world-v2-calibration:end -->`` in FILE, so
-  the docs' tables are generated from the result files, not typed.
+  ``<!-- calibration:<size>:start -->`` and ``<!-- calibration:<size>:end -->`` in FILE, so the
+  docs' tables are generated from the result files, not typed.
 
 Resumable: a run whose JSON exists is not repeated (``--force`` repeats it). Datasets go to a
 temporary directory and are deleted after calibration (``--keep DIR`` keeps them there).
@@ -35,7 +35,11 @@ from pathlib import Path
 from liverank.data.sim.config import SWITCHES
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- world-v2-calibration:start -->", "<!-- world-v2-calibration:end -->"
+
+
+def markers(size: str) -> tuple[str, str]:
+    """The comments around a size's generated section in the docs."""
+    return f"<!-- calibration:{size}:start -->", f"<!-- calibration:{size}:end -->"
 
 
 def run_name(size: str, seed: int, off: str | None) -> str:
@@ -183,13 +187,14 @@ def summary(reports: dict[str, dict], size: str, seeds: list[int], off_seed: int
     return "\n".join(lines) + "\n"
 
 
-def write_docs(path: Path, text: str) -> None:
+def write_docs(path: Path, size: str, text: str) -> None:
+    start, end = markers(size)
     doc = path.read_text()
-    if START not in doc or END not in doc:
-        raise SystemExit(f"{path}: no '{START}' ... '{END}' markers to fill")
-    head, rest = doc.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{START}\n{text}{END}{tail}")
+    if start not in doc or end not in doc:
+        raise SystemExit(f"{path}: no '{start}' ... '{end}' markers to fill")
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}{end}{tail}")
     print(f"updated {path}")
 
 
@@ -228,10 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         p.stem: json.loads(p.read_text()) for p in sorted(args.out.glob(f"{args.size}_seed*.json"))
     }
     text = summary(reports, args.size, args.seeds, args.off_seed)
-    (args.out / "summary.md").write_text(text)
+    (args.out / f"summary_{args.size}.md").write_text(text)
     print(text)
     if args.docs:
-        write_docs(args.docs, text)
+        write_docs(args.docs, args.size, text)
     return 0
 
 
