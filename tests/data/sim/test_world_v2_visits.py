@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liverank.data import io
-from liverank.data.sim import SimConfig
+from liverank.data.sim import SimConfig, measures
 from liverank.data.sim.calibration import CalibrationContext
 from liverank.data.sim.checks import behaviours as behaviour_checks
 from liverank.data.sim.clock import TICK_MS
@@ -207,3 +207,16 @@ def test_slow_rows_of_the_calibration_are_those_of_the_reporting_code(variant):
     slow = int(rows["slow"].sum())
     assert slow > 50
     assert got["fast_slow_slow_per_fast"] == pytest.approx(slow / (rows.height - slow))
+
+
+GIFTY = {"gifter_share": (0.3, 0.5, 0.8)}
+
+
+def test_gifting_communities_give_swing_neighbours(variant):
+    share = {}
+    for name, on in (("on", True), ("off", False)):
+        out = variant(**GIFTY, gifting_communities=on)
+        gifts = io.read_table(out, "live_events").filter(pl.col("event") == "gift")
+        share[name] = measures.gift_graph(gifts, io.read_table(out, "authors"))
+    assert share["on"]["swing_authors_share"] > 0.5, share
+    assert share["off"]["swing_authors_share"] < 0.5 * share["on"]["swing_authors_share"], share

@@ -247,8 +247,10 @@ def calibrate(out_dir: Path, cfg: SimConfig, seconds: float = 0.0) -> Calibratio
                "distinct authors a gifting user gifts to (mean)"))  # fmt: skip
     add(Metric("gift_authors_per_gifter_median", g["authors_per_gifter_median"], 1, 3,
                "distinct authors a gifting user gifts to (median)"))  # fmt: skip
-    add(Metric("swing_authors_share", g["swing_authors_share"],
-               note="gifted authors with >= 1 Swing neighbour"))  # fmt: skip
+    lo, hi = (0.5, None) if cfg.gifting_communities else (None, 0.1)
+    add(Metric("swing_authors_share", g["swing_authors_share"], lo, hi,
+               "gifted authors with >= 1 Swing neighbour",
+               "MMBee: A2A Swing metapaths need gift neighbours (level chosen)"))  # fmt: skip
     add(Metric("swing_neighbours_mean", g["swing_neighbours_mean"],
                note="Swing neighbours per gifted author"))  # fmt: skip
     add(Metric("swing_top1_same_category", g["swing_top1_same_category"],

@@ -160,9 +160,14 @@ class SimConfig(BaseModel):
     community_size: int = Field(150, ge=2)
     favourites_per_community: tuple[int, int] = (3, 6)
     #: gift intensity on an author outside the favoured set, relative to a favoured one
-    off_favourite_gift: float = 0.03
-    #: familiarity every user starts with for its favourite authors (it follows them already)
-    favourite_familiarity: float = Field(3.0, ge=0)
+    #: (World v1: 0.03; gifts to strangers scatter over authors no one else gifts)
+    off_favourite_gift: float = Field(0.001, ge=0)
+    #: familiarity every user starts with for its favourite authors (it follows them already;
+    #: World v1: 3; it raises the favourites' exposure and clicks)
+    favourite_familiarity: float = Field(12.0, ge=0)
+    #: World v2: weight of -log(author's popularity rank) in a community's favourite score, so
+    #: communities favour authors the platform shows (0 = World v1)
+    favourite_popularity: float = Field(0.5, ge=0)
 
     # ------------------------------------------------------------------ content
     segment_dim: int = Field(32, ge=2)
@@ -196,7 +201,7 @@ class SimConfig(BaseModel):
     popularity_heat: float = Field(1.0, ge=0)
     # -- visit-length mixture
     #: probability of a bounce (< 3 s) at zero affinity, minus 2 aff on its logit
-    mixture_bounce: float = Field(0.45, gt=0, lt=1)
+    mixture_bounce: float = Field(0.5, gt=0, lt=1)
     #: median (s) and log-normal spread of a browse stay
     browse_median_s: float = Field(15.0, gt=0)
     browse_sigma: float = Field(0.7, ge=0)
@@ -206,23 +211,23 @@ class SimConfig(BaseModel):
     #: multiplies every engaged stay (dose-response experiments on visit length)
     stay_scale: float = Field(1.0, gt=0, le=100)
     #: logit of P(engaged | no bounce) at zero affinity, off-favourite, reference excitement
-    engaged_bias: float = -0.6
+    engaged_bias: float = -0.7
     #: engaged logit per unit of affinity, for a favourite author, per unit of excitement at entry
     w_engaged_affinity: float = 2.0
-    w_engaged_favourite: float = 1.0
+    w_engaged_favourite: float = 1.5
     w_engaged_excitement: float = 0.8
     # -- behaviours located in time
     #: like / comment / gift intensity per visit-minute once warmed up (before propensities)
-    timed_like_rate: float = Field(0.03, ge=0)
-    timed_comment_rate: float = Field(0.012, ge=0)
-    timed_gift_rate: float = Field(0.05, ge=0)
+    timed_like_rate: float = Field(0.025, ge=0)
+    timed_comment_rate: float = Field(0.009, ge=0)
+    timed_gift_rate: float = Field(0.1, ge=0)
     #: warm-up (s) of each hazard: it grows as 1 - exp(-time in the visit / warm-up)
     like_warmup_s: float = Field(60.0, ge=0)
     comment_warmup_s: float = Field(120.0, ge=0)
     gift_warmup_s: float = Field(600.0, ge=0)
     #: like / comment hazards fade as (1 + time in the visit / interaction_decay_s)^-decay
     like_decay: float = Field(0.7, ge=0)
-    comment_decay: float = Field(0.3, ge=0)
+    comment_decay: float = Field(0.0, ge=0)
     interaction_decay_s: float = Field(60.0, gt=0)
     #: log-hazard per unit of the room's excitement at that moment (minus E_REF)
     w_like_excitement: float = 1.2

@@ -3,13 +3,20 @@
 * Communities: a user's *main category* is ``argmax_c u^L . T_c``; the users of a main category
   are split at random into ``round(n_c / community_size)`` communities.
 * Favourites: community ``g`` (main category ``c``) favours ``n_g ~ U{lo..hi}`` authors, the
-  top of ``v_a . T_c + 0.3 q_a + Gumbel`` (``favourites_per_community``). Every member's
-  favourite set is its community's set. With ``gifting_communities`` off each user draws an
-  own set of the same size, the top of ``2 u^L . v_a + Gumbel`` (its own taste, not shared).
+  top of ``v_a . T_c + 0.3 q_a - favourite_popularity log(rank_a) + 0.3 Gumbel``
+  (``favourites_per_community``; ``rank_a`` the author's rank by appeal ``q_a``, the order in
+  which the platform exposes authors). Every member's favourite set is its community's set.
+  World v2's ``favourite_popularity`` (0.5; 0 = World v1) makes communities favour authors that
+  are on screen, so members visit, and gift, several of their favourites and the favourites of
+  one community share gifters: Swing (MMBee's A2A metapaths) finds neighbours. With
+  ``gifting_communities`` off each user draws an own set of the same size, the top of ``2 u^L . v_a + Gumbel`` (its own taste, not shared,
+  without the popularity term).
 * Gifts: a user with gift propensity ``g_u`` gifts in a visit with intensity
   ``gift_rate * g_u * (1 if the author is a favourite else off_favourite_gift) * minutes^0.8 *
-  exp(w_interact_excitement * (e_visit - E_REF))``; the favourites also get ``+w_community`` on
-  the click logit (users visit the authors they gift to). Most users have ``g_u = 0``.
+  exp(w_interact_excitement * (e_visit - E_REF))`` (World v1; with ``timed_behaviours`` on the
+  hazard of :mod:`live` located in time); the favourites also get ``+w_community`` on the click
+  logit and start with familiarity ``favourite_familiarity`` (users follow, visit and are shown
+  the authors they gift to). Most users have ``g_u = 0``.
 * Gift value: a price from ``GIFT_PRICES`` with probability proportional to ``price^-0.9``
   (heavy tail), one price per gift event.
 """
@@ -74,6 +81,7 @@ def make_gift_graph(cfg: SimConfig, world: World, users: Users, authors: Authors
     if cfg.gifting_communities:
         centres = world.centres[np.array(comm_category) - 1]  # [G, K]
         score = centres @ authors.vec.T + 0.3 * authors.quality[None, :]
+        score = score + cfg.favourite_popularity * log_rank(authors.quality)[None, :]
         score = score + gumbel.gumbel(size=score.shape) * 0.3
         count = rng.integers(lo, hi + 1, size=len(comm_category))
         g, a = _top_per_row(score, count)  # sorted by community g
@@ -94,6 +102,12 @@ def make_gift_graph(cfg: SimConfig, world: World, users: Users, authors: Authors
         author = np.concatenate([p[1] for p in parts])
     keys = np.unique(user.astype(np.int64) * authors.n + author)
     return GiftGraph(community, main, keys, authors.n)
+
+
+def log_rank(quality: np.ndarray) -> np.ndarray:
+    """``-log(rank)`` of each author by ``quality`` (0 for the most appealing author): the
+    order in which the platform exposes authors (``population.zipf_popularity``)."""
+    return -np.log(1 + np.argsort(np.argsort(-quality, kind="stable"), kind="stable"))
 
 
 def gift_values(rng: np.random.Generator, n: int) -> np.ndarray:
