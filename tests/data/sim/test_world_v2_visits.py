@@ -196,8 +196,17 @@ def test_timed_behaviours_follow_the_room_and_come_later(variant):
     assert on["gift_excitement_lift"] > 0.2 and on["interaction_excitement_lift"] > 0.1, on
     assert abs(off["gift_excitement_lift"]) < 0.1, off  # few gifts on a one-day world
     assert abs(off["interaction_excitement_lift"]) < 0.03, off
-    assert on["fast_slow_slow_per_click"] > off["fast_slow_slow_per_click"], (on, off)
+    # the same behaviours per visit, moved inside it: gifts later (warm-up), likes earlier (fade)
+    on_v, off_v = _clicks(variant()), _clicks(variant(timed_behaviours=False))
+    for task in ("ltr", "cmtr"):
+        assert abs(on_v[task].mean() - off_v[task].mean()) < 0.2 * on_v[task].mean(), task
+    assert on["gift_late_share"] > off["gift_late_share"] + 0.1, (on, off)
+    assert on["like_late_share"] < off["like_late_share"] - 0.05, (on, off)
     assert on["first_gift_delay_p50_s"] > off["first_gift_delay_p50_s"], (on, off)
+    # slow rows come with long visits (visit_mixture), wherever the behaviours sit in them
+    assert min(on["fast_slow_slow_per_click"], off["fast_slow_slow_per_click"]) > 0.03, (on, off)
+    short = _metrics(variant(visit_mixture=False))
+    assert short["fast_slow_slow_per_click"] < 0.5 * on["fast_slow_slow_per_click"], short
 
 
 def test_slow_rows_of_the_calibration_are_those_of_the_reporting_code(variant):

@@ -233,6 +233,9 @@ class SimConfig(BaseModel):
     w_like_excitement: float = 1.2
     w_comment_excitement: float = 1.2
     w_gift_excitement: float = 2.0
+    #: World v1 likes / comments / gifts instead (like_rate, comment_rate, gift_rate: counts
+    #: from the visit's length and mean excitement, uniform times); for comparisons with v1
+    world_v1_interactions: bool = False
     # -- periodic interests
     #: size of the swing between a user's two interests A and B (offset = w(t) strength/2 (B-A))
     periodic_strength: float = Field(1.25, ge=0, le=10)

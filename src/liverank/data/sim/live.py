@@ -32,7 +32,7 @@ request, so a user is in one room at a time and a visit ends before the next imp
 inhomogeneous Poisson processes on the room's 30 s grid, with rate per visit-minute
 
     like     timed_like_rate    * i_u * exp(1.5 aff) * exp(w_like_excitement (e(t) - E_REF))
-             * (1 - exp(-tau / like_warmup)) * (1 + tau / interaction_decay)^-like_decay
+             * (1 - exp(-tau / like_warmup)) * (1 + tau / interaction_decay_s)^-like_decay
     comment  the same with the comment knobs
     gift     timed_gift_rate * g_u * (1 if a favoured by u else off_favourite_gift)
              * exp(w_gift_excitement (e(t) - E_REF)) * (1 - exp(-tau / gift_warmup))
@@ -40,8 +40,13 @@ inhomogeneous Poisson processes on the room's 30 s grid, with rate per visit-min
 (``tau`` time since the enter, ``e(t)`` the room's excitement now): likes and comments peak at
 highlights and fade as the visit goes on; gifts sit at peaks and come minutes into a visit.
 
-**Behaviours, ``timed_behaviours`` off** (World v1): inside a visit of ``m`` minutes with mean
-excitement ``e_v`` a behaviour happens with probability ``1 - exp(-lambda)``,
+**Behaviours, ``timed_behaviours`` off**: each visit gets one Poisson count per behaviour with
+the same mean as above (the hazard summed over the visit's ticks), at uniform times inside the
+visit: the same behaviours per visit, no longer located in it.
+
+**World v1 behaviours** (``world_v1_interactions``, for comparisons with World v1): inside a
+visit of ``m`` minutes with mean excitement ``e_v`` a behaviour happens with probability
+``1 - exp(-lambda)``,
 
     like     lambda = like_rate    * i_u * m^0.7 * exp(w_ie (e_v - E_REF) + 1.5 aff)
     comment  lambda = comment_rate * i_u * m^0.7 * exp(w_ie (e_v - E_REF) + 1.5 aff)
@@ -53,8 +58,9 @@ shopping events of a shopping room come from :mod:`shopping`. (``i_u`` interacti
 ``g_u`` gift propensity.)
 
 Random streams: the hour's stream draws the clicks; five children of it (``Generator.spawn``,
-independent of how many draws came before) draw the enters, the stay mixture, the uniform
-behaviours, the timed behaviours and World v1 shopping, so a switch changes its own draws only.
+independent of how many draws came before) draw the enters, the stay mixture, the behaviours at
+uniform times (follows; likes, comments and gifts with ``timed_behaviours`` off), the behaviours
+located in time and World v1 shopping, so a switch changes its own draws only.
 """
 
 from __future__ import annotations
@@ -264,13 +270,7 @@ def behave(
     follow = cfg.follow_rate * minutes**0.5 * np.exp(2.5 * aff)
     i = np.flatnonzero(room_events & (rng.random(n) < -np.expm1(-follow)))
     emit(i, _inside(rng, enter[i], exit_[i]), "follow")
-    if cfg.timed_behaviours:
-        for event, i, ts in timed_interactions(
-            w, user, room, enter, exit_, aff, gift_mult, rngs.timed
-        ):
-            value = gift_values(rngs.timed, len(i)) if event == "gift" else None
-            emit(i, ts, event, value)
-    else:
+    if cfg.world_v1_interactions:
         boost = np.exp(cfg.w_interact_excitement * exc)
         inter = users.interact[user] * minutes**0.7 * boost * np.exp(1.5 * aff)
         lam = {
@@ -284,6 +284,11 @@ def behave(
             i = np.repeat(np.arange(n), np.where(happens, times, 0))
             value = gift_values(rng, len(i)) if event == "gift" else None
             emit(i, _inside(rng, enter[i], exit_[i]), event, value)
+    else:
+        located = cfg.timed_behaviours
+        own = rngs.timed if located else rng
+        for event, i, ts in interactions(w, user, room, enter, exit_, aff, gift_mult, located, own):
+            emit(i, ts, event, gift_values(own, len(i)) if event == "gift" else None)
 
     for i, ts, event, value, product in in_room_shopping(
         w, user, room, enter, exit_, exc, room_events, rngs.shopping
@@ -306,7 +311,7 @@ def _inside(rng: np.random.Generator, enter: np.ndarray, exit_: np.ndarray) -> n
     return enter + 1 + (rng.random(len(enter)) * (exit_ - enter - 1)).astype(np.int64)
 
 
-def timed_interactions(
+def interactions(
     w: LiveContext,
     user: np.ndarray,
     room: np.ndarray,
@@ -314,9 +319,15 @@ def timed_interactions(
     exit_: np.ndarray,
     aff: np.ndarray,
     gift_mult: np.ndarray,
+    located: bool,
     rng: np.random.Generator,
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """Likes, comments and gifts located in time (module docstring): ``(event, visit, ts)``."""
+    """Likes, comments and gifts (module docstring): ``(event, visit, ts)``.
+
+    ``located``: a Poisson count on every (visit, tick) pair, placed in its tick; otherwise one
+    Poisson count per visit with the same mean (the sum over its pairs), at uniform times inside
+    the visit, so that the switch moves the behaviours inside their visits and nothing else.
+    """
     cfg, users = w.cfg, w.users
     inter = users.interact[user] * np.exp(1.5 * aff)  # [n]
     decay_min = cfg.interaction_decay_s / 60
@@ -329,19 +340,25 @@ def timed_interactions(
                  (0.0, 1.0)),
     }  # fmt: skip
     out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {e: [] for e in spec}
+    total = {e: np.zeros(len(user)) for e in spec}  # [n] expected count of each visit
     for pairs in visit_ticks(w.rooms, room, enter, exit_):
         for event, (rate, weight, warmup, (decay, decay_min)) in spec.items():
             lam = intensity(
                 pairs, w.rooms.excitement, rate[pairs.visit], weight, warmup, decay, decay_min
             )
-            out[event].append(poisson_times(rng, pairs, lam))
-    for event, parts in out.items():
-        if parts:
-            yield (
-                event,
-                np.concatenate([p[0] for p in parts]),
-                np.concatenate([p[1] for p in parts]),
-            )
+            if located:
+                out[event].append(poisson_times(rng, pairs, lam))
+            else:
+                total[event] += np.bincount(pairs.visit, weights=lam, minlength=len(user))
+    for event in spec:
+        if located:
+            parts = out[event]
+            visit = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+            ts = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+        else:
+            visit = np.repeat(np.arange(len(user)), rng.poisson(total[event]))
+            ts = _inside(rng, enter[visit], exit_[visit])
+        yield event, visit, ts
 
 
 def respond(

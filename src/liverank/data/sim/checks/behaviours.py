@@ -133,10 +133,11 @@ def _fast_slow(ctx: CalibrationContext, clicks: pl.DataFrame) -> list[Metric]:
         *(((pl.col(c) > ts + FAST_MS) & (pl.col(c) <= ts + SLOW_MS)).fill_null(False) for c in cols)
     )
     slow = int(ctx.visits.select(late.sum()).item())
-    like = clicks.filter(pl.col("t_ltr") <= ts + SLOW_MS)
-    late_like = (
-        float((like["t_ltr"] > like["ts"] + FAST_MS).mean()) if like.height else float("nan")
-    )
+
+    def late_share(col: str) -> float:
+        seen = clicks.filter(pl.col(col) <= ts + SLOW_MS)
+        return float((seen[col] > seen["ts"] + FAST_MS).mean()) if seen.height else float("nan")
+
     on = cfg.visit_mixture and cfg.timed_behaviours
     return [
         Metric("fast_slow_slow_per_fast", slow / ctx.visits.height,
@@ -144,7 +145,10 @@ def _fast_slow(ctx: CalibrationContext, clicks: pl.DataFrame) -> list[Metric]:
         Metric("fast_slow_slow_per_click", slow / clicks.height,
                *((0.05, None) if on else (None, None)),
                "fast_slow slow rows / fast rows of clicked impressions", CHOSEN if on else ""),
-        Metric("like_late_share", late_like, *((0.1, 0.4) if on else (None, None)),
-               "likes first seen in (5 min, 1 h] after the impression / likes within 1 h",
-               SLIVER if on else ""),
+        Metric("like_late_share", late_share("t_ltr"), *((0.1, 0.4) if on else (None, None)),
+               "visits whose first like is in (5 min, 1 h] after the impression / visits with a "
+               "like within 1 h", SLIVER if on else ""),
+        Metric("gift_late_share", late_share("t_gtr"),
+               *((0.5, None) if on else (None, 0.5) if cfg.visit_mixture else (None, None)),
+               "the same for gifts", MOMENT if on else CHOSEN if cfg.visit_mixture else ""),
     ]  # fmt: skip
