@@ -47,10 +47,13 @@ def run_name(size: str, seed: int, off: str | None) -> str:
 
 
 def git_describe() -> str:
-    out = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
-    )
-    return out.stdout.strip() or "unknown"
+    """The commit the runs' code is from, ``-dirty`` when ``src/`` differs from it (the docs
+    this script writes do not count)."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src"], cwd=ROOT).returncode
+    return (head or "unknown") + ("-dirty" if dirty else "")
 
 
 def simulate_run(size: str, seed: int, off: str | None, data_root: Path, out: Path) -> dict:
