@@ -161,7 +161,7 @@ class SimConfig(BaseModel):
     favourites_per_community: tuple[int, int] = (3, 6)
     #: gift intensity on an author outside the favoured set, relative to a favoured one
     #: (World v1: 0.03; gifts to strangers scatter over authors no one else gifts)
-    off_favourite_gift: float = Field(0.001, ge=0)
+    off_favourite_gift: float = Field(0.0005, ge=0)
     #: familiarity every user starts with for its favourite authors (it follows them already;
     #: World v1: 3; it raises the favourites' exposure and clicks)
     favourite_familiarity: float = Field(12.0, ge=0)
