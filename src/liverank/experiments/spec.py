@@ -1,0 +1,188 @@
+"""The experiment file (issue #14): one YAML per paper claim, validated before anything runs.
+
+An experiment names its **baseline** and its **headline** configuration *before* any run, the
+comparisons to report (each against the baseline, with the verdict margin of
+:func:`liverank.experiments.intervals.paired_delta`), and the grid: model configs x model seeds x
+worlds (preset, seeds, switch / knob variants) x stream modes. A configuration added after
+results were seen is allowed but must say so (``added_after_results: true``); it is reported as a
+labelled variant and can never be the headline.
+
+Example (``experiments/farm.yaml``)::
+
+    name: farm
+    claim: "FARM beats PLE on GAUC (FARM Table 2)"
+    paper_figure: "FARM Table 2: +0.6 % GAUC over the best baseline"
+    baseline: ple
+    headline: farm
+    configs:
+      ple: {config: configs/ple.yaml}
+      farm: {config: configs/farm.yaml}
+      farm_din: {config: configs/farm_din.yaml, added_after_results: true}
+    metric: {name: gauc, task: ctr, slice: hour-avg, margin: 0.002}
+    grid:
+      model_seeds: [0, 1, 2, 3, 4]
+      world: {preset: evidence, seeds: [0, 1]}
+      variants: {base: {}, periodic_off: {periodic_interests: false}}
+
+:meth:`ExperimentSpec.runs` expands the grid into :class:`RunKey` s, each with a content hash
+(:meth:`RunKey.hash`) that names its result record, so a resumed grid skips what is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from liverank.config import validate_as
+from liverank.data.sim.config import PRESETS, SimConfig
+from liverank.errors import ConfigError
+
+#: the minimum design of a claim (issue #14 / project rules): model seeds x worlds
+MIN_MODEL_SEEDS, MIN_WORLDS = 5, 2
+STREAM_MODES = ("offline", "exit", "fast_slow", "moment")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelEntry(_Strict):
+    """One model configuration of the grid."""
+
+    config: Path  # an experiment YAML of `liverank train` (configs/*.yaml)
+    #: True for a configuration added after results were seen: reported as a labelled variant
+    added_after_results: bool = False
+    #: dotted overrides of the config (e.g. {"train.epochs": 5})
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class MetricSpec(_Strict):
+    """The metric a verdict is read from, and the smallest difference that matters."""
+
+    name: str = "gauc"
+    task: str = "ctr"
+    slice: str = "hour-avg"
+    margin: float = Field(0.002, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class WorldSpec(_Strict):
+    preset: str = "evidence"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+
+
+class GridSpec(_Strict):
+    model_seeds: list[int] = Field(default_factory=lambda: list(range(5)), min_length=1)
+    world: WorldSpec = Field(default_factory=WorldSpec)
+    #: name -> simulator overrides (switches / knobs); {} is the preset as is
+    variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"base": {}})
+    stream_modes: list[str] = Field(default_factory=lambda: ["offline"], min_length=1)
+
+
+class ExperimentSpec(_Strict):
+    """A validated experiment file (module doc)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    claim: str = Field(min_length=1)
+    paper_figure: str = ""
+    baseline: str
+    headline: str
+    configs: dict[str, ModelEntry] = Field(min_length=2)
+    metric: MetricSpec = Field(default_factory=MetricSpec)
+    grid: GridSpec = Field(default_factory=GridSpec)
+    #: allow fewer than MIN_MODEL_SEEDS x MIN_WORLDS (smoke tests); reports say so
+    underpowered_ok: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentSpec:
+        for role in ("baseline", "headline"):
+            name = getattr(self, role)
+            if name not in self.configs:
+                raise ValueError(f"{role} '{name}' is not one of configs {sorted(self.configs)}")
+        if self.baseline == self.headline:
+            raise ValueError("baseline and headline must differ")
+        for role in ("baseline", "headline"):
+            if self.configs[getattr(self, role)].added_after_results:
+                raise ValueError(
+                    f"the {role} '{getattr(self, role)}' is marked added_after_results: a "
+                    "configuration chosen after seeing results cannot be the headline or baseline"
+                )
+        if self.grid.world.preset not in PRESETS:
+            raise ValueError(f"world preset '{self.grid.world.preset}' is not in {list(PRESETS)}")
+        bad_modes = sorted(set(self.grid.stream_modes) - set(STREAM_MODES))
+        if bad_modes:
+            raise ValueError(f"unknown stream modes {bad_modes}; choose from {STREAM_MODES}")
+        unknown = sorted(
+            {k for v in self.grid.variants.values() for k in v} - set(SimConfig.model_fields)
+        )
+        if unknown:
+            raise ValueError(f"variants name unknown simulator options {unknown}")
+        seeds, worlds = len(self.grid.model_seeds), len(self.grid.world.seeds)
+        if not self.underpowered_ok and (seeds < MIN_MODEL_SEEDS or worlds < MIN_WORLDS):
+            raise ValueError(
+                f"a claim needs >= {MIN_MODEL_SEEDS} model seeds x {MIN_WORLDS} worlds, got "
+                f"{seeds} x {worlds} (set underpowered_ok: true for a smoke test)"
+            )
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExperimentSpec:
+        """Read and validate an experiment YAML; errors name the file and the field."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such experiment file")
+        try:
+            raw = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: an experiment file is a mapping, got {type(raw).__name__}")
+        return validate_as(cls, raw, str(p))
+
+    def runs(self) -> list[RunKey]:
+        """Every run of the grid, in a stable order (configs in file order)."""
+        g = self.grid
+        return [
+            RunKey(self.name, cfg, seed, g.world.preset, world, variant, mode)
+            for variant, world, mode, cfg, seed in itertools.product(
+                g.variants, g.world.seeds, g.stream_modes, self.configs, g.model_seeds
+            )
+        ]
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """One cell of an experiment grid."""
+
+    experiment: str
+    config: str  # a key of ExperimentSpec.configs
+    model_seed: int
+    preset: str
+    world_seed: int
+    variant: str  # a key of GridSpec.variants
+    stream_mode: str
+
+    def hash(self, spec: ExperimentSpec) -> str:
+        """Content hash of everything that determines this run's result (12 hex digits): the
+        model entry (with its config file's text), the world (preset, seed, overrides), the
+        stream mode and the model seed. Renaming the experiment does not change it."""
+        entry = spec.configs[self.config]
+        text = entry.config.read_text() if entry.config.is_file() else str(entry.config)
+        payload = {
+            "config": text,
+            "overrides": entry.overrides,
+            "model_seed": self.model_seed,
+            "preset": self.preset,
+            "world_seed": self.world_seed,
+            "world": spec.grid.variants[self.variant],
+            "stream_mode": self.stream_mode,
+        }
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
