@@ -104,6 +104,8 @@ CASES: list[tuple[str, str]] = [
     ("serve --registry {root}/missing", "the following arguments are required: --data"),
     ("serve --registry {root}/missing --data {tiny} --torch-threads 0", "--torch-threads"),
     ("serve --registry {root}/missing --data {tiny}", "registry {root}/missing"),
+    ("experiment run {root}/missing.yaml", "no such experiment file"),
+    ("experiment", "the following arguments are required: action"),
     ("no-such-command", "invalid choice: 'no-such-command'"),
 ]
 

@@ -31,6 +31,7 @@ from liverank.cli_args import (
     one_line,
     positive_int,
 )
+from liverank.cli_experiment import add_experiment
 from liverank.cli_serve import add_serve
 from liverank.cli_stream import add_stream, add_train_stream
 from liverank.data.sim.config import SWITCHES
@@ -272,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_stream,
         add_train_stream,
         add_serve,
+        add_experiment,
     ):
         add(sub)
     return parser

@@ -1,0 +1,67 @@
+"""``liverank experiment run`` end to end on a tiny grid: records, caches and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from liverank.errors import ConfigError
+from liverank.experiments.runner import RESULTS, read_results, run_grid
+from liverank.experiments.spec import ExperimentSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = {"train.epochs": 1, "train.max_batches_per_epoch": 5, "train.batch_size": 256}
+
+
+def _spec(tmp_path: Path, modes=("offline",)) -> ExperimentSpec:
+    raw = {
+        "name": "tiny_grid",
+        "claim": "smoke test of the runner",
+        "baseline": "mlp",
+        "headline": "din",
+        "configs": {
+            "mlp": {"config": str(ROOT / "configs/mlp.yaml"), "overrides": QUICK},
+            "din": {"config": str(ROOT / "configs/din.yaml"), "overrides": QUICK},
+        },
+        "grid": {
+            "model_seeds": [0],
+            "world": {"preset": "tiny", "seeds": [3]},
+            "variants": {"base": {"n_days": 3}},
+            "stream_modes": list(modes),
+        },
+        "underpowered_ok": True,
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return ExperimentSpec.load(path)
+
+
+@pytest.mark.slow
+def test_tiny_grid_records_every_run_and_resumes_after_a_kill(tmp_path):
+    spec, out = _spec(tmp_path), tmp_path / "out"
+    assert run_grid(spec, out, progress=False) == 2
+    records = read_results(out)
+    assert [r["config"] for r in records] == ["mlp", "din"]
+    assert {r["hash"] for r in records} == {k.hash(spec) for k in spec.runs()}
+    for r in records:
+        auc = r["metrics"]["all"]["ctr"]["auc"]
+        assert 0.0 < auc < 1.0 and r["epochs_run"] == 1 and r["code"]
+    # one world and one sample set, shared by both runs
+    assert len(list((out / "cache" / "worlds").iterdir())) == 1
+    assert len(list((out / "cache" / "samples").iterdir())) == 1
+    assert run_grid(spec, out, progress=False) == 0  # nothing left to run
+    # a kill in the middle of writing the last record: that run is repeated, nothing else
+    lines = (out / RESULTS).read_text().splitlines()
+    (out / RESULTS).write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
+    assert run_grid(spec, out, progress=False) == 1
+    again = [json.loads(line) for line in (out / RESULTS).read_text().splitlines()[-1:]]
+    assert again[0]["config"] == "din"
+
+
+def test_stream_modes_are_refused_with_a_message_for_now(tmp_path):
+    spec = _spec(tmp_path, modes=("moment",))
+    with pytest.raises(ConfigError, match="stream mode 'moment'"):
+        run_grid(spec, tmp_path / "out", progress=False)
