@@ -104,7 +104,7 @@ CASES: list[tuple[str, str]] = [
     ("serve --registry {root}/missing", "the following arguments are required: --data"),
     ("serve --registry {root}/missing --data {tiny} --torch-threads 0", "--torch-threads"),
     ("serve --registry {root}/missing --data {tiny}", "registry {root}/missing"),
-    ("experiment run {root}/missing.yaml", "no such experiment file"),
+    ("experiment run {root}/missing.yaml", "experiment file not found"),
     ("experiment", "the following arguments are required: action"),
     ("no-such-command", "invalid choice: 'no-such-command'"),
 ]

@@ -72,17 +72,25 @@ class ExperimentConfig(_Strict):
     registry: Path | None = None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read and validate an experiment YAML; errors name the file and the offending field."""
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The top-level mapping of a YAML file (empty file: ``{}``); :class:`ConfigError` naming
+    the file when it is missing (``"<path>: <what> not found"``), not YAML, or not a mapping."""
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{p}: config file not found")
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} not found")
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate an experiment YAML; errors name the file and the offending field."""
+    p = Path(path)
+    raw = read_yaml_mapping(p)
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     return parse_config(raw, source=str(p))

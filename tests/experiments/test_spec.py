@@ -79,12 +79,12 @@ def test_underpowered_smoke_tests_must_say_so(tmp_path):
 
 
 def test_bad_files_name_the_problem(tmp_path):
-    with pytest.raises(ConfigError, match="no such experiment file"):
+    with pytest.raises(ConfigError, match="experiment file not found"):
         ExperimentSpec.load(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         ExperimentSpec.load(bad)
     bad.write_text("- a list")
-    with pytest.raises(ConfigError, match="is a mapping"):
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
         ExperimentSpec.load(bad)

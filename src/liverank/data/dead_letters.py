@@ -46,14 +46,20 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTERS_FILE = "dead_letters.parquet"
 
-#: columns of a dead-letter file (see the module doc); the first six are the merged stream's
-DEAD_SCHEMA: dict[str, pl.DataType] = {
+#: columns of the stream engine's merged stream (request_id / position are null on live
+#: events): defined here because a dead-letter row starts with them
+STREAM_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.Int64(),
     "user_id": pl.Int64(),
     "live_id": pl.Int64(),
     "kind": pl.String(),
     "request_id": pl.Int64(),
     "position": pl.Int64(),
+}
+#: columns of a dead-letter file (see the module doc): the merged stream's, then where the row
+#: came from and why it was set aside
+DEAD_SCHEMA: dict[str, pl.DataType] = {
+    **STREAM_SCHEMA,
     "photo_id": pl.Int64(),
     "table": pl.String(),
     "row": pl.Int64(),

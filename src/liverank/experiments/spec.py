@@ -37,12 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from liverank.config import validate_as
+from liverank.config import read_yaml_mapping, validate_as
 from liverank.data.sim.config import PRESETS, SimConfig
-from liverank.errors import ConfigError
 
 #: the minimum design of a claim (issue #14 / project rules): model seeds x worlds
 MIN_MODEL_SEEDS, MIN_WORLDS = 5, 2
@@ -135,16 +133,7 @@ class ExperimentSpec(_Strict):
     @classmethod
     def load(cls, path: str | Path) -> ExperimentSpec:
         """Read and validate an experiment YAML; errors name the file and the field."""
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such experiment file")
-        try:
-            raw = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: an experiment file is a mapping, got {type(raw).__name__}")
-        return validate_as(cls, raw, str(p))
+        return validate_as(cls, read_yaml_mapping(path, "experiment file"), str(path))
 
     def runs(self) -> list[RunKey]:
         """Every run of the grid, in a stable order (configs in file order)."""

@@ -52,14 +52,7 @@ log = logging.getLogger(__name__)
 
 IMPRESSION = "impression"
 #: columns of the merged stream (request_id / position are null on live events)
-STREAM_SCHEMA: dict[str, pl.DataType] = {
-    "ts": pl.Int64(),
-    "user_id": pl.Int64(),
-    "live_id": pl.Int64(),
-    "kind": pl.String(),
-    "request_id": pl.Int64(),
-    "position": pl.Int64(),
-}
+STREAM_SCHEMA: dict[str, pl.DataType] = dl.STREAM_SCHEMA
 #: dead-letter columns: the stream's, then ``photo_id, table, row, reason``
 #: (:data:`liverank.data.dead_letters.DEAD_SCHEMA`; ``table = "stream"``, ``row`` = the row's
 #: index in the engine's input, i.e. its source offset)
