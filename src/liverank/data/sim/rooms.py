@@ -15,6 +15,7 @@ hold its excitement (see :mod:`excitement`) and, for shopping rooms, the product
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -64,6 +65,13 @@ class Rooms:
                 "category": self.category,
             }
         )
+
+    @cached_property
+    def intro_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(intro_ticks [I], intros_before [T + 1])``: the flat ticks that introduce a
+        product, and the number of introductions at flat ticks ``< k`` (computed once)."""
+        before = np.concatenate([[0], np.cumsum(self.intro, dtype=np.int64)])
+        return np.flatnonzero(self.intro), before
 
     def tick_of(self, room: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Flat tick of time ``ts`` in ``room`` (clipped to the room's ticks)."""

@@ -176,7 +176,7 @@ def _choose_product(
     """The product each click is on (``[n]``, 0-based): the one on stage at ``ts`` or one of
     two uniformly drawn earlier introductions of the room, by ``log 2 [on stage] + 3 fit``."""
     n = len(room)
-    intro_ticks, intros_before = _intro_index(rooms)
+    intro_ticks, intros_before = rooms.intro_index
     tick = rooms.tick_of(room, ts)  # [n]
     first = intros_before[rooms.offset[room]]  # ordinal of the room's first introduction
     last = intros_before[tick + 1] - 1  # ordinal of the latest introduction at or before ts
@@ -187,22 +187,6 @@ def _choose_product(
     score = 3 * fit + rng.gumbel(size=(n, 3))
     score[:, 0] += _ON_STAGE
     return cand[np.arange(n), np.argmax(score, axis=1)]
-
-
-_INTRO_CACHE: dict[int, tuple[Rooms, np.ndarray, np.ndarray]] = {}
-
-
-def _intro_index(rooms: Rooms) -> tuple[np.ndarray, np.ndarray]:
-    """``(intro_ticks [I], intros_before [T + 1])``: the flat ticks that introduce a product, and
-    the number of introductions at flat ticks ``< k`` (computed once per ``Rooms``)."""
-    hit = _INTRO_CACHE.get(id(rooms))
-    if hit is not None and hit[0] is rooms:
-        return hit[1], hit[2]
-    intro_ticks = np.flatnonzero(rooms.intro)
-    before = np.concatenate([[0], np.cumsum(rooms.intro, dtype=np.int64)])
-    _INTRO_CACHE.clear()
-    _INTRO_CACHE[id(rooms)] = (rooms, intro_ticks, before)
-    return intro_ticks, before
 
 
 def _cart_on_stage(
