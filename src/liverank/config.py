@@ -19,7 +19,7 @@ Relative paths are resolved against the current working directory; command-line 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -57,6 +57,8 @@ class TrainConfig(_Strict):
     #: stop an epoch after this many batches (0 = no limit); for quick runs and tests
     max_batches_per_epoch: int = Field(0, ge=0)
     progress: bool = True
+    #: where the model trains: "cpu", "cuda" or "auto" (CUDA when torch sees one)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
 
 
 class ExperimentConfig(_Strict):

@@ -16,21 +16,20 @@ ROOT = Path(__file__).resolve().parents[2]
 QUICK = {"train.epochs": 1, "train.max_batches_per_epoch": 5, "train.batch_size": 256}
 
 
-def _spec(tmp_path: Path, modes=("offline",)) -> ExperimentSpec:
+def _spec(tmp_path: Path, modes=("offline", "offline")) -> ExperimentSpec:
     raw = {
         "name": "tiny_grid",
         "claim": "smoke test of the runner",
         "baseline": "mlp",
         "headline": "din",
         "configs": {
-            "mlp": {"config": str(ROOT / "configs/mlp.yaml"), "overrides": QUICK},
-            "din": {"config": str(ROOT / "configs/din.yaml"), "overrides": QUICK},
+            "mlp": {"config": str(ROOT / "configs/mlp.yaml"), "overrides": QUICK, "mode": modes[0]},
+            "din": {"config": str(ROOT / "configs/din.yaml"), "overrides": QUICK, "mode": modes[1]},
         },
         "grid": {
             "model_seeds": [0],
             "world": {"preset": "tiny", "seeds": [3]},
             "variants": {"base": {"n_days": 3}},
-            "stream_modes": list(modes),
         },
         "underpowered_ok": True,
     }
@@ -50,8 +49,8 @@ def test_tiny_grid_records_every_run_and_resumes_after_a_kill(tmp_path):
         auc = r["metrics"]["all"]["ctr"]["auc"]
         assert 0.0 < auc < 1.0 and r["epochs_run"] == 1 and r["code"]
     # one world and one sample set, shared by both runs
-    assert len(list((out / "cache" / "worlds").iterdir())) == 1
-    assert len(list((out / "cache" / "samples").iterdir())) == 1
+    assert len(list((tmp_path / "cache" / "worlds").iterdir())) == 1
+    assert len(list((tmp_path / "cache" / "samples").iterdir())) == 1
     assert run_grid(spec, out, progress=False) == 0  # nothing left to run
     # a kill in the middle of writing the last record: that run is repeated, nothing else
     lines = (out / RESULTS).read_text().splitlines()
@@ -61,7 +60,26 @@ def test_tiny_grid_records_every_run_and_resumes_after_a_kill(tmp_path):
     assert again[0]["config"] == "din"
 
 
-def test_stream_modes_are_refused_with_a_message_for_now(tmp_path):
-    spec = _spec(tmp_path, modes=("moment",))
-    with pytest.raises(ConfigError, match="stream mode 'moment'"):
-        run_grid(spec, tmp_path / "out", progress=False)
+@pytest.mark.slow
+def test_stream_arms_train_prequentially_and_parallel_runs_write_every_record(tmp_path):
+    spec, out = _spec(tmp_path, modes=("exit", "moment")), tmp_path / "out"
+    assert run_grid(spec, out, progress=False, jobs=2, cpu_budget=2) == 2
+    records = {r["stream_mode"]: r for r in read_results(out)}
+    assert set(records) == {"exit", "moment"}
+    for r in records.values():
+        assert r["train_steps"] > 0 and r["threads"] == 1
+        assert 0.0 < r["metrics"]["all"]["ctr"]["auc"] < 1.0
+        assert "hour-avg" in r["metrics"]
+        # the label latency of the stream the arm trained on
+        assert r["label_latency"]["ctr"]["positives"] > 0
+    # exit reports a click when the visit ends, moment within its 30 s window
+    lat = {m: records[m]["label_latency"]["ctr"]["p90_s"] for m in records}
+    assert lat["moment"] <= 30.0 < lat["exit"]
+    # the scored (exit) rows are the same impressions in both arms
+    n = {m: records[m]["metrics"]["all"]["ctr"]["count"] for m in records}
+    assert n["exit"] == n["moment"]
+
+
+def test_an_unknown_device_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        run_grid(_spec(tmp_path), tmp_path / "out", progress=False, device="tpu")

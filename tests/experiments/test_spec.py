@@ -61,7 +61,16 @@ def test_grid_expands_every_cell_once_with_stable_hashes(tmp_path):
         ({"baseline": "farm"}, "must differ"),
         ({"grid": {"model_seeds": [0, 1, 2]}}, ">= 5 model seeds x 2 worlds"),
         ({"grid": {"variants": {"x": {"no_such_switch": False}}}}, "unknown simulator options"),
-        ({"grid": {"stream_modes": ["hourly"]}}, "unknown stream modes"),
+        (
+            {
+                "configs": {
+                    "ple": {"config": "configs/ple.yaml", "mode": "hourly"},
+                    "farm": {"config": "configs/farm.yaml"},
+                }
+            },
+            "unknown mode 'hourly'",
+        ),
+        ({"off_variants": ["nosuch"]}, "off_variants"),
         ({"grid": {"world": {"preset": "huge"}}}, "world preset 'huge'"),
     ],
 )

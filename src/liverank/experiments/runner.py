@@ -3,17 +3,30 @@
 For each :class:`~liverank.experiments.spec.RunKey` of the grid whose hash is not yet in
 ``OUT/results.jsonl``:
 
-1. the world (preset, seed, variant overrides) is simulated once into ``OUT/cache/worlds/``,
-   named by the hash of its configuration, and reused by every run on it;
-2. its samples are built once into ``OUT/cache/samples/``;
-3. the model config is trained with the run's model seed (``liverank train``'s code: early
-   stopping on the validation day, test on the last day);
-4. one JSON line is appended: the run's key and hash, the code version, the test metrics by
-   slice / task / metric, the epochs used, training samples/s, seconds and peak RSS.
+1. the world (preset, seed, variant overrides) is simulated once into ``CACHE/worlds/``, named
+   by the hash of its configuration, and reused by every run and every experiment on it
+   (``CACHE`` defaults to ``OUT/../cache``, shared by the experiments under one folder);
+2. its samples are built once into ``CACHE/samples/``: the offline samples (with the long
+   histories a config asks for) or the rows a stream mode emits, plus the ``exit`` rows every
+   stream arm is scored on;
+3. the arm runs with the run's model seed:
 
-A killed grid resumes where it stopped: records are appended (and flushed) one at a time, and a
-run with a record is skipped. Only ``offline`` stream mode runs in this increment; a grid with
-another mode is refused with a message (the stream modes follow).
+   * ``offline``: ``liverank train``'s code (epochs over the training days, early stopping on
+     the validation day, test on the last day); the record has the test metrics and the
+     per-epoch history;
+   * a stream mode (``exit`` / ``fast_slow`` / ``moment``): the interleaved prequential run of
+     :mod:`liverank.train.stream_eval` over the whole period in ``stream.slice_ms`` slices (every
+     impression scored at its time before any of its labels is trained on); the metrics are
+     those of the impressions after ``stream.warmup_hours``, plus the Moment slices of
+     :mod:`liverank.eval.moment_metrics` (inside / outside highlight windows, within-room AUC)
+     when the world has highlight ground truth;
+
+4. one JSON line is appended: the run's key and hash, the code version, the metrics by slice /
+   task / metric, the epochs used, training samples/s, seconds, peak RSS and device.
+
+Runs go ``jobs`` at a time in worker processes (each with ``threads`` torch threads); the parent
+alone writes ``results.jsonl``, one flushed line per finished run, so a killed grid resumes
+where it stopped (a torn last line is dropped and that run repeated).
 """
 
 from __future__ import annotations
@@ -21,28 +34,35 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
 import resource
 import subprocess
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from liverank.config import load_config
+from liverank.config import ExperimentConfig, load_config
 from liverank.errors import ConfigError
 from liverank.experiments.spec import ExperimentSpec, RunKey
 
 log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
+HOUR_MS = 3_600_000
 
 
 def code_version() -> str:
     """``git describe`` of the package's checkout ("unknown" outside a git checkout)."""
     here = Path(__file__).resolve().parent
-    out = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=here, capture_output=True, text=True
-    )
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=here, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
     return out.stdout.strip() or "unknown"
 
 
@@ -75,6 +95,7 @@ def _drop_torn_tail(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
+# ---------------------------------------------------------------------------------- caches
 def world_dir(spec: ExperimentSpec, key: RunKey, cache: Path) -> Path:
     """The cached dataset of ``key``'s world, simulated on first use."""
     from liverank.data.sim import SimConfig
@@ -83,48 +104,116 @@ def world_dir(spec: ExperimentSpec, key: RunKey, cache: Path) -> Path:
     overrides = spec.grid.variants[key.variant]
     cfg = SimConfig.preset(key.preset, seed=key.world_seed, **overrides)  # type: ignore[arg-type]
     digest = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
-    path = cache / "worlds" / f"{key.preset}-s{key.world_seed}-{key.variant}-{digest}"
+    path = cache / "worlds" / f"{key.preset}-s{key.world_seed}-{digest}"
     if not (path / "meta.json").exists():
-        log.info("simulating world %s", path.name)
+        log.info("simulating world %s (%s)", path.name, key.variant)
         generate(cfg, path, progress=False)
     return path
 
 
-def samples_dir(world: Path, cache: Path, seq_len: int = 50) -> Path:
-    """The cached offline samples of ``world``, built on first use."""
+def samples_dir(world: Path, cache: Path, seq_len: int = 50, long_len: int = 0) -> Path:
+    """The cached offline samples of ``world`` (with ``long_len`` long histories), built on
+    first use."""
     from liverank.data.samples import build_samples
 
-    path = cache / "samples" / f"{world.name}-offline-L{seq_len}"
+    suffix = f"-K{long_len}" if long_len else ""
+    path = cache / "samples" / f"{world.name}-offline-L{seq_len}{suffix}"
     if not (path / "feature_map.json").exists():
         log.info("building samples %s", path.name)
-        build_samples(world, path, seq_len=seq_len, progress=False)
+        build_samples(world, path, seq_len=seq_len, progress=False, long_len=long_len)
     return path
 
 
-def run_one(spec: ExperimentSpec, key: RunKey, out: Path) -> dict[str, Any]:
-    """Train and test one cell of the grid; returns its record (not written)."""
-    from liverank.train.experiment import run_experiment
+def stream_samples_dir(world: Path, cache: Path, mode: str, seq_len: int = 50) -> Path:
+    """The cached rows stream ``mode`` emits from ``world``, built on first use, with the
+    label latency of its positive rows in ``label_latency.json`` beside them."""
+    from liverank.stream.samples import build_stream_samples
 
-    if key.stream_mode != "offline":
+    path = cache / "samples" / f"{world.name}-{mode}-L{seq_len}"
+    if not (path / "stats.json").exists():
+        log.info("building %s stream samples %s", mode, path.name)
+        build_stream_samples(world, path, mode, seq_len=seq_len, progress=False)
+    if not (path / "label_latency.json").exists():
+        (path / "label_latency.json").write_text(json.dumps(label_latency(path), indent=2))
+    return path
+
+
+def label_latency(stream_dir: Path) -> dict[str, dict[str, float]]:
+    """Per task: how long after the impression a positive label reaches training in this
+    stream (``emit_ts - ts`` of the rows reporting it positive): median, p90, share within 60 s,
+    and the positives it reports."""
+    import numpy as np
+
+    from liverank.data.loader import SampleSet
+
+    rows = SampleSet.load(stream_dir)
+    tasks = rows.feature_map.tasks if rows.feature_map else []
+    delay = (rows["emit_ts"].astype(np.int64) - rows["ts"].astype(np.int64)) / 1000.0  # [M] s
+    out: dict[str, dict[str, float]] = {}
+    for t in tasks:
+        if t not in rows.columns:
+            continue
+        pos = (rows[t] > 0) & (rows[f"mask_{t}"] > 0)
+        d = delay[pos]
+        out[t] = {
+            "positives": int(pos.sum()),
+            "median_s": float(np.median(d)) if d.size else float("nan"),
+            "p90_s": float(np.quantile(d, 0.9)) if d.size else float("nan"),
+            "within_60s": float((d <= 60).mean()) if d.size else float("nan"),
+        }
+    return out
+
+
+def prepare(spec: ExperimentSpec, key: RunKey, cache: Path) -> dict[str, Path]:
+    """Simulate / build everything ``key`` reads (in the parent, before the runs start)."""
+    world = world_dir(spec, key, cache)
+    cfg = _config(spec, key, Path("unused"), device="cpu", threads=1)
+    if key.stream_mode == "offline":
+        return {"world": world, "samples": samples_dir(world, cache, long_len=cfg.data.long_len)}
+    if cfg.data.long_len:
         raise ConfigError(
-            f"stream mode '{key.stream_mode}' is not run by liverank experiment yet (offline only)"
+            f"config '{key.config}': long histories (data.long_len) are not built for stream "
+            "arms yet; run the Cross configs offline"
         )
-    cache = out / "cache"
-    samples = samples_dir(world_dir(spec, key, cache), cache)
+    return {
+        "world": world,
+        "samples": stream_samples_dir(world, cache, key.stream_mode),
+        "eval": stream_samples_dir(world, cache, "exit"),
+    }
+
+
+def _config(spec: ExperimentSpec, key: RunKey, out: Path, device: str, threads: int):
     entry = spec.configs[key.config]
-    run_hash = key.hash(spec)
     overrides = {
         **entry.overrides,
-        "data.samples": str(samples),
-        "out": str(out / "runs" / run_hash),
+        "out": str(out),
         "train.seed": key.model_seed,
         "train.progress": False,
+        "train.threads": threads,
+        "train.device": device,
         "registry": None,
     }
-    cfg = load_config(entry.config, overrides)
+    return load_config(entry.config, overrides)
+
+
+# ---------------------------------------------------------------------------------- one run
+def run_one(
+    spec: ExperimentSpec,
+    key: RunKey,
+    out: Path,
+    paths: dict[str, Path],
+    *,
+    device: str = "cpu",
+    threads: int = 2,
+) -> dict[str, Any]:
+    """Train and test one cell of the grid; returns its record (not written)."""
+    run_hash = key.hash(spec)
+    cfg = _config(spec, key, out / "runs" / run_hash, device, threads)
     started = time.perf_counter()
-    result = run_experiment(cfg)
-    history = result.fit.history if result.fit else []
+    if key.stream_mode == "offline":
+        body = _run_offline(cfg, paths)
+    else:
+        body = _run_stream(spec, key, cfg, paths, threads, device)
     return {
         "hash": run_hash,
         "experiment": key.experiment,
@@ -135,25 +224,145 @@ def run_one(spec: ExperimentSpec, key: RunKey, out: Path) -> dict[str, Any]:
         "variant": key.variant,
         "stream_mode": key.stream_mode,
         "code": code_version(),
+        **body,
+        "seconds": round(time.perf_counter() - started, 2),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
+        "device": device,
+        "threads": threads,
+    }
+
+
+def _run_offline(cfg: ExperimentConfig, paths: dict[str, Path]) -> dict[str, Any]:
+    from liverank.train.experiment import run_experiment
+
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"samples": paths["samples"]})})
+    result = run_experiment(cfg)
+    history = result.fit.history if result.fit else []
+    return {
         "metrics": result.test.to_dict()["slices"],
+        "history": [
+            {
+                "epoch": h.epoch,
+                "loss": h.train_loss,
+                "val_metric": h.val_metric,
+                "seconds": h.seconds,
+                "samples_per_s": h.samples_per_s,
+            }
+            for h in history
+        ],
         "epochs_run": len(history),
         "best_epoch": result.fit.best_epoch if result.fit else None,
         "train_samples_per_s": (
             sum(h.samples_per_s for h in history) / len(history) if history else None
         ),
-        "seconds": round(time.perf_counter() - started, 2),
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
     }
 
 
-def run_grid(spec: ExperimentSpec, out_dir: str | Path, progress: bool = True) -> int:
+def _run_stream(
+    spec: ExperimentSpec,
+    key: RunKey,
+    cfg: ExperimentConfig,
+    paths: dict[str, Path],
+    threads: int,
+    device: str,
+) -> dict[str, Any]:
+    import polars as pl
+
+    from liverank.eval.evaluate import evaluate
+    from liverank.train.experiment import ranker_config
+    from liverank.train.stream_run import run_stream_training
+
+    warmup = spec.stream.warmup_hours
+    run = run_stream_training(
+        paths["samples"],
+        ranker_config(cfg),
+        key.stream_mode,
+        cfg.out,
+        eval_dir=paths["eval"],
+        slice_ms=spec.stream.slice_ms,
+        batch_size=cfg.train.batch_size,
+        lr_sparse=cfg.train.lr_sparse,
+        lr_dense=cfg.train.lr_dense,
+        seed=key.model_seed,
+        warmup_ms=warmup * HOUR_MS,
+        threads=threads,
+        device=device,
+    )
+    tasks = list(run.model.tasks)
+    pred = run.result.predictions.filter(pl.col("hour") >= warmup)
+    by_activity = "user_activity" in pred.columns
+    metrics = evaluate(pred, tasks, by_activity=by_activity).to_dict()["slices"]
+    metrics.update(_moment_slices(pred, tasks, paths["world"], metrics))
+    latency = json.loads((Path(paths["samples"]) / "label_latency.json").read_text())
+    seconds = run.result.seconds
+    return {
+        "metrics": metrics,
+        "history": [],
+        "epochs_run": 1,
+        "best_epoch": None,
+        "train_samples_per_s": run.summary["train_rows"] / seconds if seconds else None,
+        "train_steps": run.summary["train_steps"],
+        "label_latency": latency,
+    }
+
+
+def _moment_slices(pred, tasks, world: Path, metrics: dict) -> dict[str, Any]:
+    """The highlight-window slices and within-room AUC (when the module and the world's
+    highlight ground truth are there)."""
+    try:
+        from liverank.eval.moment_metrics import highlight_windows, moment_slices
+    except ImportError:  # pragma: no cover - until the module lands
+        return {}
+    windows = highlight_windows(world)
+    slices = moment_slices(pred, tasks, windows)
+    merged = dict(slices)
+    if "all" in slices:  # add room_auc to the evaluator's "all" slice instead of replacing it
+        merged["all"] = {
+            t: {**metrics.get("all", {}).get(t, {}), **v} for t, v in slices["all"].items()
+        }
+    return merged
+
+
+def _worker(
+    spec: ExperimentSpec, key: RunKey, out: Path, paths: dict[str, Path], device: str, threads: int
+) -> dict[str, Any]:
+    """Process-pool entry point: logging set up in the child, one run."""
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return run_one(spec, key, out, paths, device=device, threads=threads)
+
+
+# ---------------------------------------------------------------------------------- the grid
+def run_grid(
+    spec: ExperimentSpec,
+    out_dir: str | Path,
+    progress: bool = True,
+    *,
+    jobs: int = 1,
+    device: str = "cpu",
+    cpu_budget: int | None = None,
+    cache_dir: str | Path | None = None,
+    limit: int | None = None,
+) -> int:
     """Run every cell of ``spec`` without a record in ``OUT/results.jsonl``; returns how many
-    ran. Records are appended and flushed one at a time (module doc)."""
+    ran. ``jobs`` runs at a time, each with ``cpu_budget // jobs`` torch threads (``cpu_budget``
+    defaults to the machine's cores); ``limit`` stops after that many runs (the rest stay for a
+    later call). Records are appended and flushed one at a time (module doc)."""
+    if jobs < 1:
+        raise ConfigError(f"jobs must be >= 1, got {jobs}")
+    from liverank.train.device import resolve_device
+
+    resolve_device(device)  # a clear error now rather than in every worker
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
+    budget = cpu_budget or os.cpu_count() or 1
+    threads = max(1, budget // jobs)
     done = {r["hash"] for r in read_results(out)}
     _drop_torn_tail(out / RESULTS)
     todo = [k for k in spec.runs() if k.hash(spec) not in done]
+    if limit is not None:
+        todo = todo[:limit]
     log.info("%s: %d runs, %d done, %d to run", spec.name, len(spec.runs()), len(done), len(todo))
     columns = [
         TextColumn("{task.description}"),
@@ -166,10 +375,42 @@ def run_grid(spec: ExperimentSpec, out_dir: str | Path, progress: bool = True) -
         Progress(*columns, disable=not progress, transient=True) as bar,
         (out / RESULTS).open("a") as f,
     ):
-        task = bar.add_task(f"experiment {spec.name}", total=len(todo))
+        prep = bar.add_task("worlds and samples", total=len(todo))
+        paths = {}
         for key in todo:
-            record = run_one(spec, key, out)
-            f.write(json.dumps(record) + "\n")
+            paths[key] = prepare(spec, key, cache)
+            bar.advance(prep)
+        bar.remove_task(prep)
+        task = bar.add_task(f"experiment {spec.name} ({jobs} jobs)", total=len(todo))
+
+        def write(record: dict[str, Any]) -> None:
+            f.write(json.dumps(_json_safe(record)) + "\n")
             f.flush()
             bar.advance(task)
+
+        if jobs == 1:
+            for key in todo:
+                write(run_one(spec, key, out, paths[key], device=device, threads=threads))
+            return len(todo)
+        # spawn, not fork: polars / torch thread pools do not survive a fork
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            pending: set[Future] = {
+                pool.submit(_worker, spec, key, out, paths[key], device, threads) for key in todo
+            }
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    write(fut.result())
     return len(todo)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN -> None, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value

@@ -59,6 +59,16 @@ class ModelEntry(_Strict):
     added_after_results: bool = False
     #: dotted overrides of the config (e.g. {"train.epochs": 5})
     overrides: dict[str, Any] = Field(default_factory=dict)
+    #: how the arm trains: ``offline`` (epochs over the training days, early stopping on the
+    #: validation day, test on the last day) or a stream mode (one prequential pass over the
+    #: rows that mode emits, every impression scored before its labels are trained on)
+    mode: str = "offline"
+
+    @model_validator(mode="after")
+    def _known_mode(self) -> ModelEntry:
+        if self.mode not in STREAM_MODES:
+            raise ValueError(f"unknown mode '{self.mode}'; choose from {STREAM_MODES}")
+        return self
 
 
 class MetricSpec(_Strict):
@@ -71,6 +81,15 @@ class MetricSpec(_Strict):
     confidence: float = Field(0.95, gt=0, lt=1)
 
 
+class StreamSpec(_Strict):
+    """Settings of the stream-mode arms (``mode`` other than ``offline``)."""
+
+    #: event-time slice of the interleaved prequential protocol (Moment: 30 s)
+    slice_ms: int = Field(30_000, ge=1_000)
+    #: hours excluded from the metrics at the start of the stream (the model is cold)
+    warmup_hours: int = Field(24, ge=0)
+
+
 class WorldSpec(_Strict):
     preset: str = "evidence"
     seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
@@ -79,9 +98,9 @@ class WorldSpec(_Strict):
 class GridSpec(_Strict):
     model_seeds: list[int] = Field(default_factory=lambda: list(range(5)), min_length=1)
     world: WorldSpec = Field(default_factory=WorldSpec)
-    #: name -> simulator overrides (switches / knobs); {} is the preset as is
-    variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"base": {}})
-    stream_modes: list[str] = Field(default_factory=lambda: ["offline"], min_length=1)
+    #: name -> simulator overrides (switches / knobs); {} is the preset as is. The first
+    #: variant is the base world the other variants are compared with.
+    variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"base": {}}, min_length=1)
 
 
 class ExperimentSpec(_Strict):
@@ -90,11 +109,19 @@ class ExperimentSpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     claim: str = Field(min_length=1)
     paper_figure: str = ""
+    #: free text shown at the top of the report (the design, why these arms)
+    description: str = ""
     baseline: str
     headline: str
     configs: dict[str, ModelEntry] = Field(min_length=2)
     metric: MetricSpec = Field(default_factory=MetricSpec)
+    #: more metrics reported the same way (deltas, intervals), the verdict is ``metric``'s
+    secondary: list[MetricSpec] = Field(default_factory=list)
+    #: variants where the phenomenon behind the claim is switched off: the headline's effect
+    #: should vanish there (the report pairs the effect on the base world with the effect there)
+    off_variants: list[str] = Field(default_factory=list)
     grid: GridSpec = Field(default_factory=GridSpec)
+    stream: StreamSpec = Field(default_factory=StreamSpec)
     #: allow fewer than MIN_MODEL_SEEDS x MIN_WORLDS (smoke tests); reports say so
     underpowered_ok: bool = False
 
@@ -114,9 +141,11 @@ class ExperimentSpec(_Strict):
                 )
         if self.grid.world.preset not in PRESETS:
             raise ValueError(f"world preset '{self.grid.world.preset}' is not in {list(PRESETS)}")
-        bad_modes = sorted(set(self.grid.stream_modes) - set(STREAM_MODES))
-        if bad_modes:
-            raise ValueError(f"unknown stream modes {bad_modes}; choose from {STREAM_MODES}")
+        missing = [v for v in self.off_variants if v not in self.grid.variants]
+        if missing:
+            raise ValueError(f"off_variants {missing} are not variants {list(self.grid.variants)}")
+        if self.off_variants and next(iter(self.grid.variants)) in self.off_variants:
+            raise ValueError("the first variant is the base world; it cannot be an off variant")
         unknown = sorted(
             {k for v in self.grid.variants.values() for k in v} - set(SimConfig.model_fields)
         )
@@ -139,9 +168,9 @@ class ExperimentSpec(_Strict):
         """Every run of the grid, in a stable order (configs in file order)."""
         g = self.grid
         return [
-            RunKey(self.name, cfg, seed, g.world.preset, world, variant, mode)
-            for variant, world, mode, cfg, seed in itertools.product(
-                g.variants, g.world.seeds, g.stream_modes, self.configs, g.model_seeds
+            RunKey(self.name, cfg, seed, g.world.preset, world, variant, self.configs[cfg].mode)
+            for variant, world, cfg, seed in itertools.product(
+                g.variants, g.world.seeds, self.configs, g.model_seeds
             )
         ]
 
@@ -173,5 +202,7 @@ class RunKey:
             "world": spec.grid.variants[self.variant],
             "stream_mode": self.stream_mode,
         }
+        if self.stream_mode != "offline":  # the stream settings only matter to stream arms
+            payload["stream"] = spec.stream.model_dump()
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

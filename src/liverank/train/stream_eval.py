@@ -49,6 +49,7 @@ from liverank.errors import ConfigError, DataValidationError
 from liverank.eval.metrics import auc, grouped_auc
 from liverank.models.base import Batch
 from liverank.models.ranker import Ranker
+from liverank.train.device import batch_to, model_device
 from liverank.train.streaming import HOUR_MS, Checkpoint, PrequentialTrainer, hourly_metrics
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ DAY_MS = 24 * HOUR_MS
 #: a slice hook: called with (slice start in event ms, model) before the slice is scored
 SliceHook = Callable[[int, Ranker], None]
 #: eval-stream columns carried into the prediction frame
-_EVAL_KEYS = ("sample_id", "request_id", "position", "user_id", "live_id", "ts")
+_EVAL_KEYS = ("sample_id", "request_id", "position", "user_id", "live_id", "ts", "user_activity")
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class InterleavedTrainer:
         """Run the whole stream; see the module docstring for the order inside a slice."""
         started = time.perf_counter()
         model, tasks = self.trainer.model, list(self.trainer.model.tasks)
+        device = model_device(model)
         for name, s, col in (("training", train, "emit_ts"), ("evaluation", evaluation, "ts")):
             if col not in s.columns:
                 raise DataValidationError(f"the {name} stream has no '{col}' column", column=col)
@@ -180,8 +182,8 @@ class InterleavedTrainer:
                 rows = eval_order[sched.eval_bounds[k] : sched.eval_bounds[k + 1]]  # [n_k]
                 for lo in range(0, len(rows), self.eval_batch_size):
                     part = rows[lo : lo + self.eval_batch_size]
-                    p = model.predict_proba(gather(evaluation.arrays, part))
-                    probs[part] = torch.stack([p[t] for t in tasks], 1).numpy()
+                    p = model.predict_proba(batch_to(gather(evaluation.arrays, part), device))
+                    probs[part] = torch.stack([p[t] for t in tasks], 1).cpu().numpy()
                 scored_at[rows] = t0
                 steps_before[rows] = len(losses)
                 rows = train_order[sched.train_bounds[k] : sched.train_bounds[k + 1]]  # [m_k]
@@ -189,7 +191,8 @@ class InterleavedTrainer:
                     part = rows[lo : lo + self.batch_size]
                     train_slice[part] = t0
                     train_step[part] = len(losses)
-                    losses.append(self.trainer.train_step(gather(train.arrays, part), len(losses)))
+                    batch = batch_to(gather(train.arrays, part), device)
+                    losses.append(self.trainer.train_step(batch, len(losses)))
                     last_trained = int(emit[part[-1]])
         predictions = _prediction_frame(evaluation, tasks, probs, scored_at, steps_before)
         seconds = time.perf_counter() - started

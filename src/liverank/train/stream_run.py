@@ -33,6 +33,7 @@ from liverank.data.loader import SampleSet
 from liverank.errors import ConfigError, DataValidationError
 from liverank.models.ranker import Ranker, RankerConfig
 from liverank.models.zoo import get_config
+from liverank.train.device import resolve_device
 from liverank.train.optim import build_optimizers
 from liverank.train.registry import ModelRegistry
 from liverank.train.stream_eval import (
@@ -117,6 +118,7 @@ def run_stream_training(
     threads: int = 2,
     hooks: Sequence[SliceHook] = (),
     evaluation: SampleSet | None = None,
+    device: str = "cpu",
 ) -> StreamRun:
     """Interleaved prequential training of ``model`` on the stream of ``samples_dir``.
 
@@ -139,6 +141,7 @@ def run_stream_training(
         hooks: slice hooks (e.g. a :class:`liverank.eval.reaction.ReactionProbe`).
         evaluation: an already loaded eval SampleSet (overrides ``eval_dir``; saves a reload
             when several modes share it).
+        device: ``cpu``, ``cuda`` or ``auto`` (:mod:`liverank.train.device`).
     """
     if loss not in LOSS_OF_MODE:
         raise ConfigError(f"unknown stream mode '{loss}'; known: {', '.join(LOSS_OF_MODE)}")
@@ -163,6 +166,7 @@ def run_stream_training(
     config = get_config(model) if isinstance(model, str) else model
     ranker = Ranker(train.feature_map, config)
     ranker.attach_long_history(train.long_history, train.long_len)
+    ranker.to(resolve_device(device))  # before the optimisers take the parameters
     reg = ModelRegistry(registry) if registry is not None else None
     kind = LOSS_OF_MODE[loss]
     trainer = PrequentialTrainer(

@@ -167,7 +167,7 @@ def _emit_ts(batch: Batch, index: int) -> np.ndarray:
             f"stream batch {index} has no 'emit_ts' column (fields: {', '.join(sorted(batch))})",
             column="emit_ts",
         )
-    return batch["emit_ts"].numpy().astype(np.int64)  # [B]
+    return batch["emit_ts"].cpu().numpy().astype(np.int64)  # [B]
 
 
 def hourly_metrics(predictions: pl.DataFrame, tasks: list[str]) -> pl.DataFrame:

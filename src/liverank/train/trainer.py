@@ -24,6 +24,7 @@ from liverank.errors import ConfigError
 from liverank.eval.metrics import auc, grouped_auc
 from liverank.features.spec import FeatureMap
 from liverank.models.ranker import Ranker
+from liverank.train.device import batch_to, model_device, resolve_device
 from liverank.train.optim import build_optimizers
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class Trainer:
         self.model = model
         self.tasks = list(model.tasks)
         t = cfg.train
+        self.device = resolve_device(t.device)
+        self.model.to(self.device)  # before the optimisers take the parameters
         self.optim = build_optimizers(
             model, lr_sparse=t.lr_sparse, lr_dense=t.lr_dense, weight_decay=t.weight_decay
         )
@@ -121,6 +124,7 @@ class Trainer:
             if i >= n_batches:
                 break
             self.optim.zero_grad()
+            batch = batch_to(batch, self.device)
             out = self.model(batch)
             loss, _ = self.model.loss(batch, out)
             if not torch.isfinite(loss):
@@ -184,10 +188,11 @@ def predict_frame(model: Ranker, data: SampleSet, batch_size: int = 8192) -> pl.
         model.attach_long_history(data.long_history, data.long_len)
     tasks = list(model.tasks)
     probs: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
+    device = model_device(model)
     for batch in data.iter_batches(batch_size, shuffle=False, seed=0):
-        out = model.predict_proba(batch)
+        out = model.predict_proba(batch_to(batch, device))
         for t in tasks:
-            probs[t].append(out[t].numpy())
+            probs[t].append(out[t].cpu().numpy())
     return prediction_frame(
         data, tasks, {t: np.concatenate(v) if v else np.zeros(0) for t, v in probs.items()}
     )
