@@ -31,6 +31,7 @@ where it stopped (a torn last line is dropped and that run repeated).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -175,10 +176,14 @@ def prepare(spec: ExperimentSpec, key: RunKey, cache: Path) -> dict[str, Path]:
             f"config '{key.config}': long histories (data.long_len) are not built for stream "
             "arms yet; run the Cross configs offline"
         )
+    # highlight windows come from the base world of the same seed: where a variant switches
+    # highlights off, the same (room, time) windows are a placebo (the schedules are equal)
+    base = dataclasses.replace(key, variant=next(iter(spec.grid.variants)))
     return {
         "world": world,
         "samples": stream_samples_dir(world, cache, key.stream_mode),
         "eval": stream_samples_dir(world, cache, "exit"),
+        "windows": world_dir(spec, base, cache),
     }
 
 
@@ -292,7 +297,7 @@ def _run_stream(
     pred = run.result.predictions.filter(pl.col("hour") >= warmup)
     by_activity = "user_activity" in pred.columns
     metrics = evaluate(pred, tasks, by_activity=by_activity).to_dict()["slices"]
-    metrics.update(_moment_slices(pred, tasks, paths["world"], metrics))
+    metrics.update(_moment_slices(pred, tasks, paths["windows"], metrics))
     latency = json.loads((Path(paths["samples"]) / "label_latency.json").read_text())
     seconds = run.result.seconds
     return {

@@ -31,7 +31,6 @@ Example (``experiments/farm.yaml``)::
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,13 +164,26 @@ class ExperimentSpec(_Strict):
         return validate_as(cls, read_yaml_mapping(path, "experiment file"), str(path))
 
     def runs(self) -> list[RunKey]:
-        """Every run of the grid, in a stable order (configs in file order)."""
+        """Every run of the grid, in the order a partial run is most useful: the baseline and
+        the headline first (every variant, world and seed, the two arms of a pair side by
+        side), then the other configs; within each, variants in file order, then worlds, then
+        model seeds. A grid cut short (a deadline, ``--limit``) still has complete pairs of
+        the claim's comparison."""
         g = self.grid
+        names = list(self.configs)
+        main = [self.baseline, self.headline]
+        rest = [c for c in names if c not in main]
+        order = [
+            (cfgs, variant, world, seed, cfg)
+            for cfgs in (main, rest)
+            for variant in g.variants
+            for world in g.world.seeds
+            for seed in g.model_seeds
+            for cfg in cfgs
+        ]
         return [
             RunKey(self.name, cfg, seed, g.world.preset, world, variant, self.configs[cfg].mode)
-            for variant, world, cfg, seed in itertools.product(
-                g.variants, g.world.seeds, self.configs, g.model_seeds
-            )
+            for _, variant, world, seed, cfg in order
         ]
 
 
