@@ -47,6 +47,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     config.write_text(f"name: bad\ndata:\n  samples: {root / 'no_samples'}\n")
     a_file = root / "a_file.txt"
     a_file.write_text("not a directory\n")
+    experiment = root / "experiment.yaml"  # a valid experiment file that was never run
+    experiment.write_text(
+        "name: never_run\nclaim: smoke\nbaseline: a\nheadline: b\n"
+        "configs: {a: {config: config.yaml}, b: {config: config.yaml}}\n"
+        "grid: {model_seeds: [0], world: {preset: tiny, seeds: [0]}}\nunderpowered_ok: true\n"
+    )
     return {
         "tiny": tiny,
         "truncated": broken("truncated", "live_events", truncate),
@@ -59,6 +65,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         ),
         "config": config,
         "file": a_file,
+        "experiment": experiment,
         "root": root,
         "enters": pl.read_parquet(tiny / "live_events.parquet")["event"].eq("enter").sum(),
     }
@@ -105,6 +112,9 @@ CASES: list[tuple[str, str]] = [
     ("serve --registry {root}/missing --data {tiny} --torch-threads 0", "--torch-threads"),
     ("serve --registry {root}/missing --data {tiny}", "registry {root}/missing"),
     ("experiment run {root}/missing.yaml", "experiment file not found"),
+    ("experiment run {experiment} --jobs 0", "--jobs: must be >= 1, got 0"),
+    ("experiment report {root}/missing.yaml", "experiment file not found"),
+    ("experiment report {experiment} --out {root}/x0", "x0/results.jsonl: no results file"),
     ("experiment", "the following arguments are required: action"),
     ("no-such-command", "invalid choice: 'no-such-command'"),
 ]

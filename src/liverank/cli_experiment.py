@@ -1,10 +1,21 @@
-"""``liverank experiment``: run the grid of an experiment file (issue #14). Registered in
-:mod:`liverank.cli`."""
+"""``liverank experiment``: run the grid of an experiment file and report it (issue #14).
+Registered in :mod:`liverank.cli`.
+
+* ``liverank experiment run experiments/NAME.yaml [--out DIR] [--jobs N] [--device D]``
+* ``liverank experiment report experiments/NAME.yaml [--out DIR]`` → ``DIR/summary.md``,
+  ``DIR/report.html`` and ``DIR/plots/`` from ``DIR/results.jsonl``.
+
+``DIR`` defaults to ``runs/experiments/<name>`` for both.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from liverank.cli_args import positive_int
+
+DEVICES = ("cpu", "cuda", "auto")
 
 
 def add_experiment(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +26,23 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--out", type=Path, help="results directory (default: runs/experiments/<name>)"
     )
+    run.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (default 1)")
+    run.add_argument(
+        "--device", choices=DEVICES, default="cpu", help="where runs train (default cpu)"
+    )
     run.set_defaults(func=cmd_experiment_run)
+    report = actions.add_parser(
+        "report", help="summary.md + report.html from the results: paired deltas and verdicts"
+    )
+    report.add_argument("file", type=Path, help="experiment YAML")
+    report.add_argument(
+        "--out", type=Path, help="results directory (default: runs/experiments/<name>)"
+    )
+    report.set_defaults(func=cmd_experiment_report)
+
+
+def _out_dir(args: argparse.Namespace, name: str) -> Path:
+    return args.out or Path("runs/experiments") / name
 
 
 def cmd_experiment_run(args: argparse.Namespace) -> int:
@@ -25,11 +52,42 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
     from liverank.experiments.spec import ExperimentSpec
 
     spec = ExperimentSpec.load(args.file)
-    out = args.out or Path("runs/experiments") / spec.name
-    ran = run_grid(spec, out)
+    out = _out_dir(args, spec.name)
+    ran = run_grid(spec, out, jobs=args.jobs, device=args.device)
     records = read_results(out)
     Console(stderr=True).print(
         f"experiment {spec.name}: ran {ran}, {len(records)} of {len(spec.runs())} runs "
         f"recorded in {out / RESULTS}"
     )
+    return 0
+
+
+def cmd_experiment_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from liverank.experiments.report import load_analysis, metric_label, write_report
+    from liverank.experiments.report_page import warning_lines
+    from liverank.experiments.spec import ExperimentSpec
+
+    spec = ExperimentSpec.load(args.file)
+    out = _out_dir(args, spec.name)
+    analysis = load_analysis(spec, out)
+    summary, page = write_report(analysis, out)
+    label = metric_label(spec.metric)
+    table = Table(title=f"{spec.name}: {label}, candidate − {spec.baseline}")
+    for column in ("variant", "config", "Δ", "interval", "n", "verdict"):
+        table.add_column(column, justify="right" if column in ("Δ", "n") else "left")
+    for r in analysis.main[label]:
+        d = r.delta
+        tag = " (headline)" if r.label == spec.headline else ""
+        interval = f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}]" if d.n >= 2 else "-"
+        verdict = f"{d.verdict} ({d.direction})" if d.direction else d.verdict
+        table.add_row(r.variant, r.label + tag, f"{d.mean:+.4f}", interval, str(d.n), verdict)
+    console = Console()
+    console.print(table)
+    for line in warning_lines(analysis):
+        console.print(f"[bold red]{escape(line)}[/]", highlight=False)
+    console.print(f"wrote {summary} and {page}")
     return 0
