@@ -56,7 +56,10 @@ HOUR_MS = 3_600_000
 
 
 def code_version() -> str:
-    """``git describe`` of the package's checkout ("unknown" outside a git checkout)."""
+    """``git describe`` of the package's checkout ("unknown" outside a git checkout);
+    ``LIVERANK_CODE_VERSION`` overrides it (a copy of a checkout without its ``.git``)."""
+    if os.environ.get("LIVERANK_CODE_VERSION"):
+        return os.environ["LIVERANK_CODE_VERSION"]
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(

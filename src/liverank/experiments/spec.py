@@ -166,8 +166,8 @@ class ExperimentSpec(_Strict):
     def runs(self) -> list[RunKey]:
         """Every run of the grid, in the order a partial run is most useful: the baseline and
         the headline first (every variant, world and seed, the two arms of a pair side by
-        side), then the other configs; within each, variants in file order, then worlds, then
-        model seeds. A grid cut short (a deadline, ``--limit``) still has complete pairs of
+        side), then the other configs; within each, variants in file order, then model seeds,
+        then worlds (both worlds of a seed before the next seed). A grid cut short (a deadline, ``--limit``) still has complete pairs of
         the claim's comparison."""
         g = self.grid
         names = list(self.configs)
@@ -177,8 +177,8 @@ class ExperimentSpec(_Strict):
             (cfgs, variant, world, seed, cfg)
             for cfgs in (main, rest)
             for variant in g.variants
-            for world in g.world.seeds
             for seed in g.model_seeds
+            for world in g.world.seeds
             for cfg in cfgs
         ]
         return [
