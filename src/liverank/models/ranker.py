@@ -33,6 +33,7 @@ from liverank.models.base import Batch, FeatureModule
 from liverank.models.fusion import ranking_score
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.mlp import MLP
+from liverank.models.modules.sparse_features import room_id_params, with_room_id
 from liverank.models.registry import build_module
 
 if TYPE_CHECKING:
@@ -88,6 +89,11 @@ class RankerConfig(_Strict):
     #: exponents of the multiplicative ranking score (Moment&Cross eq. 4; ``models/fusion.py``),
     #: task -> alpha; empty = rank by ``p_ctr`` alone
     score_exponents: dict[str, float] = Field(default_factory=dict)
+    #: embed the room id ``live_id`` (table ``room``) as one more field of the
+    #: ``sparse_features`` module, trained by the sparse optimiser at ``lr_sparse``: the room's
+    #: own vector, which fresh labels move within seconds (Moment&Cross section 3;
+    #: ``modules/sparse_features.py``). Needs a feature map with a ``room`` table.
+    room_id_embedding: bool = False
 
     @model_validator(mode="after")
     def _unique_keys(self) -> RankerConfig:
@@ -140,6 +146,10 @@ class Ranker(nn.Module):
         effective_map = feature_map.model_copy(
             update={"hash_buckets": {**feature_map.hash_buckets, **config.hash_buckets}}
         )
+        specs = list(config.modules)
+        if config.room_id_embedding:
+            effective_map = with_room_id(effective_map)
+            specs = _room_id_specs(specs)
         tables = sorted(set(effective_map.tables) | set(effective_map.hash_buckets))
         unknown_tables = sorted(set(config.embedding_dims) - set(tables))
         if unknown_tables:
@@ -153,7 +163,7 @@ class Ranker(nn.Module):
             init_std=config.embedding_init_std,
         )
         self.feature_modules = nn.ModuleDict()
-        for spec in config.modules:
+        for spec in specs:
             self.feature_modules[spec.module_key] = build_module(
                 spec.name, effective_map, self.embeddings, dict(spec.params)
             )
@@ -353,6 +363,23 @@ class Ranker(nn.Module):
         model = cls(saved_map, config)
         _load_state(model, payload["state_dict"], path)
         return model
+
+
+def _room_id_specs(specs: list[ModuleSpec]) -> list[ModuleSpec]:
+    """``specs`` with every ``sparse_features`` module reading ``live_id`` too (its params get
+    the field when they list ``fields``); raises ConfigError when there is no such module."""
+    if not any(s.name == "sparse_features" for s in specs):
+        raise ConfigError(
+            "room_id_embedding feeds the room's vector through the 'sparse_features' module, "
+            f"which this config does not have (modules: {[s.name for s in specs]}); add it or "
+            "set room_id_embedding: false"
+        )
+    return [
+        s.model_copy(update={"params": room_id_params(s.params)})
+        if s.name == "sparse_features"
+        else s
+        for s in specs
+    ]
 
 
 def _load_failure(exc: Exception, path: Path) -> str:
