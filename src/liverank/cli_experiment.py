@@ -1,7 +1,8 @@
 """``liverank experiment``: run the grid of an experiment file and report it (issue #14).
 Registered in :mod:`liverank.cli`.
 
-* ``liverank experiment run experiments/NAME.yaml [--out DIR] [--jobs N] [--device D]``
+* ``liverank experiment run experiments/NAME.yaml [--out DIR] [--jobs N] [--device D]
+  [--configs A B] [--limit N] [--cache DIR]``
 * ``liverank experiment report experiments/NAME.yaml [--out DIR]`` → ``DIR/summary.md``,
   ``DIR/report.html`` and ``DIR/plots/`` from ``DIR/results.jsonl``.
 
@@ -30,6 +31,11 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--device", choices=DEVICES, default="cpu", help="where runs train (default cpu)"
     )
+    run.add_argument(
+        "--configs", nargs="+", help="run only these arms (split a grid across machines)"
+    )
+    run.add_argument("--limit", type=positive_int, help="stop after this many runs (resumable)")
+    run.add_argument("--cache", type=Path, help="world/sample cache (default: OUT/../cache)")
     run.set_defaults(func=cmd_experiment_run)
     report = actions.add_parser(
         "report", help="summary.md + report.html from the results: paired deltas and verdicts"
@@ -53,7 +59,15 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
 
     spec = ExperimentSpec.load(args.file)
     out = _out_dir(args, spec.name)
-    ran = run_grid(spec, out, jobs=args.jobs, device=args.device)
+    ran = run_grid(
+        spec,
+        out,
+        jobs=args.jobs,
+        device=args.device,
+        configs=args.configs,
+        limit=args.limit,
+        cache_dir=args.cache,
+    )
     records = read_results(out)
     Console(stderr=True).print(
         f"experiment {spec.name}: ran {ran}, {len(records)} of {len(spec.runs())} runs "

@@ -351,11 +351,13 @@ def run_grid(
     cpu_budget: int | None = None,
     cache_dir: str | Path | None = None,
     limit: int | None = None,
+    configs: list[str] | None = None,
 ) -> int:
     """Run every cell of ``spec`` without a record in ``OUT/results.jsonl``; returns how many
     ran. ``jobs`` runs at a time, each with ``cpu_budget // jobs`` torch threads (``cpu_budget``
     defaults to the machine's cores); ``limit`` stops after that many runs (the rest stay for a
-    later call). Records are appended and flushed one at a time (module doc)."""
+    later call); ``configs`` runs only those arms (a grid split across machines). Records are
+    appended and flushed one at a time (module doc)."""
     if jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
     from liverank.train.device import resolve_device
@@ -368,7 +370,14 @@ def run_grid(
     threads = max(1, budget // jobs)
     done = {r["hash"] for r in read_results(out)}
     _drop_torn_tail(out / RESULTS)
-    todo = [k for k in spec.runs() if k.hash(spec) not in done]
+    unknown = sorted(set(configs or []) - set(spec.configs))
+    if unknown:
+        raise ConfigError(f"configs {unknown} are not in the experiment's {list(spec.configs)}")
+    todo = [
+        k
+        for k in spec.runs()
+        if k.hash(spec) not in done and (configs is None or k.config in configs)
+    ]
     if limit is not None:
         todo = todo[:limit]
     log.info("%s: %d runs, %d done, %d to run", spec.name, len(spec.runs()), len(done), len(todo))
@@ -383,12 +392,6 @@ def run_grid(
         Progress(*columns, disable=not progress, transient=True) as bar,
         (out / RESULTS).open("a") as f,
     ):
-        prep = bar.add_task("worlds and samples", total=len(todo))
-        paths = {}
-        for key in todo:
-            paths[key] = prepare(spec, key, cache)
-            bar.advance(prep)
-        bar.remove_task(prep)
         task = bar.add_task(f"experiment {spec.name} ({jobs} jobs)", total=len(todo))
 
         def write(record: dict[str, Any]) -> None:
@@ -396,17 +399,23 @@ def run_grid(
             f.flush()
             bar.advance(task)
 
+        # worlds and samples are prepared in the parent just before a run needs them (a grid
+        # cut short has not simulated the worlds of runs it never reached)
         if jobs == 1:
             for key in todo:
-                write(run_one(spec, key, out, paths[key], device=device, threads=threads))
+                paths = prepare(spec, key, cache)
+                write(run_one(spec, key, out, paths, device=device, threads=threads))
             return len(todo)
         # spawn, not fork: polars / torch thread pools do not survive a fork
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            pending: set[Future] = {
-                pool.submit(_worker, spec, key, out, paths[key], device, threads) for key in todo
-            }
-            while pending:
+            pending: set[Future] = set()
+            queue = list(todo)
+            while queue or pending:
+                while queue and len(pending) < jobs:
+                    key = queue.pop(0)
+                    paths = prepare(spec, key, cache)
+                    pending.add(pool.submit(_worker, spec, key, out, paths, device, threads))
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     write(fut.result())
