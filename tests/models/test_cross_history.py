@@ -98,6 +98,9 @@ CONFIGS = [
     *({"sequences": [s for s in SEQUENCES if s != drop]} for drop in SEQUENCES),
     {"sequences": ["mixed"]},
     {"gsu_len": 200},  # GSU wider than the window
+    # the mean-pooling control reads every window position (issue #14)
+    {"search": "mean", "sequences": ["short", "long", "livelong", "mixed"]},
+    {"search": "mean", "sequences": ["mixed"], "contrastive_weight": 0.0},
 ]
 
 

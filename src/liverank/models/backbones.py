@@ -3,7 +3,8 @@
 * ``mlp``: shared-bottom MLP (R. Caruana, "Multitask Learning", Machine Learning 1997): one
   MLP whose output every task head reads.
 * ``mmoe``: Multi-gate Mixture-of-Experts (Ma et al., KDD 2018), see ``layers/moe.py``.
-* ``ple``: Progressive Layered Extraction, stacked CGC levels (Tang et al., RecSys 2020).
+* ``ple``: Progressive Layered Extraction, stacked CGC levels (Tang et al., RecSys 2020);
+  ``levels: 1`` is a single CGC (task gates only), the zoo's ``cgc``.
 
 A backbone's config is data (a pydantic model discriminated by ``type``), so a YAML file picks
 and sizes it; :func:`build_backbone` turns the config into the module. Every backbone returns

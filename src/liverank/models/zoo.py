@@ -8,9 +8,13 @@ din           sparse_features + din                    shared-bottom MLP [128, 6
 mmoe          sparse_features + din                    MMoE, 4 experts [128, 64]
 ple           sparse_features + din                    PLE, 2 CGC levels, 1 specific +
                                                        2 shared experts [64] per level
+cgc           sparse_features + din                    one CGC level of ``ple`` (= PLE
+                                                       with ``levels: 1``)
 moment_cross  sparse_features + din + moment_cross     as ``ple``
               (Moment&Cross section 4; needs samples
               built with ``long_len > 0``)
+moment_cross  as ``moment_cross``                      as ``cgc`` (the paper's
+_cgc                                                   "CGC(Moment&Cross)")
 farm          sparse_features + farm (FARM section 3;  as ``ple``; the six live tasks
               its attention over both sequences
               replaces ``din``)
@@ -62,6 +66,18 @@ def _ple() -> RankerConfig:
     )
 
 
+def _cgc() -> RankerConfig:
+    """``ple`` with one extraction level: a single CGC (Tang et al., RecSys 2020).
+
+    PLE stacks CGC levels and feeds all but the last a shared gate; with ``levels: 1`` the one
+    level has task gates only, which is CGC. Same experts per level as ``ple``.
+    """
+    cfg = _ple()
+    cfg.name = "cgc"
+    cfg.backbone = PLEBackboneConfig(levels=1, n_specific=1, n_shared=2, expert_hidden=[64])
+    return cfg
+
+
 def _moment_cross() -> RankerConfig:
     """``ple`` plus the Cross module (five GSU sequences, ESU, contrastive alignment)."""
     cfg = _ple()
@@ -69,6 +85,14 @@ def _moment_cross() -> RankerConfig:
     cfg.modules.append(ModuleSpec(name="moment_cross", params={"gsu_len": 50, "heads": 2}))
     # eq. 4 exponents: hand-set here (the paper's are unpublished and nothing was tuned on them)
     cfg.score_exponents = {"ctr": 1.0, "lvtr": 1.0, "ltr": 0.5, "gtr": 0.5}
+    return cfg
+
+
+def _moment_cross_cgc() -> RankerConfig:
+    """``moment_cross`` on ``cgc``'s backbone (Moment&Cross 6.1: "CGC(Moment&Cross)")."""
+    cfg = _moment_cross()
+    cfg.name = "moment_cross_cgc"
+    cfg.backbone = _cgc().backbone
     return cfg
 
 
@@ -93,6 +117,8 @@ _CONFIGS: dict[str, Callable[[], RankerConfig]] = {
     "ple": _ple,
     "moment_cross": _moment_cross,
     "farm": _farm,
+    "cgc": _cgc,
+    "moment_cross_cgc": _moment_cross_cgc,
 }
 
 

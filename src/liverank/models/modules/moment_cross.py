@@ -1,7 +1,7 @@
 """Cross: five searched behaviour sequences, target attention and anchor-based alignment.
 
-Reference: Z. Cao et al., "Moment&Cross: Next-Generation Real-Time Cross-Domain CTR Prediction
-for Live-Streaming Recommendation at Kuaishou", 2024, section 4 (digest:
+Reference: Jiangxia Cao et al., "Moment&Cross: Next-Generation Real-Time Cross-Domain CTR
+Prediction for Live-Streaming Recommendation at Kuaishou", 2024, section 4 (digest:
 ``papers/moment_cross.md``). The user's much richer short-video behaviour helps the sparse live
 domain through five GSU sequences (section 4.1), each pooled by an ESU target attention with the
 candidate room as query (eq. 7), plus in-batch contrastive alignment of every pooled sequence to
@@ -39,6 +39,27 @@ Choices the paper leaves open (documented in docs/models.md, "Cross"):
 * Contrastive: one-directional InfoNCE (mixed anchor -> sequence) over the rows where both
   sequences are non-empty, in-batch negatives, other samples of the same user excluded as
   negatives (``dedup_users``); one weight per term.
+
+**Mean-pooling control** (``search: mean``; issue #14): separates "Cross's search and attention"
+from "more history". Each sequence is the plain masked mean of the item vectors of *every* item
+its GSU would search over, with no candidate in sight:
+
+==========  ===================================================================================
+short       mean of the ``video_seq_*`` items (the window ``short`` attends over)
+long        mean of all ``long_len`` items of the long video window
+livelong    mean of all ``long_len`` items of the long live window
+mixed       mean of *every* long-view item of both windows (not the most recent ``gsu_len``),
+            with the learnt domain vectors, as in ``gsu``
+aidhard     not allowed: its search space is ``long``'s (the author filter *is* the
+            candidate-dependent search), so its mean would repeat ``long``'s vector
+==========  ===================================================================================
+
+It keeps the long histories, the item vectors (shared tables, trained through the means), the
+output width ``D`` per sequence and the contrastive loss (switchable: ``contrastive_weight: 0``
+removes it; with a weight the same InfoNCE aligns the means). It removes every candidate-
+dependent part: the soft top-``gsu_len`` searches, the author hard search, the ``gsu_len`` cut
+and the ESU target attention (no ``W^q, W^k, W^v``: the control has no parameters of its own
+besides the mixed domain vectors).
 """
 
 from __future__ import annotations
@@ -46,7 +67,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from liverank.config import validate_as
@@ -73,6 +94,8 @@ SequenceName = Literal["short", "long", "aidhard", "livelong", "mixed"]
 SEQUENCES: tuple[str, ...] = ("short", "long", "aidhard", "livelong", "mixed")
 #: the sequences aligned to the mixed anchor (each gives an aux loss ``cl_<name>``)
 ALIGNED: tuple[str, ...] = ("short", "long", "aidhard", "livelong")
+#: ``gsu``: the paper's search + target attention; ``mean``: the mean-pooling control
+SearchMode = Literal["gsu", "mean"]
 
 
 class MomentCrossConfig(BaseModel):
@@ -93,6 +116,7 @@ class MomentCrossConfig(BaseModel):
         default_factory=lambda: ["author_id", "room_category"], min_length=1
     )
     dedup_users: bool = True
+    search: SearchMode = "gsu"
 
     @field_validator("sequences")
     @classmethod
@@ -112,6 +136,17 @@ class MomentCrossConfig(BaseModel):
         if negative:
             raise ValueError(f"contrastive weights must be >= 0, got {negative}")
         return value
+
+    @model_validator(mode="after")
+    def _mean_has_no_aidhard(self) -> MomentCrossConfig:
+        if self.search == "mean" and "aidhard" in self.sequences:
+            raise ValueError(
+                "search: mean pools each sequence over every item its GSU searches; aidhard "
+                "searches the same long video window as long (its author filter is the "
+                "candidate-dependent search the control removes), so its mean would repeat "
+                "long's: drop aidhard from sequences"
+            )
+        return self
 
     def weight(self, name: str) -> float:
         """Weight of the contrastive term ``cl_<name>`` (a missing dict entry is 0)."""
@@ -134,6 +169,9 @@ class MomentCross(FeatureModule):
         query_fields: candidate-room sparse fields concatenated into the ESU query.
         gsu_query_fields: candidate fields whose embeddings are summed into the GSU query.
         dedup_users: exclude other samples of the same user from the in-batch negatives.
+        search: ``gsu`` (default: GSU search + ESU target attention) or ``mean`` (the
+            mean-pooling control of the module docstring: every sequence is the masked mean of
+            all the items its GSU searches; no search, no attention; ``aidhard`` not allowed).
     """
 
     name = "moment_cross"
@@ -150,6 +188,7 @@ class MomentCross(FeatureModule):
         query_fields: list[str] | None = None,
         gsu_query_fields: list[str] | None = None,
         dedup_users: bool = True,
+        search: str = "gsu",
     ) -> None:
         super().__init__()
         raw = {
@@ -158,6 +197,7 @@ class MomentCross(FeatureModule):
             "temperature": temperature,
             "contrastive_weight": contrastive_weight,
             "dedup_users": dedup_users,
+            "search": search,
         }
         for key, value in (
             ("sequences", sequences),
@@ -198,8 +238,11 @@ class MomentCross(FeatureModule):
             raise ConfigError(f"moment_cross: every table it reads needs one width, got {widths}")
         dim = widths.pop()
         query_dim = dim * len(self.query_tables)
+        # ESU per sequence; the mean-pooling control has none (no target attention).
         self.esu = nn.ModuleDict(
-            {s: DotTargetAttention(query_dim, dim, cfg.heads) for s in self.sequences}
+            {}
+            if cfg.search == "mean"
+            else {s: DotTargetAttention(query_dim, dim, cfg.heads) for s in self.sequences}
         )
         # Learnt domain vectors of the mixed sequence's items: [2, D] (0 = live, 1 = video).
         self.domain_vec = (
@@ -218,7 +261,8 @@ class MomentCross(FeatureModule):
 
     def _fields(self) -> tuple[str, ...]:
         """Batch fields: the ``[B, K]`` windows, or with a store only their row ranges."""
-        fields = self.cfg.query_fields + self.cfg.gsu_query_fields
+        mean = self.cfg.search == "mean"
+        fields = [] if mean else self.cfg.query_fields + self.cfg.gsu_query_fields
         if "aidhard" in self.sequences:
             fields.append("author_id")
         if self.aligned and self.cfg.dedup_users:
@@ -233,7 +277,9 @@ class MomentCross(FeatureModule):
         return tuple(dict.fromkeys(fields))
 
     def _window_suffixes(self, domain: str) -> list[str]:
-        extra = ["lv", "dt"] if "mixed" in self.sequences else []
+        # the mixed GSU merges two windows by row time; the mean control needs only lv
+        merge = ["lv", "dt"] if self.cfg.search == "gsu" else ["lv"]
+        extra = merge if "mixed" in self.sequences else []
         return [*self._domain(domain).suffixes, "len", *extra]
 
     def field_hint(self, field: str) -> str:
@@ -345,8 +391,62 @@ class MomentCross(FeatureModule):
         domain = self.domain_vec[is_video.long()] * mask.unsqueeze(-1)  # [B, G, D]
         return items + domain, mask
 
+    # ------------------------------------------------------------------ mean-pooling control
+    def _window_sum(
+        self, domain: str, window: Window, emb: EmbeddingCollection, weights: torch.Tensor
+    ) -> torch.Tensor:
+        """``sum_k weights[b, k] * item_k`` over the whole window -> ``[B, D]`` (one bag).
+
+        ``weights [B, K]`` must be 0 at padding; those slots look up the zero row.
+        """
+        dom = self._domain(domain)
+        ids = torch.stack([window.full(s) for s in dom.suffixes], -1)  # [B, K, F]
+        ids = ids * (weights != 0).unsqueeze(-1)
+        return emb.pooled_sum(dom.tables, ids, weights)  # [B, D]
+
+    def _mean(
+        self, name: str, batch: Batch, windows: dict[str, Window], emb: EmbeddingCollection
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Control: the mean of every item the GSU of ``name`` searches.
+
+        Returns ``(mean [B, D], items pooled [B])``; rows without an item give zeros.
+        """
+        if name == "short":
+            assert self.short is not None
+            mask = self.short.mask(batch)  # [B, L]
+            return self.short.mean(batch, emb, mask), mask.sum(1)
+        if name in ("long", "livelong"):
+            domain = "video" if name == "long" else "live"
+            valid = windows[domain].valid  # [B, K]
+            count = valid.sum(1)  # [B]
+            weights = valid.float() / count.clamp(min=1).unsqueeze(1)  # [B, K]
+            return self._window_sum(domain, windows[domain], emb, weights), count
+        # mixed: every long-view row of both windows (no recency cut), plus the domain vectors
+        conds = [(windows[d].full("lv") != 0) & windows[d].valid for d in ("live", "video")]
+        per_domain = torch.stack([c.sum(1) for c in conds], 1)  # [B, 2]: live, video
+        count = per_domain.sum(1)  # [B]
+        denom = count.clamp(min=1).unsqueeze(1).float()  # [B, 1]
+        vec = sum(
+            self._window_sum(d, windows[d], emb, c.float() / denom)
+            for d, c in zip(("live", "video"), conds, strict=True)
+        )
+        assert self.domain_vec is not None
+        return vec + (per_domain / denom) @ self.domain_vec, count  # [B, D]
+
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Batch, emb: EmbeddingCollection) -> ModuleOutput:
+        windows = self._windows(batch)
+        outputs: list[torch.Tensor] = []
+        pooled: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> mean [B, D], ok [B]
+        diagnostics: dict[str, torch.Tensor | float] = {}
+        if self.cfg.search == "mean":
+            for name in self.sequences:
+                vec, count = self._mean(name, batch, windows, emb)  # [B, D], [B]
+                outputs.append(vec)
+                pooled[name] = (vec, count > 0)
+                diagnostics[f"{name}_items"] = count.float().mean().detach()
+            return self._aligned(batch, outputs, pooled, diagnostics)
+
         ids = torch.stack([batch[f] for f in self.cfg.query_fields], dim=-1)  # [B, Q]
         query = emb.lookup_stack(self.query_tables, ids).flatten(1)  # [B, Q * D]
         gsu_query = None
@@ -354,18 +454,22 @@ class MomentCross(FeatureModule):
             with torch.no_grad():
                 gids = torch.stack([batch[f] for f in self.cfg.gsu_query_fields], dim=-1)
                 gsu_query = emb.lookup_sum(self.gsu_query_tables, gids)  # [B, D]
-
-        windows = self._windows(batch)
-        outputs: list[torch.Tensor] = []
-        pooled: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        diagnostics: dict[str, torch.Tensor | float] = {}
         for name in self.sequences:
             items, mask = self._select(name, batch, windows, emb, gsu_query)  # [B, G, D], [B, G]
             out, _ = self.esu[name](query, items, mask)  # [B, D]
             outputs.append(out)
             pooled[name] = (masked_mean(items, mask), mask.any(1))  # [B, D], [B]
             diagnostics[f"{name}_fill"] = mask.float().mean().detach()
+        return self._aligned(batch, outputs, pooled, diagnostics)
 
+    def _aligned(
+        self,
+        batch: Batch,
+        outputs: list[torch.Tensor],
+        pooled: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        diagnostics: dict[str, torch.Tensor | float],
+    ) -> ModuleOutput:
+        """Concatenated outputs ``[B, n * D]`` plus the InfoNCE terms of eq. 6 (when on)."""
         aux: dict[str, torch.Tensor] = {}
         if self.aligned:
             anchor, anchor_ok = pooled["mixed"]
