@@ -79,6 +79,8 @@ def test_mean_control_is_the_plain_mean_of_every_searched_item(fm, batch) -> Non
             for d in ("live", "video")
         }  # [B, K] each
         assert int(batch["long_video_len"].max()) > 8  # more items than one GSU would keep
+        # both sum paths run: distinct authors outnumber K (the bag), tags do not ([B, U] counts)
+        assert len(batch["long_video_author"].unique()) > K >= len(batch["long_video_tag"].unique())
         short = module.short.items(batch, emb)  # [B, L, D]
         mask = module.short.mask(batch).float().unsqueeze(-1)
         want_short = (short * mask).sum(1) / mask.sum(1).clamp(min=1)
