@@ -48,6 +48,13 @@ def test_tiny_grid_records_every_run_and_resumes_after_a_kill(tmp_path):
     for r in records:
         auc = r["metrics"]["all"]["ctr"]["auc"]
         assert 0.0 < auc < 1.0 and r["epochs_run"] == 1 and r["code"]
+        # the eq. 4 fusion scored by NDCG of the fused relevance, beside ranking by p_ctr
+        ranking = r["metrics"]["ranking"]
+        assert 0.0 < ranking["p_ctr"]["ndcg@3"] <= 1.0 and 0.0 < ranking["fused"]["ndcg@3"] <= 1.0
+        assert ranking["fused_minus_p_ctr"]["ndcg@3"] == pytest.approx(
+            ranking["fused"]["ndcg@3"] - ranking["p_ctr"]["ndcg@3"]
+        )
+        assert [h["epoch"] for h in r["history"]] == [1]
     # one world and one sample set, shared by both runs
     assert len(list((tmp_path / "cache" / "worlds").iterdir())) == 1
     assert len(list((tmp_path / "cache" / "samples").iterdir())) == 1

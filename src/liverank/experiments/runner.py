@@ -246,8 +246,10 @@ def _run_offline(cfg: ExperimentConfig, paths: dict[str, Path]) -> dict[str, Any
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"samples": paths["samples"]})})
     result = run_experiment(cfg)
     history = result.fit.history if result.fit else []
+    metrics = result.test.to_dict()["slices"]
+    metrics.update(_ranking_slice(result.out_dir / "predictions.parquet"))
     return {
-        "metrics": result.test.to_dict()["slices"],
+        "metrics": metrics,
         "history": [
             {
                 "epoch": h.epoch,
@@ -263,6 +265,28 @@ def _run_offline(cfg: ExperimentConfig, paths: dict[str, Path]) -> dict[str, Any
         "train_samples_per_s": (
             sum(h.samples_per_s for h in history) / len(history) if history else None
         ),
+    }
+
+
+def _ranking_slice(predictions: Path) -> dict[str, Any]:
+    """The ``ranking`` slice: NDCG@K of the fused relevance when each test request is ranked by
+    ``p_ctr`` (task ``p_ctr``) and by the eq. 4 fusion with the a priori exponents (task
+    ``fused``) and their within-run difference (task ``fused_minus_p_ctr``), from
+    :mod:`liverank.eval.fusion_eval`; empty when a relevance task is missing."""
+    import polars as pl
+
+    from liverank.eval.fusion_eval import A_PRIORI_EXPONENTS, fusion_ranking_metrics
+
+    pred = pl.read_parquet(predictions)
+    if not all(f"p_{t}" in pred.columns for t in A_PRIORI_EXPONENTS):
+        return {}
+    ks = (1, 3, 5)
+    m = fusion_ranking_metrics(pred, A_PRIORI_EXPONENTS, ks=ks)
+    return {
+        "ranking": {
+            by: {f"ndcg@{k}": m[f"ndcg@{k}_{tag}"] for k in ks}
+            for by, tag in (("p_ctr", "ctr"), ("fused", "fused"), ("fused_minus_p_ctr", "delta"))
+        }
     }
 
 
