@@ -128,15 +128,19 @@ def samples_dir(world: Path, cache: Path, seq_len: int = 50, long_len: int = 0) 
     return path
 
 
-def stream_samples_dir(world: Path, cache: Path, mode: str, seq_len: int = 50) -> Path:
-    """The cached rows stream ``mode`` emits from ``world``, built on first use, with the
-    label latency of its positive rows in ``label_latency.json`` beside them."""
+def stream_samples_dir(
+    world: Path, cache: Path, mode: str, seq_len: int = 50, long_len: int = 0
+) -> Path:
+    """The cached rows stream ``mode`` emits from ``world`` (with ``long_len`` long
+    histories), built on first use, with the label latency of its positive rows in
+    ``label_latency.json`` beside them."""
     from liverank.stream.samples import build_stream_samples
 
-    path = cache / "samples" / f"{world.name}-{mode}-L{seq_len}"
+    suffix = f"-K{long_len}" if long_len else ""
+    path = cache / "samples" / f"{world.name}-{mode}-L{seq_len}{suffix}"
     if not (path / "stats.json").exists():
         log.info("building %s stream samples %s", mode, path.name)
-        build_stream_samples(world, path, mode, seq_len=seq_len, progress=False)
+        build_stream_samples(world, path, mode, seq_len=seq_len, progress=False, long_len=long_len)
     if not (path / "label_latency.json").exists():
         (path / "label_latency.json").write_text(json.dumps(label_latency(path), indent=2))
     return path
@@ -174,20 +178,36 @@ def prepare(spec: ExperimentSpec, key: RunKey, cache: Path) -> dict[str, Path]:
     cfg = _config(spec, key, Path("unused"), device="cpu", threads=1)
     if key.stream_mode == "offline":
         return {"world": world, "samples": samples_dir(world, cache, long_len=cfg.data.long_len)}
-    if cfg.data.long_len:
+    long_len = cfg.data.long_len
+    train_dir = stream_samples_dir(world, cache, key.stream_mode, long_len=long_len)
+    eval_dir = stream_samples_dir(world, cache, "exit", long_len=long_len)
+    if long_len and _store_digest(train_dir) != _store_digest(eval_dir):
+        # the model reads the training set's store with the eval rows' row ranges
         raise ConfigError(
-            f"config '{key.config}': long histories (data.long_len) are not built for stream "
-            "arms yet; run the Cross configs offline"
+            f"{train_dir.name} and {eval_dir.name}: different long-history stores; the eval "
+            "rows' history ranges would point into the wrong rows"
         )
     # highlight windows come from the base world of the same seed: where a variant switches
     # highlights off, the same (room, time) windows are a placebo (the schedules are equal)
     base = dataclasses.replace(key, variant=next(iter(spec.grid.variants)))
     return {
         "world": world,
-        "samples": stream_samples_dir(world, cache, key.stream_mode),
-        "eval": stream_samples_dir(world, cache, "exit"),
+        "samples": train_dir,
+        "eval": eval_dir,
         "windows": world_dir(spec, base, cache),
     }
+
+
+def _store_digest(samples: Path) -> str:
+    """Content hash of a samples directory's long-history store (its files, in name order)."""
+    digest = hashlib.sha256()
+    for f in sorted((samples / "long_history").rglob("*")):
+        if f.is_file():
+            digest.update(f.relative_to(samples).as_posix().encode())
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 def _config(spec: ExperimentSpec, key: RunKey, out: Path, device: str, threads: int):

@@ -157,51 +157,62 @@ def build_stream_samples(
     rows = _emitted(screen, mode, meta.long_view_ms)
 
     feature_cols = offline.drop(*_LABELS, "day", "hour").rename({"sample_id": "_key"})
-    joined = rows.join(feature_cols, on="_key", how="inner", maintain_order="left")
-    if len(joined) != len(rows):
+    missing = rows.join(feature_cols.select("_key"), on="_key", how="anti").height
+    if missing:
         raise DataValidationError(
-            f"{len(rows) - len(joined)} emitted row(s) have no offline features",
+            f"{missing} emitted row(s) have no offline features",
             file=str(table_path(root, "live_impressions")),
         )
-    rel = joined["emit_ts"] - meta.start_ts
-    joined = joined.with_columns(
+    rel = rows["emit_ts"] - meta.start_ts
+    rows = rows.with_columns(
         (rel // enc.MS_PER_DAY).alias("day"), (rel // enc.MS_PER_HOUR).alias("hour")
     )
-    frame = joined.select(*offline.columns, *STREAM_COLUMNS)  # [R, C]
-    if features == "emission":
-        frame = features_at_emission(root, frame, seq_len, screen=screen)
+    columns = [*offline.columns, *STREAM_COLUMNS]
+
+    def with_features(part: pl.DataFrame) -> pl.DataFrame:
+        """The emitted rows ``part`` with their impression's features, in ``part``'s order."""
+        joined = part.join(feature_cols, on="_key", how="inner", maintain_order="left")
+        return joined.select(*columns)  # [r, C]
 
     for p in [*out.glob("part-*.parquet"), out / STATS_FILE]:
         p.unlink(missing_ok=True)
-    n_shards = max(1, math.ceil(len(frame) / shard_rows))
+    n_shards = max(1, math.ceil(len(rows) / shard_rows))
+    frame: pl.DataFrame | None = None
+    if features == "emission":  # recomputed over the whole stream at once
+        frame = features_at_emission(root, with_features(rows), seq_len, screen=screen)
     files = []
     for k in tqdm(range(n_shards), desc=f"write {mode}", disable=None if progress else True):
         path = out / SHARD_PATTERN.format(k)
-        frame.slice(k * shard_rows, shard_rows).write_parquet(
-            path, compression="zstd", statistics=True
+        # one shard's rows joined at a time: the features of every emitted row at once need
+        # several copies of the offline samples (> 24 GB on the evidence world)
+        part = (
+            frame.slice(k * shard_rows, shard_rows)
+            if frame is not None
+            else with_features(rows.slice(k * shard_rows, shard_rows))
         )
+        part.write_parquet(path, compression="zstd", statistics=True)
         files.append(path.name)
     fmap.save(out / "feature_map.json")
     stats = StreamSampleStats(
         mode=mode,
-        rows=len(frame),
+        rows=len(rows),
         impressions=len(offline),
         shards=n_shards,
         seq_len=seq_len,
-        positives={t: int(frame[t].sum()) for t in TASKS},
-        reported={t: int(frame[f"mask_{t}"].sum()) for t in TASKS},
-        slow_rows=int(frame["slow"].sum()),
+        positives={t: int(rows[t].sum()) for t in TASKS},
+        reported={t: int(rows[f"mask_{t}"].sum()) for t in TASKS},
+        slow_rows=int(rows["slow"].sum()),
         seconds=round(time.perf_counter() - started, 3),
         dataset=meta.name,
         features=features,
         files=files,
-        by_day=day_summary(frame),
+        by_day=day_summary(rows),
         rows_read=dict(screen.read),
         set_aside=screen.set_aside,
         unknown_events=unknown_events,
     )
     stats.save(out / STATS_FILE)
-    log.info("built %d %s samples in %d shard(s) at %s", len(frame), mode, n_shards, out)
+    log.info("built %d %s samples in %d shard(s) at %s", len(rows), mode, n_shards, out)
     return stats
 
 

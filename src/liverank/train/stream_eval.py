@@ -156,7 +156,10 @@ class InterleavedTrainer:
                 raise DataValidationError(f"the {name} stream has no '{col}' column", column=col)
         emit = train["emit_ts"].astype(np.int64)  # [M]
         ts = evaluation["ts"].astype(np.int64)  # [N]
-        train_order = np.argsort(emit, kind="stable")  # [M]
+        # rows of one emission time (moment: a whole 30 s window) in sample-id order, a hash:
+        # file order is impression order, which puts a window's old negatives before its fresh
+        # positives and would sort the mini-batches of a busy slice by label
+        train_order = np.lexsort((train["sample_id"], emit))  # [M]
         eval_order = np.argsort(ts, kind="stable")  # [N]
         sched = slice_schedule(ts[eval_order], emit[train_order], self.slice_ms)
 
