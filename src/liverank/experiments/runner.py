@@ -153,9 +153,14 @@ def label_latency(stream_dir: Path) -> dict[str, dict[str, float]]:
     import numpy as np
 
     from liverank.data.loader import SampleSet
+    from liverank.features.spec import FeatureMap
 
-    rows = SampleSet.load(stream_dir)
-    tasks = rows.feature_map.tasks if rows.feature_map else []
+    fmap = FeatureMap.load(stream_dir / "feature_map.json")
+    tasks = list(fmap.tasks)
+    # only the columns it reads: the whole stream is several GB of features
+    rows = SampleSet.load(
+        stream_dir, columns=["emit_ts", "ts", *tasks, *(f"mask_{t}" for t in tasks)]
+    )
     delay = (rows["emit_ts"].astype(np.int64) - rows["ts"].astype(np.int64)) / 1000.0  # [M] s
     out: dict[str, dict[str, float]] = {}
     for t in tasks:
