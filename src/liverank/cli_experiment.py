@@ -3,7 +3,8 @@ Registered in :mod:`liverank.cli`.
 
 * ``liverank experiment run experiments/NAME.yaml [--out DIR] [--jobs N] [--device D]
   [--configs A B] [--limit N] [--cache DIR]``
-* ``liverank experiment report experiments/NAME.yaml [--out DIR]`` → ``DIR/summary.md``,
+* ``liverank experiment report experiments/NAME.yaml [--out DIR] [--into DOC]`` →
+  ``DIR/summary.md`` (pasted into DOC between ``<!-- experiment:NAME:start/end -->``),
   ``DIR/report.html`` and ``DIR/plots/`` from ``DIR/results.jsonl``.
 
 ``DIR`` defaults to ``runs/experiments/<name>`` for both.
@@ -44,6 +45,11 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--out", type=Path, help="results directory (default: runs/experiments/<name>)"
     )
+    report.add_argument(
+        "--into",
+        type=Path,
+        help="also paste summary.md between <!-- experiment:NAME:start/end --> in this file",
+    )
     report.set_defaults(func=cmd_experiment_report)
 
 
@@ -81,7 +87,12 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from liverank.experiments.report import load_analysis, metric_label, write_report
+    from liverank.experiments.report import (
+        load_analysis,
+        metric_label,
+        splice_summary,
+        write_report,
+    )
     from liverank.experiments.report_page import warning_lines
     from liverank.experiments.spec import ExperimentSpec
 
@@ -104,4 +115,7 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
     for line in warning_lines(analysis):
         console.print(f"[bold red]{escape(line)}[/]", highlight=False)
     console.print(f"wrote {summary} and {page}")
+    if args.into is not None:
+        splice_summary(args.into, spec.name, summary.read_text())
+        console.print(f"pasted {summary.name} into {args.into}")
     return 0

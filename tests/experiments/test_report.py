@@ -30,6 +30,7 @@ from liverank.experiments.report import (
     analyse,
     load_analysis,
     metric_label,
+    splice_summary,
     write_report,
 )
 from liverank.experiments.runner import RESULTS
@@ -303,6 +304,24 @@ def test_cli_report_writes_summary_page_and_plots(setup, capsys) -> None:
     assert sum(n.startswith("forest") for n in names) == 2  # the verdict and secondary metric
     page = (out / "report.html").read_text()
     assert page.count("<img") == len(names) and "data:image/png;base64," in page
+
+
+def test_report_pastes_its_summary_between_the_markers_of_a_doc(setup, tmp_path: Path) -> None:
+    spec, path, out, _ = setup
+    doc = tmp_path / "results.md"
+    name = spec.name
+    doc.write_text(
+        f"# Results\n<!-- experiment:{name}:start -->\nold\n<!-- experiment:{name}:end -->\nkept\n"
+    )
+    assert main(["experiment", "report", str(path), "--out", str(out), "--into", str(doc)]) == 0
+    text = doc.read_text()
+    summary = (out / "summary.md").read_text().strip()
+    assert summary in text and "old" not in text and text.endswith("kept\n")
+    assert main(["experiment", "report", str(path), "--out", str(out), "--into", str(doc)]) == 0
+    assert doc.read_text() == text  # pasting again changes nothing
+    doc.write_text("# no markers\n")
+    with pytest.raises(ConfigError, match=f"experiment:{name}:start"):
+        splice_summary(doc, name, summary)
 
 
 def _chromium() -> str | None:

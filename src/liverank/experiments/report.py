@@ -378,3 +378,20 @@ def write_report(analysis: Analysis, out_dir: str | Path) -> tuple[Path, Path]:
     page = out / "report.html"
     page.write_text(render_html(analysis, plots), encoding="utf-8")
     return summary, page
+
+
+def splice_summary(doc: str | Path, name: str, summary: str) -> Path:
+    """Replace the text between ``<!-- experiment:NAME:start -->`` and
+    ``<!-- experiment:NAME:end -->`` in ``doc`` by ``summary`` (a table in the docs generated
+    from the results, never typed). :class:`ConfigError` when the file or a marker is missing."""
+    path = Path(doc)
+    if not path.is_file():
+        raise ConfigError(f"{path}: document not found")
+    start, end = f"<!-- experiment:{name}:start -->", f"<!-- experiment:{name}:end -->"
+    text = path.read_text()
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ConfigError(f"{path}: needs one '{start}' line followed by one '{end}' line")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{summary.strip()}\n{end}{tail}")
+    return path
