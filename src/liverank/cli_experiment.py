@@ -50,6 +50,11 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="also paste summary.md between <!-- experiment:NAME:start/end --> in this file",
     )
+    report.add_argument(
+        "--claim-into",
+        type=Path,
+        help="paste the one-row claim.md between <!-- claim:NAME:start/end --> in this file",
+    )
     report.set_defaults(func=cmd_experiment_report)
 
 
@@ -118,4 +123,8 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
     if args.into is not None:
         splice_summary(args.into, spec.name, summary.read_text())
         console.print(f"pasted {summary.name} into {args.into}")
+    if args.claim_into is not None:
+        claim = summary.with_name("claim.md").read_text()
+        splice_summary(args.claim_into, spec.name, claim, kind="claim")
+        console.print(f"pasted claim.md into {args.claim_into}")
     return 0

@@ -322,6 +322,14 @@ def test_report_pastes_its_summary_between_the_markers_of_a_doc(setup, tmp_path:
     doc.write_text("# no markers\n")
     with pytest.raises(ConfigError, match=f"experiment:{name}:start"):
         splice_summary(doc, name, summary)
+    # the README's one row per claim: the headline's interval and verdict, and the off variant's
+    readme = tmp_path / "README.md"
+    readme.write_text(f"| claim |\n<!-- claim:{name}:start -->\n<!-- claim:{name}:end -->\n")
+    args = ["experiment", "report", str(path), "--out", str(out), "--claim-into", str(readme)]
+    assert main(args) == 0
+    row = [line for line in readme.read_text().splitlines() if line.startswith("| `")]
+    assert len(row) == 1 and "**effect (+)**" in row[0] and "n=10" in row[0]
+    assert "off:" in row[0] and f"of {len(spec.runs())}" in row[0]
 
 
 def _chromium() -> str | None:

@@ -368,7 +368,7 @@ def load_analysis(spec: ExperimentSpec, out_dir: str | Path) -> Analysis:
 def write_report(analysis: Analysis, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``OUT/summary.md``, ``OUT/report.html`` and ``OUT/plots/*.png``; returns the paths
     of the summary and the page."""
-    from liverank.experiments.report_page import render_html, render_markdown
+    from liverank.experiments.report_page import claim_row, render_html, render_markdown
     from liverank.experiments.report_plots import make_plots
 
     out = Path(out_dir)
@@ -377,17 +377,19 @@ def write_report(analysis: Analysis, out_dir: str | Path) -> tuple[Path, Path]:
     summary.write_text(render_markdown(analysis), encoding="utf-8")
     page = out / "report.html"
     page.write_text(render_html(analysis, plots), encoding="utf-8")
+    (out / "claim.md").write_text(claim_row(analysis) + "\n", encoding="utf-8")
     return summary, page
 
 
-def splice_summary(doc: str | Path, name: str, summary: str) -> Path:
-    """Replace the text between ``<!-- experiment:NAME:start -->`` and
-    ``<!-- experiment:NAME:end -->`` in ``doc`` by ``summary`` (a table in the docs generated
-    from the results, never typed). :class:`ConfigError` when the file or a marker is missing."""
+def splice_summary(doc: str | Path, name: str, summary: str, kind: str = "experiment") -> Path:
+    """Replace the text between ``<!-- KIND:NAME:start -->`` and ``<!-- KIND:NAME:end -->`` in
+    ``doc`` by ``summary`` (a table in the docs generated from the results, never typed):
+    ``experiment`` markers take ``summary.md``, ``claim`` markers the README row ``claim.md``.
+    :class:`ConfigError` when the file or a marker is missing."""
     path = Path(doc)
     if not path.is_file():
         raise ConfigError(f"{path}: document not found")
-    start, end = f"<!-- experiment:{name}:start -->", f"<!-- experiment:{name}:end -->"
+    start, end = f"<!-- {kind}:{name}:start -->", f"<!-- {kind}:{name}:end -->"
     text = path.read_text()
     if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
         raise ConfigError(f"{path}: needs one '{start}' line followed by one '{end}' line")

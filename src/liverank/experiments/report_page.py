@@ -427,3 +427,31 @@ def render_html(a: Analysis, plots: dict[str, Plot]) -> str:
         nav=nav,
         body=body,
     )
+
+
+# ------------------------------------------------------------------------------ claim row
+CLAIM_COLUMNS = ("claim", "paper", "ours: headline − baseline", "phenomenon off", "runs")
+
+
+def claim_row(a: Analysis) -> str:
+    """One markdown table row for the README: the headline's paired delta on the base world
+    with its interval and verdict, the same with each off variant, and the runs recorded."""
+    spec = a.spec
+    label = metric_label(spec.metric)
+    head = [c for c in a.main.get(label, []) if c.label == spec.headline]
+    base = [c for c in head if c.variant == a.index.base_variant]
+    ours = "no runs"
+    if base:
+        d = base[0].delta
+        ours = (
+            f"{spec.headline} − {spec.baseline}, {label}: {_d(d.mean)} {_ci(d)}, "
+            f"n={_n(d)}, **{_verdict(d)}**"
+        )
+    off = []
+    for c in head:
+        if c.variant != a.index.base_variant and c.variant in getattr(spec, "off_variants", []):
+            off.append(f"{c.variant}: {_d(c.delta.mean)} {_ci(c.delta)}, {_verdict(c.delta)}")
+    recorded = f"{len(a.index.runs)} of {len(a.index.expected)}"
+    paper = spec.paper_figure.split(";")[0]
+    cells = [f"`{spec.name}`", paper, ours, "; ".join(off) or "–", recorded]
+    return "| " + " | ".join(cell.replace("|", "/").replace("\n", " ") for cell in cells) + " |"
