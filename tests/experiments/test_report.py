@@ -128,6 +128,18 @@ def _records(spec: ExperimentSpec) -> list[dict[str, Any]]:
             record["history"] = [
                 {"epoch": e, "loss": 0.3, "val_metric": avg - 0.01 / e} for e in (1, 2)
             ]
+        if key.config == "head":  # a FARM arm: its mechanism diagnostics
+            counts = [0] * 40
+            counts[30 + key.model_seed % 2] = 100  # cosine ~0.5-0.6
+            record["diagnostics"] = {
+                "farm": {
+                    "rows": 100,
+                    "cos_bins": [round(-1 + 0.05 * i, 2) for i in range(41)],
+                    "cos_counts": counts,
+                    "cos_mean": 0.55,
+                    "gates": {"alpha": 0.4, "beta": 0.6},
+                }
+            }
         records.append(record)
     return records
 
@@ -299,8 +311,13 @@ def test_cli_report_writes_summary_page_and_plots(setup, capsys) -> None:
     assert LABELLED in summary and "Phenomenon off" in summary and "nan" not in summary
     assert "### Per activity group" in summary and "### Per test hour" in summary
     assert "### Label latency (ctr)" in summary and "| late | ctr | 500 | 15.5 | 40 |" in summary
+    assert (
+        "### FARM's mechanism" in summary
+        and "| on | head | 10 | 0.5500 | 0.4000 | 0.6000 |" in summary
+    )
     names = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert "mechanism.png" in names and "curves.png" in names and "hourly-delta.png" in names
+    assert "farm-cosine_on.png" in names and "farm-cosine_off.png" in names
     assert sum(n.startswith("forest") for n in names) == 2  # the verdict and secondary metric
     page = (out / "report.html").read_text()
     assert page.count("<img") == len(names) and "data:image/png;base64," in page

@@ -207,6 +207,8 @@ class Analysis:
     curves: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
     #: (config, task) -> mean of each label-latency statistic (stream arms, base variant)
     latency: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    #: variant -> config -> FARM's mechanism over its runs (:func:`_farm_mechanism`)
+    farm: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def _notes(spec: ExperimentSpec, config: str) -> list[str]:
@@ -344,6 +346,33 @@ def analyse(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> Analysis
         }
     out.curves = _curves(index)
     out.latency = _latency(index)
+    out.farm = _farm_mechanism(index)
+    return out
+
+
+def _farm_mechanism(index: RunIndex) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per variant and config with FARM diagnostics in its records: the share of rows per bin
+    of the video / live preference cosine, averaged over runs (FARM Figure 3), the mean cosine
+    and the mean gates (FARM Table 3), and how many runs they come from."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (config, variant, *_), r in index.runs.items():
+        d = r.get("diagnostics", {}).get("farm")
+        if not d or not d.get("rows"):
+            continue
+        slot = out.setdefault(variant, {}).setdefault(
+            config, {"bins": d["cos_bins"], "shares": [], "cos": [], "gates": {}}
+        )
+        counts = np.asarray(d["cos_counts"], dtype=float)
+        slot["shares"].append(counts / counts.sum())
+        slot["cos"].append(d.get("cos_mean") or math.nan)
+        for g, v in d.get("gates", {}).items():
+            slot["gates"].setdefault(g, []).append(v)
+    for configs in out.values():
+        for slot in configs.values():
+            slot["runs"] = len(slot["shares"])
+            slot["shares"] = np.mean(slot["shares"], axis=0).tolist()
+            slot["cos"] = _nanmean(np.asarray(slot["cos"]))
+            slot["gates"] = {g: float(np.mean(v)) for g, v in slot["gates"].items()}
     return out
 
 

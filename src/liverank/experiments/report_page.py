@@ -301,6 +301,10 @@ def render_markdown(a: Analysis) -> str:
         parts.append(f"### Label latency ({m.task})")
         parts.append(_latency_caption(a))
         parts.append(_md_table(*_latency_table(a, [m.task])))
+    if a.farm:
+        parts.append("### FARM's mechanism")
+        parts.append(FARM_CAPTION)
+        parts.append(_md_table(*_farm_table(a)))
     return "\n\n".join(parts) + "\n"
 
 
@@ -403,8 +407,32 @@ def _section_bodies(a: Analysis, plots: dict[str, Plot]) -> list[ReportSection]:
         columns, rows = _latency_table(a)
         table = html_table(columns, rows, numeric=columns[2:], caption=_latency_caption(a))
         sections.append(ReportSection("latency", "Label latency", table))
+    if a.farm:
+        columns, rows = _farm_table(a)
+        body = html_table(columns, rows, numeric=columns[2:], caption=FARM_CAPTION)
+        body += "".join(_figure(plots, f"farm-cosine:{v}") for v in a.farm)
+        sections.append(ReportSection("farm", "FARM's mechanism", body))
     sections.append(ReportSection("runs", "Runs", _runs_table(a)))
     return sections
+
+
+FARM_CAPTION = (
+    "Mean over runs of the cosine between each test row's video and live preferences (rows "
+    "with both sequences; FARM Eq. 13, Figure 3) and of the low- / high-pass gates (alpha, "
+    "beta: video; gamma, delta: live; FARM Table 3 reads high > low as perceiving sparse, "
+    "valuable behaviours)."
+)
+
+
+def _farm_table(a: Analysis) -> tuple[list[str], list[list[str]]]:
+    gates = sorted({g for c in a.farm.values() for s in c.values() for g in s["gates"]})
+    columns = ["variant", "config", "runs", "mean cosine", *gates]
+    rows = [
+        [v, c, str(s["runs"]), _v(s["cos"]), *(_v(s["gates"].get(g, math.nan)) for g in gates)]
+        for v, configs in a.farm.items()
+        for c, s in configs.items()
+    ]
+    return columns, rows
 
 
 def render_html(a: Analysis, plots: dict[str, Plot]) -> str:

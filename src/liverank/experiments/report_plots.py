@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -157,6 +158,26 @@ def learning_curves(curves: dict[str, tuple[list[int], list[float]]]) -> Figure:
     return fig
 
 
+def farm_cosine_plot(farm: dict[str, dict[str, Any]], variant: str) -> Figure:
+    """FARM Figure 3 analogue: share of users per cosine of their video and live preferences,
+    one line per config with a FARM module (mean over its runs)."""
+    fig = Figure(figsize=(7.5, 3.6))
+    ax = fig.add_subplot()
+    for i, (config, slot) in enumerate(farm.items()):
+        bins = np.asarray(slot["bins"])
+        centres = (bins[:-1] + bins[1:]) / 2
+        label = f"{config} ({slot['runs']} runs)"
+        ax.plot(
+            centres, slot["shares"], marker="o", ms=3, label=label, color=COLORS[i % len(COLORS)]
+        )
+    ax.set_xlabel("cosine of the video and live preferences (FARM Eq. 13)")
+    ax.set_ylabel("share of test rows")
+    ax.set_title(f"FARM's cross-domain alignment ({variant})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return fig
+
+
 def _file_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._").lower()
 
@@ -196,6 +217,9 @@ def make_plots(analysis: Analysis, plot_dir: str | Path) -> dict[str, Plot]:
     if analysis.curves:
         caption = f"Validation metric per epoch ({analysis.index.base_variant})"
         figures["curves"] = (caption, learning_curves(analysis.curves))
+    for variant, farm in analysis.farm.items():
+        caption = f"FARM's cross-domain alignment on {variant} (the paper's Figure 3)"
+        figures[f"farm-cosine:{variant}"] = (caption, farm_cosine_plot(farm, variant))
     out = Path(plot_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots: dict[str, Plot] = {}

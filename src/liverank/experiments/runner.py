@@ -266,14 +266,17 @@ def run_one(
 
 
 def _run_offline(cfg: ExperimentConfig, paths: dict[str, Path]) -> dict[str, Any]:
-    from liverank.train.experiment import run_experiment
+    from liverank.train.experiment import load_splits, run_experiment
 
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"samples": paths["samples"]})})
-    result = run_experiment(cfg)
+    splits = load_splits(cfg)
+    result = run_experiment(cfg, splits)
     history = result.fit.history if result.fit else []
     metrics = result.test.to_dict()["slices"]
     metrics.update(_ranking_slice(result.out_dir / "predictions.parquet"))
+    diagnostics = _farm_diagnostics(result.fit.checkpoint, splits[3]) if result.fit else None
     return {
+        **({"diagnostics": {"farm": diagnostics}} if diagnostics else {}),
         "metrics": metrics,
         "history": [
             {
@@ -290,6 +293,45 @@ def _run_offline(cfg: ExperimentConfig, paths: dict[str, Path]) -> dict[str, Any
         "train_samples_per_s": (
             sum(h.samples_per_s for h in history) / len(history) if history else None
         ),
+    }
+
+
+#: bins of the per-user cosine of the two domains' preferences (FARM Figure 3)
+COS_BINS = [round(-1.0 + 0.05 * i, 2) for i in range(41)]
+
+
+def _farm_diagnostics(checkpoint: Path, test: Any, rows: int = 20_000) -> dict[str, Any] | None:
+    """FARM's mechanism on the first ``rows`` test impressions, when the model has a FARM
+    module: the histogram of the cosine between the video and live preferences (rows with both
+    sequences; the paper's Figure 3) and the mean low- / high-pass gates per domain (its
+    Table 3). ``None`` for other models."""
+    import numpy as np
+    import torch
+
+    from liverank.models.ranker import Ranker
+
+    model = Ranker.load(checkpoint)
+    farm = dict(model.feature_modules.items()).get("farm")
+    if farm is None or not hasattr(farm, "diagnostics"):
+        return None
+    model.attach_long_history(test.long_history, test.long_len)
+    parts: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for lo in range(0, min(rows, len(test)), 4096):
+            batch = test.batch(slice(lo, min(lo + 4096, rows, len(test))))
+            for k, v in farm.diagnostics(batch, model.embeddings).items():
+                if v.dim() == 1:
+                    parts.setdefault(k, []).append(v.float().numpy())
+    d = {k: np.concatenate(v) for k, v in parts.items()}
+    both = d["video_nonempty"].astype(bool) & d["live_nonempty"].astype(bool)
+    counts, _ = np.histogram(d["cos_video_live"][both], bins=np.array(COS_BINS))
+    gates = {g: float(d[g].mean()) for g in ("alpha", "beta", "gamma", "delta") if g in d}
+    return {
+        "rows": int(both.sum()),
+        "cos_bins": COS_BINS,
+        "cos_counts": counts.tolist(),
+        "cos_mean": float(d["cos_video_live"][both].mean()) if both.any() else None,
+        "gates": gates,
     }
 
 
