@@ -174,7 +174,15 @@ class InterleavedTrainer:
         next_ckpt = int(sched.starts[0]) + every if sched.starts.size else 0
         last_trained = -1
         with tempfile.TemporaryDirectory(prefix="liverank-interleaved-") as tmp:
+            n_slices = int(sched.starts.size)
+            tenth = max(1, n_slices // 10)
             for k, t0 in enumerate(sched.starts.tolist()):
+                if k and k % tenth == 0:  # progress of a run that can take an hour
+                    spent = time.perf_counter() - started
+                    log.info(
+                        "interleaved run: slice %d / %d, %d train steps, %.0f s, ~%.0f s left",
+                        k, n_slices, len(losses), spent, spent * (n_slices - k) / k,
+                    )  # fmt: skip
                 for hook in self.hooks:
                     hook(t0, model)
                 if t0 >= next_ckpt:
