@@ -1,6 +1,6 @@
 """Multiplicative ranking-score fusion of per-task probabilities (Moment&Cross eq. 4).
 
-Reference: Z. Cao et al., "Moment&Cross", 2024, eq. 4 (digest: ``papers/moment_cross.md``)::
+Reference: Jiangxia Cao et al., "Moment&Cross", 2024, eq. 4 (digest: ``papers/moment_cross.md``)::
 
     Ranking_Score = (1 + p_ctr)^alpha * (1 + p_lvtr)^beta * (1 + p_ltr)^gamma * ...
 

@@ -2,7 +2,7 @@
 
 A two-stage *search-then-extract* scheme, as in SIM (Q. Pi et al., "Search-based User Interest
 Modeling with Lifelong Sequential Behavior Data for CTR Prediction", CIKM 2020) and in the Cross
-part of Moment&Cross (Z. Cao et al., 2024, section 4; digest in ``papers/moment_cross.md``):
+part of Moment&Cross (Jiangxia Cao et al., 2024, section 4; digest in ``papers/moment_cross.md``):
 
 * a **GSU** (general search unit) picks at most ``k`` positions of a long history ``[B, K]``
   that are relevant to the candidate. Three selection rules cover the paper's five sequences:
