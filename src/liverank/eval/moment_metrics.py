@@ -44,7 +44,7 @@ from liverank.data.sim.checks.traffic import ONSET_CALM, ONSET_LEVEL
 from liverank.data.sim.clock import TICK_MS
 from liverank.errors import ConfigError, DataValidationError
 from liverank.eval.metrics import auc, grouped_auc
-from liverank.eval.reaction import TRUTH_FILE
+from liverank.eval.reaction import load_room_ticks
 from liverank.eval.result import ALL
 
 HIGHLIGHT = "highlight"
@@ -107,14 +107,7 @@ def highlight_windows(dataset_dir: str | Path, **rule: float) -> pl.DataFrame:
     ``rule`` passes ``level`` / ``calm_ticks`` / ``tick_ms`` on. Raises
     :class:`DataValidationError` for a dataset without the simulator's ground truth.
     """
-    path = Path(dataset_dir) / TRUTH_FILE
-    if not path.exists():
-        raise DataValidationError(
-            "no highlight ground truth: only datasets written by `liverank simulate` have it",
-            file=str(path),
-        )
-    ticks = pl.read_parquet(path, columns=["live_id", "ts", "excitement"])
-    return windows_from_ticks(ticks, **rule)  # type: ignore[arg-type]
+    return windows_from_ticks(load_room_ticks(dataset_dir), **rule)  # type: ignore[arg-type]
 
 
 def in_windows(live_id: np.ndarray, ts: np.ndarray, windows: pl.DataFrame) -> np.ndarray:

@@ -94,16 +94,21 @@ def find_onsets(
     )
 
 
-def load_onsets(dataset_dir: str | Path, **rule: float) -> pl.DataFrame:
-    """:func:`find_onsets` on a simulated dataset's ``sim_truth/room_ticks.parquet``."""
+def load_room_ticks(dataset_dir: str | Path) -> pl.DataFrame:
+    """``live_id, ts, excitement`` of a simulated dataset's ``sim_truth/room_ticks.parquet``
+    (the highlight ground truth); :class:`DataValidationError` for a dataset without it."""
     path = Path(dataset_dir) / TRUTH_FILE
     if not path.exists():
         raise DataValidationError(
             "no highlight ground truth: only datasets written by `liverank simulate` have it",
             file=str(path),
         )
-    ticks = pl.read_parquet(path, columns=["live_id", "ts", "excitement"])
-    return find_onsets(ticks, **rule)  # type: ignore[arg-type]
+    return pl.read_parquet(path, columns=["live_id", "ts", "excitement"])
+
+
+def load_onsets(dataset_dir: str | Path, **rule: float) -> pl.DataFrame:
+    """:func:`find_onsets` on a simulated dataset's ``sim_truth/room_ticks.parquet``."""
+    return find_onsets(load_room_ticks(dataset_dir), **rule)  # type: ignore[arg-type]
 
 
 def reaction_delays(
