@@ -475,6 +475,8 @@ def claim_row(a: Analysis) -> str:
             f"{spec.headline} − {spec.baseline}, {label}: {_d(d.mean)} {_ci(d)}, "
             f"n={_n(d)}, **{_verdict(d)}**"
         )
+        if d.n < len(a.index.units):  # a grid cut short: the design's pairs are not all there
+            ours += f" (partial: {d.n} of {len(a.index.units)} pairs, not yet a verdict)"
     off = []
     for c in head:
         if c.variant != a.index.base_variant and c.variant in getattr(spec, "off_variants", []):
