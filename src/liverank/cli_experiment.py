@@ -1,13 +1,16 @@
 """``liverank experiment``: run the grid of an experiment file and report it (issue #14).
 Registered in :mod:`liverank.cli`.
 
-* ``liverank experiment run experiments/NAME.yaml [--out DIR] [--jobs N] [--device D]
-  [--configs A B] [--limit N] [--cache DIR]``
+* ``liverank experiment run experiments/NAME.yaml [--out DIR] [--jobs N] [--threads T]
+  [--device D] [--configs A B] [--limit N] [--cache DIR]``
 * ``liverank experiment report experiments/NAME.yaml [--out DIR] [--into DOC]`` →
   ``DIR/summary.md`` (pasted into DOC between ``<!-- experiment:NAME:start/end -->``),
   ``DIR/report.html`` and ``DIR/plots/`` from ``DIR/results.jsonl``.
 
-``DIR`` defaults to ``runs/experiments/<name>`` for both.
+``DIR`` defaults to ``results/<name>`` for both: the records are committed with the code, so
+a grid run across sessions or machines accumulates and every table in the docs can be
+regenerated from them. The world / sample cache (large, rebuilt from seeds) defaults to
+``runs/experiments/cache``, outside version control.
 """
 
 from __future__ import annotations
@@ -25,9 +28,7 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="action", required=True)
     run = actions.add_parser("run", help="run every cell without a result yet (resumable)")
     run.add_argument("file", type=Path, help="experiment YAML")
-    run.add_argument(
-        "--out", type=Path, help="results directory (default: runs/experiments/<name>)"
-    )
+    run.add_argument("--out", type=Path, help="results directory (default: results/<name>)")
     run.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (default 1)")
     run.add_argument(
         "--device", choices=DEVICES, default="cpu", help="where runs train (default cpu)"
@@ -35,16 +36,23 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--configs", nargs="+", help="run only these arms (split a grid across machines)"
     )
+    run.add_argument(
+        "--threads",
+        type=positive_int,
+        help="torch threads per run (default: cores // jobs)",
+    )
     run.add_argument("--limit", type=positive_int, help="stop after this many runs (resumable)")
-    run.add_argument("--cache", type=Path, help="world/sample cache (default: OUT/../cache)")
+    run.add_argument(
+        "--cache",
+        type=Path,
+        help="world/sample cache (default: runs/experiments/cache; OUT/../cache with --out)",
+    )
     run.set_defaults(func=cmd_experiment_run)
     report = actions.add_parser(
         "report", help="summary.md + report.html from the results: paired deltas and verdicts"
     )
     report.add_argument("file", type=Path, help="experiment YAML")
-    report.add_argument(
-        "--out", type=Path, help="results directory (default: runs/experiments/<name>)"
-    )
+    report.add_argument("--out", type=Path, help="results directory (default: results/<name>)")
     report.add_argument(
         "--into",
         type=Path,
@@ -59,7 +67,13 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
 
 
 def _out_dir(args: argparse.Namespace, name: str) -> Path:
-    return args.out or Path("runs/experiments") / name
+    return args.out or RESULTS_ROOT / name
+
+
+#: where results are written unless --out says otherwise (tracked by git, see module doc)
+RESULTS_ROOT = Path("results")
+#: the default world / sample cache (ignored by git)
+DEFAULT_CACHE = Path("runs/experiments/cache")
 
 
 def cmd_experiment_run(args: argparse.Namespace) -> int:
@@ -77,7 +91,8 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
         device=args.device,
         configs=args.configs,
         limit=args.limit,
-        cache_dir=args.cache,
+        threads=args.threads,
+        cache_dir=args.cache or (None if args.out else DEFAULT_CACHE),
     )
     records = read_results(out)
     Console(stderr=True).print(

@@ -90,3 +90,16 @@ def test_stream_arms_train_prequentially_and_parallel_runs_write_every_record(tm
 def test_an_unknown_device_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="unknown device 'tpu'"):
         run_grid(_spec(tmp_path), tmp_path / "out", progress=False, device="tpu")
+
+
+@pytest.mark.slow
+def test_a_grid_split_by_configs_fills_one_results_file(tmp_path):
+    """Two runners (``--configs``) on one results directory: each appends whole records and
+    the second skips nothing of the first's and repeats none of it."""
+    spec, out = _spec(tmp_path), tmp_path / "out"
+    assert run_grid(spec, out, progress=False, configs=["din"], threads=1) == 1
+    assert run_grid(spec, out, progress=False, configs=["mlp"], threads=1) == 1
+    records = read_results(out)
+    assert sorted(r["config"] for r in records) == ["din", "mlp"]
+    assert all(r["threads"] == 1 for r in records)
+    assert run_grid(spec, out, progress=False) == 0

@@ -33,7 +33,7 @@ def test_round_trip(samples_dir: Path, samples: SampleSet) -> None:
     for col in frame.columns:
         arr = samples[col]
         if col in seq_fields("live") or col in seq_fields("video"):
-            assert arr.shape == (len(frame), 6) and arr.dtype == np.int32  # compact in memory
+            assert arr.shape == (len(frame), 6) and arr.dtype == np.int16  # compact in memory
             assert arr.flags["C_CONTIGUOUS"]
             np.testing.assert_array_equal(arr, np.array(frame[col].to_list()))
         else:
@@ -130,3 +130,23 @@ def test_sequence_ids_beyond_int32_are_rejected_not_wrapped(
     frame.write_parquet(tmp_path / "part-00000.parquet")
     with pytest.raises(DataValidationError, match="live_seq_author.*cannot be stored compactly"):
         SampleSet.load(tmp_path)
+
+
+def test_sequence_ids_outside_the_feature_maps_table_are_rejected(
+    samples_dir: Path, tmp_path: Path
+) -> None:
+    """int16 is chosen from feature_map.json: a shard whose ids exceed its table is an error
+    naming the column, never a silent wrap-around."""
+    shards = sorted(samples_dir.glob("part-*.parquet"))
+    frame = pl.read_parquet(shards[0])
+    seq = frame["live_seq_author"].to_list()
+    seq[0][0] = 40_000  # beyond int16, inside int32
+    frame = frame.with_columns(
+        pl.Series("live_seq_author", seq, dtype=frame.schema["live_seq_author"])
+    )
+    frame.write_parquet(tmp_path / "part-00000.parquet")
+    (tmp_path / "feature_map.json").write_text((samples_dir / "feature_map.json").read_text())
+    with pytest.raises(DataValidationError, match="live_seq_author.*feature map disagree"):
+        SampleSet.load(tmp_path)
+    batch = next(SampleSet.load(samples_dir).iter_batches(8, shuffle=False))
+    assert batch["live_seq_author"].dtype == torch.int64  # widened per batch

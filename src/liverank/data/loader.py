@@ -1,7 +1,7 @@
 """A fast in-memory loader for a samples directory (format: :mod:`liverank.features.spec`).
 
 :meth:`SampleSet.load` reads the Parquet shards into one contiguous numpy array per column
-(``[N]`` for scalars, ``[N, L]`` int64 for sequence columns, float32 for labels, masks and
+(``[N]`` for scalars, ``[N, L]`` compact ids for sequence columns (int16 or int32, widened to int64 per batch), float32 for labels, masks and
 regression targets) without Python loops over rows: a first pass counts the selected rows per
 shard, the arrays are allocated once, and each shard is copied into its slice, so the peak
 memory is the arrays plus one shard. :meth:`SampleSet.iter_batches` yields
@@ -140,7 +140,7 @@ class SampleSet:
 
         counts = [scan(p).select(pl.len()).collect().item() for p in paths]  # pass 1
         n = int(sum(counts))
-        arrays = {c: _allocate(c, schema[c], n) for c in wanted}
+        arrays = {c: _allocate(c, schema[c], n, _table_rows(fmap, c)) for c in wanted}
         offset = 0
         for path, count in zip(paths, counts, strict=True):  # pass 2: copy into slices
             if count == 0:
@@ -153,13 +153,23 @@ class SampleSet:
                 ) from exc
             for c in wanted:
                 values = frame[c].to_numpy()
-                if arrays[c].dtype == np.int32 and values.size and values.max() > INT32_MAX:
-                    raise DataValidationError(
-                        f"sequence ids above {INT32_MAX} cannot be stored compactly; "
-                        "hash the table (feature_map.hash_buckets) or remap its ids",
-                        file=str(path),
-                        column=c,
-                    )
+                compact = arrays[c].dtype
+                if compact in (np.int16, np.int32) and values.size:
+                    top = int(np.iinfo(compact).max)
+                    if values.max() > top and compact == np.int32:
+                        raise DataValidationError(
+                            f"sequence ids above {INT32_MAX} cannot be stored compactly; "
+                            "hash the table (feature_map.hash_buckets) or remap its ids",
+                            file=str(path),
+                            column=c,
+                        )
+                    if values.max() > top or values.min() < 0:
+                        raise DataValidationError(
+                            f"sequence ids outside [0, {top}], the range of the column's "
+                            "table in feature_map.json: the shard and its feature map disagree",
+                            file=str(path),
+                            column=c,
+                        )
                 arrays[c][offset : offset + count] = values
             offset += count
         store = LongHistory.load(samples_dir) if long_len > 0 else None
@@ -231,21 +241,45 @@ class SampleSet:
         return out
 
 
+#: the compact in-memory id dtypes of sequence columns, widened to int64 per batch
+COMPACT_ID_DTYPES = (torch.int16, torch.int32)
+
+
 def _tensor(values: np.ndarray) -> torch.Tensor:
     """Batch tensor in the sample format: ids int64, labels / masks float32."""
     t = torch.from_numpy(values)
-    return t.long() if t.dtype == torch.int32 else t
+    return t.long() if t.dtype in COMPACT_ID_DTYPES else t
 
 
 INT32_MAX = np.iinfo(np.int32).max
+INT16_ROWS = int(np.iinfo(np.int16).max) + 1
 
 
-def _allocate(column: str, dtype: pl.DataType, n: int) -> np.ndarray:
+def _table_rows(fmap: FeatureMap | None, column: str) -> int | None:
+    """Rows of the embedding table a sequence column indexes (``None``: not known)."""
+    if fmap is None:
+        return None
+    for fields in fmap.seq_fields.values():
+        if column in fields:
+            try:
+                return fmap.table_size(fields[column])
+            except ConfigError:
+                return None
+    return None
+
+
+def _allocate(column: str, dtype: pl.DataType, n: int, table_rows: int | None) -> np.ndarray:
     np_dtype = np.float32 if column in FLOAT_COLUMNS else np.int64
     if isinstance(dtype, pl.Array):
-        # sequences are ~90% of a sample's bytes: keep them as int32 in memory (halves the
-        # footprint) and widen each batch to int64 in iter_batches
-        seq_dtype = np_dtype if np_dtype == np.float32 else np.int32
+        # sequences are ~90% of a sample's bytes: keep their ids compact in memory (int16 when
+        # the column's table has at most 32768 rows, else int32; a quarter / half of int64)
+        # and widen each batch to int64 (_tensor)
+        if np_dtype == np.float32:
+            seq_dtype: type = np.float32
+        elif table_rows is not None and table_rows <= INT16_ROWS:
+            seq_dtype = np.int16
+        else:
+            seq_dtype = np.int32
         return np.empty((n, dtype.size), dtype=seq_dtype)  # [N, L]
     return np.empty(n, dtype=np_dtype)  # [N]
 

@@ -440,13 +440,15 @@ def run_grid(
     jobs: int = 1,
     device: str = "cpu",
     cpu_budget: int | None = None,
+    threads: int | None = None,
     cache_dir: str | Path | None = None,
     limit: int | None = None,
     configs: list[str] | None = None,
 ) -> int:
     """Run every cell of ``spec`` without a record in ``OUT/results.jsonl``; returns how many
     ran. ``jobs`` runs at a time, each with ``cpu_budget // jobs`` torch threads (``cpu_budget``
-    defaults to the machine's cores); ``limit`` stops after that many runs (the rest stay for a
+    defaults to the machine's cores; ``threads`` sets it directly, e.g. two runners of one
+    thread each, split with ``configs``, on a 2-core machine); ``limit`` stops after that many runs (the rest stay for a
     later call); ``configs`` runs only those arms (a grid split across machines). Records are
     appended and flushed one at a time (module doc)."""
     if jobs < 1:
@@ -458,7 +460,7 @@ def run_grid(
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
     budget = cpu_budget or os.cpu_count() or 1
-    threads = max(1, budget // jobs)
+    threads = threads or max(1, budget // jobs)
     done = {r["hash"] for r in read_results(out)}
     _drop_torn_tail(out / RESULTS)
     unknown = sorted(set(configs or []) - set(spec.configs))
@@ -479,38 +481,47 @@ def run_grid(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    with (
-        Progress(*columns, disable=not progress, transient=True) as bar,
-        (out / RESULTS).open("a") as f,
-    ):
-        task = bar.add_task(f"experiment {spec.name} ({jobs} jobs)", total=len(todo))
+    # one os.write per record on an O_APPEND descriptor: a line lands whole, also when two
+    # runners (a grid split with --configs) append to the same results directory
+    fd = os.open(out / RESULTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        with Progress(*columns, disable=not progress, transient=True) as bar:
+            task = bar.add_task(f"experiment {spec.name} ({jobs} jobs)", total=len(todo))
 
-        def write(record: dict[str, Any]) -> None:
-            f.write(json.dumps(_json_safe(record)) + "\n")
-            f.flush()
-            bar.advance(task)
+            def write(record: dict[str, Any]) -> None:
+                line = (json.dumps(_json_safe(record)) + "\n").encode()
+                if os.write(fd, line) != len(line):  # pragma: no cover - a full disk
+                    raise OSError(f"short write to {out / RESULTS}")
+                bar.advance(task)
 
-        # worlds and samples are prepared in the parent just before a run needs them (a grid
-        # cut short has not simulated the worlds of runs it never reached)
-        if jobs == 1:
-            for key in todo:
-                paths = prepare(spec, key, cache)
-                write(run_one(spec, key, out, paths, device=device, threads=threads))
-            return len(todo)
-        # spawn, not fork: polars / torch thread pools do not survive a fork
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            pending: set[Future] = set()
-            queue = list(todo)
-            while queue or pending:
-                while queue and len(pending) < jobs:
-                    key = queue.pop(0)
-                    paths = prepare(spec, key, cache)
-                    pending.add(pool.submit(_worker, spec, key, out, paths, device, threads))
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    write(fut.result())
+            _run_todo(spec, todo, out, cache, write, jobs, device, threads)
+    finally:
+        os.close(fd)
     return len(todo)
+
+
+def _run_todo(spec, todo, out, cache, write, jobs: int, device: str, threads: int) -> None:
+    """Run ``todo`` (``jobs`` at a time), passing each record to ``write`` as it finishes.
+    Worlds and samples are prepared in the parent just before a run needs them (a grid cut
+    short has not simulated the worlds of runs it never reached)."""
+    if jobs == 1:
+        for key in todo:
+            paths = prepare(spec, key, cache)
+            write(run_one(spec, key, out, paths, device=device, threads=threads))
+        return
+    # spawn, not fork: polars / torch thread pools do not survive a fork
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        pending: set[Future] = set()
+        queue = list(todo)
+        while queue or pending:
+            while queue and len(pending) < jobs:
+                key = queue.pop(0)
+                paths = prepare(spec, key, cache)
+                pending.add(pool.submit(_worker, spec, key, out, paths, device, threads))
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                write(fut.result())
 
 
 def _json_safe(value: Any) -> Any:

@@ -44,7 +44,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from liverank.data.loader import SampleSet
+from liverank.data.loader import COMPACT_ID_DTYPES, SampleSet
 from liverank.errors import ConfigError, DataValidationError
 from liverank.eval.metrics import auc, grouped_auc
 from liverank.models.base import Batch
@@ -112,7 +112,7 @@ def gather(arrays: dict[str, np.ndarray], idx: np.ndarray) -> Batch:
     out: Batch = {}
     for k, v in arrays.items():
         t = torch.from_numpy(np.ascontiguousarray(v[idx]))
-        out[k] = t.long() if t.dtype == torch.int32 else t
+        out[k] = t.long() if t.dtype in COMPACT_ID_DTYPES else t
     return out
 
 

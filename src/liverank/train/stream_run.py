@@ -160,8 +160,12 @@ def run_stream_training(
         raise DataValidationError(
             "samples directory has no feature_map.json", file=str(samples_dir)
         )
-    if evaluation is None:
-        evaluation = SampleSet.load(eval_dir) if eval_dir is not None else final_labels(train)
+    if evaluation is None and eval_dir is not None:
+        same = Path(eval_dir).resolve() == Path(samples_dir).resolve()
+        # the exit arm trains and is scored on the same rows: one copy in memory, not two
+        evaluation = train if same else SampleSet.load(eval_dir)
+    elif evaluation is None:
+        evaluation = final_labels(train)
     torch.manual_seed(seed)
     config = get_config(model) if isinstance(model, str) else model
     ranker = Ranker(train.feature_map, config)
