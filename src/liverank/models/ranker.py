@@ -270,11 +270,13 @@ class Ranker(nn.Module):
     def predict_proba(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-task probabilities ``{task: [B]}``, computed in eval mode (mode is restored)."""
         was_training = self.training
-        self.eval()
+        if was_training:  # Module.train/eval walks every submodule: only when it changes
+            self.eval()
         try:
             out = self(batch)
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
         return {t: torch.sigmoid(v) for t, v in out.logits.items()}
 
     def ranking_score(self, batch: Batch) -> torch.Tensor:

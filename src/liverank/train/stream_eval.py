@@ -191,6 +191,8 @@ class InterleavedTrainer:
                     )
                     next_ckpt += (t0 - next_ckpt) // every * every + every
                 rows = eval_order[sched.eval_bounds[k] : sched.eval_bounds[k + 1]]  # [n_k]
+                if len(rows) and model.training:
+                    model.eval()  # once per slice, not once per scored batch
                 for lo in range(0, len(rows), self.eval_batch_size):
                     part = rows[lo : lo + self.eval_batch_size]
                     p = model.predict_proba(batch_to(gather(evaluation.arrays, part), device))

@@ -136,7 +136,8 @@ class PrequentialTrainer:
 
     def train_step(self, batch: Batch, index: int) -> float:
         """One optimiser step on ``batch`` with the trainer's stream loss; returns the loss."""
-        self.model.train()
+        if not self.model.training:  # a walk over every submodule: only when it changes
+            self.model.train()
         self.optimizers.zero_grad()
         out = self.model(batch)
         loss, _ = stream_loss(self.model, batch, out, self.loss_kind)
