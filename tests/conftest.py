@@ -54,3 +54,38 @@ def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         client.close()
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def headless_chromium():
+    """The function :func:`_headless_chromium` (tests that render a page in a real browser)."""
+    return _headless_chromium
+
+
+def _headless_chromium(
+    url: str, tmp_path, size: str = "1200,1600", timeout: int = 120, extra: tuple = ()
+) -> tuple[str, bytes]:
+    """Render ``url`` in a real headless Chromium: ``(DOM after scripts ran, PNG screenshot)``.
+
+    Skips, saying why, when no ``chromium`` binary is on PATH (``.ci/run`` installs it); a
+    failed render fails the test with Chromium's stderr.
+    """
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium)")
+    shot = tmp_path / "page.png"
+    cmd = [
+        chromium,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--window-size={size}",
+        *extra,
+        f"--screenshot={shot}",
+        "--dump-dom",
+        url,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, shot.read_bytes()

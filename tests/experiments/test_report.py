@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -349,34 +347,13 @@ def test_report_pastes_its_summary_between_the_markers_of_a_doc(setup, tmp_path:
     assert "off:" in row[0] and f"of {len(spec.runs())}" in row[0]
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def test_report_renders_in_headless_chromium(setup, tmp_path: Path) -> None:
-    chromium = _chromium()
-    if chromium is None:
-        pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium)")
+def test_report_renders_in_headless_chromium(setup, tmp_path: Path, headless_chromium) -> None:
     spec, _, out, records = setup
     _, page = write_report(load_analysis(spec, out), out)
-    shot = tmp_path / "page.png"
-    cmd = [
-        chromium,
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1200,1600",
-        f"--screenshot={shot}",
-        "--dump-dom",
-        page.resolve().as_uri(),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    dom = done.stdout
+    dom, png = headless_chromium(page.resolve().as_uri(), tmp_path)
     assert "Experiment synthetic" in dom and "head beats base on GAUC" in dom
     assert len(re.findall(r"<table", dom)) >= 5  # verdict, secondary, off, activity, hour, runs
     assert len(re.findall(r"<img ", dom)) >= 5
     head = _values(records, "head", "on") - _values(records, "base", "on")
     assert f"{head.mean():+.4f}" in dom and "effect (+)" in dom and "no effect" in dom
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5_000
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,10 +165,6 @@ def test_history_explicit_ts_and_store_cut() -> None:
 
 
 # ------------------------------------------------------------------------- the browser page
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.fixture()
 def server(world: dict[str, Any], live_server) -> Iterator[str]:
     with live_server(world["app"]) as url:
@@ -183,26 +177,14 @@ def test_the_page_is_served_without_external_resources(world: dict[str, Any]) ->
     assert not re.search(r"(src|href)=\"(https?:)?//", html)  # no CDN: offline machines
 
 
-def test_page_in_headless_chromium(server: str, world: dict[str, Any], tmp_path: Path) -> None:
-    chromium = _chromium()
-    if chromium is None:
-        pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium)")
-    room, shot = world["on_air"][0], tmp_path / "page.png"
-    cmd = [
-        chromium,
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1000,1400",
-        "--virtual-time-budget=5000",
-        f"--screenshot={shot}",
-        "--dump-dom",
-        f"{server}/?user=5&room={room}&n=60",
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr[-2000:]
-    dom = out.stdout
+def test_page_in_headless_chromium(
+    server: str, world: dict[str, Any], tmp_path: Path, headless_chromium
+) -> None:
+    room = world["on_air"][0]
+    url = f"{server}/?user=5&room={room}&n=60"
+    dom, png = headless_chromium(
+        url, tmp_path, size="1000,1400", timeout=60, extra=("--virtual-time-budget=5000",)
+    )
     # the ranked rows, in the order POST /rank returns them
     expected = TestClient(world["app"]).post("/rank", json={"user_id": 5, "top_k": 20}).json()
     rows = re.findall(r'<tr class="rank-row[^"]*" data-live-id="(\d+)"', dom)
@@ -214,4 +196,4 @@ def test_page_in_headless_chromium(server: str, world: dict[str, Any], tmp_path:
     assert points is not None, dom[-3000:]
     assert len(points.group(1).split()) == 60
     assert FORECAST_NOTE in dom
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5_000
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
