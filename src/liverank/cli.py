@@ -125,6 +125,12 @@ def _add_build_samples(sub: argparse._SubParsersAction) -> None:
         help="stream modes: features as of the impression (default) or as of emission "
         "(leaks the reported behaviours into the features; see docs/streaming.md)",
     )
+    p.add_argument(
+        "--shopping",
+        action="store_true",
+        help="offline: also the product sequence, the room's product context and the goods-bag"
+        " / product-click labels (what eLiveRec reads; docs/data.md)",
+    )
     add_unknown_events(p)
     p.set_defaults(func=cmd_build_samples)
 
@@ -137,6 +143,11 @@ def cmd_build_samples(args: argparse.Namespace) -> int:
     if args.mode != "offline":
         from liverank.stream.samples import build_stream_samples
 
+        if args.shopping:
+            raise ConfigError(
+                "--shopping is built for --mode offline only (the stream modes do not report "
+                "the goods-bag / product-click labels yet)"
+            )
         stats = build_stream_samples(
             args.data,
             args.out,
@@ -157,6 +168,7 @@ def cmd_build_samples(args: argparse.Namespace) -> int:
             seq_len=args.seq_len,
             long_len=args.long_len,
             unknown_events=args.unknown_events,
+            shopping=args.shopping,
         )
     print_samples_summary(stats, args.out)
     return 0

@@ -40,6 +40,9 @@ class DataConfig(_Strict):
     #: items per user and domain of the long histories loaded into batches (0 = none); the
     #: ``moment_cross`` module needs it > 0 and samples built with long histories
     long_len: int = Field(0, ge=0)
+    #: samples with the shopping columns (``build-samples --shopping``: product sequence, room
+    #: product context, goods-bag / product-click labels); what ``eliverec`` reads
+    shopping: bool = False
 
 
 class TrainConfig(_Strict):

@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from liverank.data.shopping import SHOP_TASKS
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features.long_history import LongHistory
 from liverank.features.spec import LONG_INDEX_COLUMNS, REGRESSION_TARGETS, TASKS, FeatureMap
@@ -44,7 +45,7 @@ LongFields = Literal["lazy", "eager"]
 
 #: columns loaded as float32; every other column is int64
 FLOAT_COLUMNS: frozenset[str] = frozenset(
-    (*TASKS, *REGRESSION_TARGETS, *(f"mask_{t}" for t in TASKS))
+    (*TASKS, *SHOP_TASKS, *REGRESSION_TARGETS, *(f"mask_{t}" for t in (*TASKS, *SHOP_TASKS)))
 )
 
 

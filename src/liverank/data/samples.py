@@ -40,6 +40,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from liverank.data import shopping as shop
 from liverank.data.dead_letters import DEAD_LETTERS_FILE, RowScreen, check_policy
 from liverank.data.io import read_meta, read_table, table_path
 from liverank.data.schema import NOT_IN_LIVE_SEQUENCE, DatasetMeta
@@ -69,8 +70,6 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "videos": ("photo_id", "tag"),
     "video_events": ("ts", "user_id", "photo_id", "author_id", "event", "play_ms"),
 }
-#: live events used by visit reconstruction
-_VISIT_EVENTS = ("enter", "exit", *DEFAULT_BEHAVIOURS.values())
 
 
 @dataclass
@@ -99,6 +98,8 @@ class SampleStats:
     set_aside: dict[str, dict[str, int]] = field(default_factory=dict)
     dead_letters: str = DEAD_LETTERS_FILE
     unknown_events: str = "dead-letter"
+    #: mean length of the product sequence (``shopping=True`` builds only)
+    mean_product_seq_len: float | None = None
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2))
@@ -115,6 +116,7 @@ def build_samples(
     long_len: int = 0,
     unknown_events: str = "dead-letter",
     screen: RowScreen | None = None,
+    shopping: bool = False,
 ) -> SampleStats:
     """Build the samples directory ``out_dir`` from the canonical dataset at ``dataset_dir``.
 
@@ -125,6 +127,9 @@ def build_samples(
     ``out_dir`` are replaced. Rows set aside (module doc) go to ``out_dir/dead_letters.parquet``
     (written also when empty); ``unknown_events="error"`` raises on an unknown event name
     instead. ``screen`` reuses a :class:`RowScreen` of the dataset (the stream-mode builder's).
+    ``shopping=True`` adds the product sequence, the room's product context and the goods-bag /
+    product-click labels (:mod:`liverank.data.shopping`, what eLiveRec reads); the dataset then
+    needs its ``products``, ``product_events`` and ``room_products`` tables.
     Raises :class:`ConfigError` on a bad argument and :class:`DataValidationError` if a required
     table or column is missing, unreadable or of a wrong dtype, or an impression key
     ``(request_id, position)`` is duplicated.
@@ -138,6 +143,8 @@ def build_samples(
     root, out = Path(dataset_dir), Path(out_dir)
     meta = read_meta(root)
     _check_inputs(root)
+    if shopping:
+        shop.check_shopping_tables(root)
     if screen is None:
         screen = RowScreen.of(root, unknown_events)
 
@@ -149,8 +156,15 @@ def build_samples(
     )
     sample_ids = _sample_ids(impressions, root)
     rooms = read_table(root, "rooms", list(REQUIRED_COLUMNS["rooms"]))
-    labels, visit_stats = _visit_labels(screen, impressions, rooms, meta, visit_partition_events)
+    behaviours = {**DEFAULT_BEHAVIOURS, **(shop.SHOP_BEHAVIOURS if shopping else {})}
+    labels, visit_stats = _visit_labels(
+        screen, impressions, rooms, meta, visit_partition_events, behaviours
+    )
     fmap = feature_map_for_dataset(root, seq_len)
+    if shopping:
+        fmap = shop.shopping_feature_map(fmap, root)
+        categories = shop.product_categories(root)
+    tasks = list(fmap.tasks)
     fmap.long_len = long_len
     static = _static_tables(root, rooms)
 
@@ -165,8 +179,9 @@ def build_samples(
     video_hist = SortedHistory.empty(
         {"author": np.int64, "tag": np.int64, "action": np.int64, "play": np.int64}
     )
+    product_hist = shop.empty_product_history()
     ts_all = impressions["ts"].to_numpy()
-    files, seq_len_sums = [], np.zeros(2)
+    files, seq_len_sums = [], np.zeros(3)
     for k in tqdm(
         range(n_shards), desc="build samples", unit="shard", disable=None if progress else True
     ):
@@ -181,11 +196,30 @@ def build_samples(
         video_hist = video_hist.concat(_video_history(screen, t_lo, t_hi, static["video_tag"]))
         video = video_hist.last_n_before(q_user, q_ts, seq_len)
         video_hist = video_hist.keep_last(seq_len)
-        seq_len_sums += (live.lengths.sum(), video.lengths.sum())
+        seq_len_sums[:2] += (live.lengths.sum(), video.lengths.sum())
 
         extra = {} if store is None else _long_index(store, q_user, q_ts)
+        if shopping:
+            product_hist = product_hist.concat(shop.product_history(root, t_lo, t_hi, categories))
+            product = product_hist.last_n_before(q_user, q_ts, seq_len)
+            product_hist = product_hist.keep_last(seq_len)
+            seq_len_sums[2] += product.lengths.sum()
+            room = shop.room_product_context(root, chunk["live_id"].to_numpy(), q_ts, categories)
+            extra = {
+                **room,
+                **_sequence_columns("product", tuple(shop.PRODUCT_SEQ_FEATURES), product, q_ts),
+                **extra,
+            }
         frame = _assemble(
-            chunk, sample_ids[lo:hi], labels.slice(lo, hi - lo), live, video, static, meta, extra
+            chunk,
+            sample_ids[lo:hi],
+            labels.slice(lo, hi - lo),
+            live,
+            video,
+            static,
+            meta,
+            extra,
+            tasks,
         )
         path = out / SHARD_PATTERN.format(k)
         frame.write_parquet(path, compression="zstd", statistics=True)
@@ -199,16 +233,17 @@ def build_samples(
         rows=n,
         shards=n_shards,
         seq_len=seq_len,
-        positives={t: int(labels[t].sum()) for t in TASKS},
+        positives={t: int(labels[t].sum()) for t in tasks},
         visits=visit_stats.to_dict(),
         mean_live_seq_len=float(seq_len_sums[0] / max(n, 1)),
         mean_video_seq_len=float(seq_len_sums[1] / max(n, 1)),
+        mean_product_seq_len=float(seq_len_sums[2] / max(n, 1)) if shopping else None,
         seconds=round(time.perf_counter() - started, 3),
         dataset=meta.name,
         files=files + store_files,
         long_len=long_len,
         long_history_rows={} if store is None else {d: t.size for d, t in store.tables.items()},
-        by_day=day_summary(labels.select(TASKS).with_columns(pl.Series("day", days))),
+        by_day=day_summary(labels.select(tasks).with_columns(pl.Series("day", days))),
         rows_read=dict(screen.read),
         set_aside=screen.set_aside,
         unknown_events=unknown_events,
@@ -221,7 +256,7 @@ def build_samples(
 def day_summary(frame: pl.DataFrame) -> list[dict[str, int]]:
     """Per ``day`` of sample rows: ``rows``, the positives of each task and, when the frame has
     masks, ``reported_<task>`` (rows whose label is reported)."""
-    tasks = [t for t in TASKS if t in frame.columns]
+    tasks = [t for t in (*TASKS, *shop.SHOP_TASKS) if t in frame.columns]
     masks = [f"mask_{t}" for t in tasks if f"mask_{t}" in frame.columns]
     agg = (
         frame.group_by("day")
@@ -266,8 +301,11 @@ def _visit_labels(
     rooms: pl.DataFrame,
     meta: DatasetMeta,
     part_events: int,
+    behaviours: dict[str, str] = DEFAULT_BEHAVIOURS,
 ) -> tuple[pl.DataFrame, VisitStats]:
     """Labels aligned with ``impressions`` rows, computed per user partition."""
+    visit_events = list(dict.fromkeys(["enter", "exit", *behaviours.values()]))
+    label_tasks = [*TASKS, *(t for t in behaviours if t not in TASKS)]
     n_events = screen.read["live_events"] - screen.rows_set_aside("live_events")
     parts = max(1, math.ceil(n_events / max(part_events, 1)))
     imp = impressions.with_row_index("_row")
@@ -276,15 +314,17 @@ def _visit_labels(
         in_part = (pl.col("user_id") % parts) == p
         events = (
             screen.scan("live_events")
-            .filter(in_part & pl.col("event").is_in(list(_VISIT_EVENTS)))
+            .filter(in_part & pl.col("event").is_in(visit_events))
             .select("ts", "user_id", "live_id", "event")
             .collect()
         )
         part_imp = imp.filter(in_part)
         visits, stats = reconstruct_visits_with_stats(
-            part_imp.drop("_row"), events, rooms, meta.long_view_ms
+            part_imp.drop("_row"), events, rooms, meta.long_view_ms, behaviours=behaviours
         )
-        frames.append(visits.select(*TASKS, "stay_ms", "t_lvtr").with_columns(part_imp["_row"]))
+        frames.append(
+            visits.select(*label_tasks, "stay_ms", "t_lvtr").with_columns(part_imp["_row"])
+        )
         d = stats.to_dict()
         totals = d if totals is None else {k: totals[k] + v for k, v in d.items()}
     labels = pl.concat(frames).sort("_row").drop("_row")
@@ -397,10 +437,11 @@ def _assemble(
     video: Snapshot,
     static: dict[str, pl.DataFrame],
     meta: DatasetMeta,
-    long_index: dict[str, np.ndarray],
+    extra: dict[str, np.ndarray],
+    tasks: list[str],
 ) -> pl.DataFrame:
-    """One shard: meta, sparse features, sequences, long-history index (if any), labels and
-    masks (spec column order)."""
+    """One shard: meta, sparse features, sequences, ``extra`` columns (the shopping columns and
+    the long-history index, when built), labels and masks (spec column order)."""
     side = (
         chunk.select("user_id", "author_id", "live_id")
         .join(static["users"], on="user_id", how="left", maintain_order="left")
@@ -431,11 +472,11 @@ def _assemble(
     cols["hour_of_day"] = enc.hour_of_day(ts, meta.day_offset_ms)
     cols |= _sequence_columns("live", tuple(LIVE_SEQ_FEATURES), live, ts)
     cols |= _sequence_columns("video", tuple(VIDEO_SEQ_FEATURES), video, ts)
-    cols |= long_index
-    for t in TASKS:
+    cols |= extra
+    for t in tasks:
         cols[t] = labels[t].cast(pl.Float32).to_numpy()
     cols["stay_ms"] = labels["stay_ms"].cast(pl.Float32).to_numpy()
-    for t in TASKS:
+    for t in tasks:
         cols[f"mask_{t}"] = np.ones(len(ts), dtype=np.float32)
     return pl.DataFrame(
         {

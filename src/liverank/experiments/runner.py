@@ -115,16 +115,20 @@ def world_dir(spec: ExperimentSpec, key: RunKey, cache: Path) -> Path:
     return path
 
 
-def samples_dir(world: Path, cache: Path, seq_len: int = 50, long_len: int = 0) -> Path:
-    """The cached offline samples of ``world`` (with ``long_len`` long histories), built on
-    first use."""
+def samples_dir(
+    world: Path, cache: Path, seq_len: int = 50, long_len: int = 0, shopping: bool = False
+) -> Path:
+    """The cached offline samples of ``world`` (with ``long_len`` long histories, with the
+    shopping columns), built on first use."""
     from liverank.data.samples import build_samples
 
-    suffix = f"-K{long_len}" if long_len else ""
+    suffix = (f"-K{long_len}" if long_len else "") + ("-shop" if shopping else "")
     path = cache / "samples" / f"{world.name}-offline-L{seq_len}{suffix}"
     if not (path / "feature_map.json").exists():
         log.info("building samples %s", path.name)
-        build_samples(world, path, seq_len=seq_len, progress=False, long_len=long_len)
+        build_samples(
+            world, path, seq_len=seq_len, progress=False, long_len=long_len, shopping=shopping
+        )
     return path
 
 
@@ -182,7 +186,12 @@ def prepare(spec: ExperimentSpec, key: RunKey, cache: Path) -> dict[str, Path]:
     world = world_dir(spec, key, cache)
     cfg = _config(spec, key, Path("unused"), device="cpu", threads=1)
     if key.stream_mode == "offline":
-        return {"world": world, "samples": samples_dir(world, cache, long_len=cfg.data.long_len)}
+        samples = samples_dir(world, cache, long_len=cfg.data.long_len, shopping=cfg.data.shopping)
+        return {"world": world, "samples": samples}
+    if cfg.data.shopping:
+        raise ConfigError(
+            f"config '{key.config}': data.shopping samples are built for offline arms only"
+        )
     long_len = cfg.data.long_len
     train_dir = stream_samples_dir(world, cache, key.stream_mode, long_len=long_len)
     eval_dir = stream_samples_dir(world, cache, "exit", long_len=long_len)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from liverank.data.schema import AUTHOR_TYPES, LIVE_EVENTS, VIDEO_EVENTS
+from liverank.data.schema import AUTHOR_TYPES, LIVE_EVENTS, PRODUCT_EVENTS, VIDEO_EVENTS
 
 MS_PER_SECOND = 1_000
 MS_PER_MINUTE = 60_000
@@ -36,6 +36,8 @@ LIVE_LONG_VIEW_CODE = len(LIVE_EVENTS) + 1
 LIVE_ACTION_VOCAB = len(LIVE_EVENTS) + 2
 #: short-video action codes: 1 + index in ``schema.VIDEO_EVENTS``
 VIDEO_ACTION_VOCAB = len(VIDEO_EVENTS) + 1
+#: product action codes: 1 + index in ``schema.PRODUCT_EVENTS``
+PRODUCT_ACTION_VOCAB = len(PRODUCT_EVENTS) + 1
 #: author type codes: 1 + index in ``schema.AUTHOR_TYPES``
 AUTHOR_TYPE_VOCAB = len(AUTHOR_TYPES) + 1
 #: play-time buckets (log2 of seconds; 0 = not a play). The last bucket holds >= 2**9 s.
@@ -79,6 +81,11 @@ def live_action_code(events: StrValues) -> np.ndarray:
 def video_action_code(events: StrValues) -> np.ndarray:
     """``[N]`` str -> ``[N]`` int64: 1 + index in ``VIDEO_EVENTS``; unknown / null -> 0."""
     return _code_of(events, VIDEO_EVENTS)
+
+
+def product_action_code(events: StrValues) -> np.ndarray:
+    """``[N]`` str -> ``[N]`` int64: 1 + index in ``PRODUCT_EVENTS``; unknown / null -> 0."""
+    return _code_of(events, PRODUCT_EVENTS)
 
 
 def author_type_code(types: StrValues) -> np.ndarray:
