@@ -120,6 +120,13 @@ LONG_INDEX_COLUMNS: tuple[str, ...] = (
 
 #: the sequence's item key (used for masks and target attention keys)
 SEQ_ITEM_KEY = "author"
+#: domains whose item key is another column (the product sequence of ``--shopping`` samples)
+SEQ_ITEM_KEY_OF: dict[str, str] = {"product": "item"}
+
+
+def seq_item_column(domain: str) -> str:
+    """The column of ``domain``'s sequence whose 0 marks padding (``live_seq_author``)."""
+    return f"{domain}_seq_{SEQ_ITEM_KEY_OF.get(domain, SEQ_ITEM_KEY)}"
 
 
 def seq_fields(domain: str) -> dict[str, str]:

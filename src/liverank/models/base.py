@@ -47,6 +47,9 @@ class FeatureModule(nn.Module):
     name: ClassVar[str] = "feature_module"
     required_fields: tuple[str, ...] = ()
     out_dim: int
+    #: named column ranges ``[start, end)`` of the representation, for backbones that route
+    #: parts of the input to different tasks (``intra_inter``); empty = one "shared" part
+    output_parts: dict[str, tuple[int, int]] = {}  # noqa: RUF012 - read-only class default
 
     def forward(self, batch: Batch, emb: EmbeddingCollection) -> ModuleOutput:  # pragma: no cover
         raise NotImplementedError

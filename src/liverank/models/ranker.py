@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from liverank.models.base import Batch, FeatureModule
 from liverank.models.fusion import ranking_score
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.mlp import MLP
+from liverank.models.layers.task_weighting import AdaptiveTaskWeighting, FixedTaskWeights
 from liverank.models.modules.sparse_features import room_id_params, with_room_id
 from liverank.models.registry import build_module
 
@@ -60,6 +61,30 @@ class ModuleSpec(_Strict):
     @property
     def module_key(self) -> str:
         return self.key or self.name
+
+
+class TaskWeightingConfig(_Strict):
+    """How the auxiliary tasks' losses are weighted against the primary one (eLiveRec
+    section IV-D, eqs. 14-15; ``models/layers/task_weighting.py``)."""
+
+    #: ``fixed``: the constant ``weights`` (the paper's vanilla MTL); ``adaptive``: a weighting
+    #: network on the cosine between each auxiliary task's and the primary task's gradients
+    type: Literal["fixed", "adaptive"]
+    #: the primary task (weight 1); every other task and regression target is auxiliary
+    primary: str = "ctr"
+    #: fixed: auxiliary task -> weight (every auxiliary task, nothing else)
+    weights: dict[str, float] = Field(default_factory=dict)
+    #: adaptive: the module whose ``shared_parameters()`` the gradients are taken over
+    shared_module: str = "eliverec"
+    #: adaptive: recompute the gradient cosines every ``every`` steps (cost / ``every``)
+    every: int = Field(1, ge=1)
+    hidden: int = Field(16, ge=1)
+    type_dim: int = Field(4, ge=1)
+    lr: float = Field(1e-3, gt=0)
+
+
+#: regression targets a Ranker can predict: the sample column and what the head regresses
+REGRESSION_TARGETS = {"stay_ms": "log(1 + stay seconds)"}
 
 
 class RankerConfig(_Strict):
@@ -94,6 +119,12 @@ class RankerConfig(_Strict):
     #: own vector, which fresh labels move within seconds (Moment&Cross section 3;
     #: ``modules/sparse_features.py``). Needs a feature map with a ``room`` table.
     room_id_embedding: bool = False
+    #: regression heads (eLiveRec's stay time): ``stay_ms``, trained by MSE on
+    #: ``log(1 + seconds)`` over every impression (0 for a non-click)
+    regression_targets: list[Literal["stay_ms"]] = Field(default_factory=list)
+    #: eLiveRec's adaptive (or fixed) weighting of the auxiliary tasks; ``None``: every task
+    #: summed with ``task_weights``
+    task_weighting: TaskWeightingConfig | None = None
 
     @model_validator(mode="after")
     def _unique_keys(self) -> RankerConfig:
@@ -119,6 +150,7 @@ class RankerOutput:
     logits: dict[str, torch.Tensor]  # task -> [B]
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # "<key>.<name>" -> scalar
     diagnostics: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    regression: dict[str, torch.Tensor] = field(default_factory=dict)  # target -> [B]
 
 
 class Ranker(nn.Module):
@@ -167,8 +199,12 @@ class Ranker(nn.Module):
             self.feature_modules[spec.module_key] = build_module(
                 spec.name, effective_map, self.embeddings, dict(spec.params)
             )
+        self.regression: list[str] = list(config.regression_targets)
+        heads = [*self.tasks, *self.regression]
         in_dim = sum(m.out_dim for m in self._modules_list())
-        self.backbone = build_backbone(config.backbone, in_dim, self.tasks)
+        self.backbone = build_backbone(
+            config.backbone, in_dim, heads, _input_parts(self._modules_list())
+        )
         self.heads = nn.ModuleDict(
             {
                 t: nn.Sequential(
@@ -177,15 +213,42 @@ class Ranker(nn.Module):
                         config.head_hidden[-1] if config.head_hidden else self.backbone.out_dim, 1
                     ),
                 )
-                for t in self.tasks
+                for t in heads
             }
         )
+        self.weighting = self._build_weighting(config.task_weighting)
         weights = [config.task_weights.get(t, 1.0) for t in self.tasks]
         self.register_buffer("_task_weights", torch.tensor(weights), persistent=False)
         self.required_fields: dict[str, tuple[str, ...]] = {
             key: tuple(m.required_fields) for key, m in self.feature_modules.items()
         }
         log.debug("Ranker %s: input width %d, tasks %s", config.name, in_dim, self.tasks)
+
+    def _build_weighting(
+        self, cfg: TaskWeightingConfig | None
+    ) -> AdaptiveTaskWeighting | FixedTaskWeights | None:
+        if cfg is None:
+            return None
+        heads = [*self.tasks, *self.regression]
+        if cfg.primary not in heads:
+            raise ConfigError(f"task_weighting.primary '{cfg.primary}' is not a task {heads}")
+        aux = [t for t in heads if t != cfg.primary]
+        if not aux:
+            raise ConfigError("task_weighting needs at least one auxiliary task")
+        if cfg.type == "fixed":
+            if sorted(cfg.weights) != sorted(aux):
+                raise ConfigError(
+                    f"task_weighting.weights must give every auxiliary task {aux}, "
+                    f"got {sorted(cfg.weights)}"
+                )
+            return FixedTaskWeights({t: cfg.weights[t] for t in aux})
+        module = dict(self.feature_modules.items()).get(cfg.shared_module)
+        if module is None or not hasattr(module, "shared_parameters"):
+            raise ConfigError(
+                f"task_weighting.shared_module '{cfg.shared_module}' is not a module of this "
+                "model with shared_parameters() (e.g. eliverec)"
+            )
+        return AdaptiveTaskWeighting(aux, cfg.type_dim, cfg.hidden, cfg.every, cfg.lr)
 
     def _modules_list(self) -> list[FeatureModule]:
         return list(self.feature_modules.values())  # type: ignore[arg-type]
@@ -218,11 +281,14 @@ class Ranker(nn.Module):
         x = torch.cat(reps, dim=-1) if len(reps) > 1 else reps[0]  # [B, D_in]
         task_reprs, backbone_diag = self.backbone(x)  # T x [B, H]
         diagnostics.update({f"backbone/{k}": v for k, v in backbone_diag.items()})
-        logits = {
+        heads = [*self.tasks, *self.regression]
+        outputs = {
             t: self.heads[t](h).squeeze(-1)  # [B]
-            for t, h in zip(self.tasks, task_reprs, strict=True)
+            for t, h in zip(heads, task_reprs, strict=True)
         }
-        return RankerOutput(logits=logits, aux_losses=aux, diagnostics=diagnostics)
+        logits = {t: outputs[t] for t in self.tasks}
+        regression = {t: outputs[t] for t in self.regression}
+        return RankerOutput(logits, aux, diagnostics, regression)
 
     def aux_weight(self, name: str) -> float:
         """Weight of auxiliary loss ``name``: its own entry, else its module's (prefix before "."), else 1."""
@@ -235,14 +301,18 @@ class Ranker(nn.Module):
         """Masked multi-task BCE plus weighted auxiliary losses.
 
         Per task: mean BCE over samples whose ``mask_<task>`` is 1 (a batch without that mask
-        column counts every label as observed; a task with no observed label contributes 0).
-        Tasks are summed with ``task_weights``; auxiliary losses are added with
-        ``aux_loss_weights``. Returns ``(total, parts)``, parts detached: ``task/<task>``,
-        ``aux/<name>`` and ``total``.
+        column counts every label as observed; a task with no observed label contributes 0);
+        per regression target: MSE on ``log(1 + seconds)``. Tasks are summed with
+        ``task_weights`` (regression targets with weight 1), or, with ``task_weighting``, the
+        primary task with weight 1 and every other with the weighting's (eLiveRec eq. 15; the
+        adaptive weighting updates its own network here, in training mode). Auxiliary losses
+        are added with ``aux_loss_weights``. Returns ``(total, parts)``, parts detached:
+        ``task/<task>``, ``aux/<name>``, ``weight/<task>`` (with a weighting) and ``total``.
         """
         parts: dict[str, torch.Tensor] = {}
+        losses: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self._task_weights.device)
-        for i, t in enumerate(self.tasks):
+        for t in self.tasks:
             if t not in batch:
                 raise DataValidationError(
                     f"batch has no label column for task '{t}' (fields: {', '.join(sorted(batch))})",
@@ -258,13 +328,37 @@ class Ranker(nn.Module):
                 m = mask.to(logit.dtype)
                 task_loss = (bce * m).sum() / m.sum().clamp(min=1.0)
             parts[f"task/{t}"] = task_loss.detach()
-            total = total + self._task_weights[i] * task_loss
+            losses[t] = task_loss
+        for t in self.regression:
+            if t not in batch:
+                raise DataValidationError(f"batch has no regression target '{t}'", column=t)
+            pred = out.regression[t]  # [B]
+            target = torch.log1p(batch[t].to(pred.dtype).clamp(min=0) / 1000.0)  # [B]
+            losses[t] = F.mse_loss(pred, target)
+            parts[f"task/{t}"] = losses[t].detach()
+        total = total + self._weighted(losses, parts)
         for name, value in out.aux_losses.items():
             weighted = self.aux_weight(name) * value
             parts[f"aux/{name}"] = weighted.detach()
             total = total + weighted
         parts["total"] = total.detach()
         return total, parts
+
+    def _weighted(self, losses: dict[str, torch.Tensor], parts: dict[str, torch.Tensor]):
+        """The tasks' losses combined: ``task_weights``, or the task weighting (eq. 15)."""
+        if self.weighting is None:
+            weights = dict(zip(self.tasks, self._task_weights, strict=True))
+            return sum(weights.get(t, 1.0) * v for t, v in losses.items())
+        primary = self.config.task_weighting.primary  # type: ignore[union-attr]
+        aux = {t: v for t, v in losses.items() if t != primary}
+        shared: list[torch.Tensor] = []
+        if isinstance(self.weighting, AdaptiveTaskWeighting):
+            key = self.config.task_weighting.shared_module  # type: ignore[union-attr]
+            shared = list(self.feature_modules[key].shared_parameters())  # type: ignore[operator]
+        weights, _ = self.weighting(losses[primary], aux, shared)
+        for t, w in weights.items():
+            parts[f"weight/{t}"] = w.detach()
+        return losses[primary] + sum(weights[t] * v for t, v in aux.items())
 
     @torch.no_grad()
     def predict_proba(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -441,3 +535,18 @@ def _load_state(model: Ranker, state: dict[str, torch.Tensor], path: Path) -> No
                 f"{tuple(own[key].shape)} in the model built from its config"
             )
     model.load_state_dict(state)
+
+
+def _input_parts(modules: list[FeatureModule]) -> dict[str, list[tuple[int, int]]]:
+    """The backbone input's named column ranges: each module's ``output_parts`` shifted to its
+    offset in the concatenation; a module without parts is one ``shared`` range."""
+    parts: dict[str, list[tuple[int, int]]] = {}
+    offset = 0
+    for m in modules:
+        own = getattr(m, "output_parts", {}) or {"shared": (0, m.out_dim)}
+        for name, (a, b) in own.items():
+            if not 0 <= a < b <= m.out_dim:
+                raise ConfigError(f"module '{m.name}': output part {name} [{a}, {b}) is outside")
+            parts.setdefault(name, []).append((offset + a, offset + b))
+        offset += m.out_dim
+    return parts

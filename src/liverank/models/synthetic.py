@@ -19,6 +19,13 @@ contract: ``long_<d>_<x>``, ``long_<d>_lv``, ``long_<d>_dt``, ``long_<d>_len``):
 also gets ``+2 long_seen``, where ``long_seen`` = the candidate's author is among the user's
 long video history (planted for half the samples), which the 20-item sequences do not show.
 They are drawn from their own random stream, so batches of maps without them are unchanged.
+
+Shopping fields (``synthetic_feature_map(shopping=True)``, the columns of ``--shopping`` samples,
+:mod:`liverank.data.shopping`): a product sequence (products of the user's favourite category
+with probability 0.6: the cross-domain consistent intention), the room's current product (half
+of the rooms sell one of their category) and the labels ``btr`` / ``pctr``, thinned from clicks
+and more likely when the room sells in the user's favourite category. Also from their own
+random stream.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from liverank.data.shopping import PRODUCT_SEQ_FEATURES, ROOM_PRODUCT_FIELDS, SHOP_TASKS
 from liverank.errors import ConfigError
-from liverank.features.spec import TASKS, FeatureMap
+from liverank.features.spec import SPARSE_FIELDS, TASKS, FeatureMap, seq_fields
 
 _HOURS = 24
 _POSITIONS = 10
@@ -37,6 +45,8 @@ _VIDEO_ACTIONS = 6
 _PLAY_BUCKETS = 8
 #: click-logit effect of "the candidate's author is in the long video history" (long_len > 0)
 _LONG_SEEN_EFFECT = 2.0
+#: products per category of the shopping fields
+_PRODUCTS_PER_CAT = 6
 
 
 def synthetic_feature_map(
@@ -47,11 +57,13 @@ def synthetic_feature_map(
     tasks: list[str] | None = None,
     hash_buckets: dict[str, int] | None = None,
     long_len: int = 0,
+    shopping: bool = False,
 ) -> FeatureMap:
     """A feature map with the standard sparse and sequence fields of ``features/spec.py``.
 
     With ``long_len > 0``, :func:`synthetic_batches` also fills the long-history fields of
-    ``FeatureMap.long_fields`` (``[B, long_len]``, see :func:`_long_history`).
+    ``FeatureMap.long_fields`` (``[B, long_len]``, see :func:`_long_history`); with
+    ``shopping``, the product sequence, room product fields and shopping tasks (module doc).
     """
     if n_authors < n_categories:
         raise ConfigError(f"need at least one author per category ({n_authors} < {n_categories})")
@@ -74,13 +86,33 @@ def synthetic_feature_map(
         "video_action": _VIDEO_ACTIONS + 1,
         "play_bucket": _PLAY_BUCKETS,
     }
+    extra: dict = {}
+    if shopping:
+        tables |= {
+            "product": n_categories * _PRODUCTS_PER_CAT + 1,
+            "product_cat": n_categories + 1,
+            "product_action": 4,
+        }
+        extra = {
+            "seq_fields": {
+                "live": seq_fields("live"),
+                "video": seq_fields("video"),
+                "product": {f"product_seq_{k}": v for k, v in PRODUCT_SEQ_FEATURES.items()},
+            },
+            "sparse_fields": {
+                **SPARSE_FIELDS,
+                **ROOM_PRODUCT_FIELDS,
+            },
+        }
+    default_tasks = [*TASKS, *SHOP_TASKS] if shopping else list(TASKS)
     return FeatureMap(
         seq_len=seq_len,
-        tasks=list(tasks or TASKS),
+        tasks=list(tasks or default_tasks),
         tables=tables,
         hash_buckets=dict(hash_buckets or {}),
         dataset="synthetic",
         long_len=long_len,
+        **extra,
     )
 
 
@@ -269,7 +301,47 @@ def _draw(fm: FeatureMap, world: _World, n: int, seed: int, planted: bool) -> di
     labels |= {k: evtr & (rng.random(n) < p) for k, p in deeper.items()}
     cols |= {k: v.astype(np.float32) for k, v in labels.items()}
     cols["stay_ms"] = (ctr * rng.exponential(30_000.0, n) * (1 + match)).astype(np.float32)
+    if "product" in fm.seq_fields:
+        cols |= _shopping(world, np.random.default_rng([seed, 11]), fav, cols, length, ctr)
     return cols
+
+
+def _shopping(
+    world: _World,
+    rng: np.random.Generator,
+    fav: np.ndarray,
+    cols: dict[str, np.ndarray],
+    length: int,
+    ctr: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The shopping columns (module doc); ``ctr`` [N] bool, the clicks to thin from."""
+    n = fav.shape[0]
+    lens, cats, valid = _sequence(world, rng, fav, n, length, 0.6)
+    products = np.where(
+        valid, (cats - 1) * _PRODUCTS_PER_CAT + 1 + rng.integers(0, 6, cats.shape), 0
+    )
+    gaps = np.where(valid, np.sort(rng.integers(1, _TIME_GAPS, valid.shape), axis=1), 0)
+    sells = rng.random(n) < 0.5  # the room is selling something now
+    room_cat = np.where(sells, cols["room_category"], 0)
+    room_product = np.where(
+        sells, (room_cat - 1) * _PRODUCTS_PER_CAT + 1 + rng.integers(0, 6, n), 0
+    )
+    # buying intent: the room sells the user's favourite category, or something she clicked
+    bought_here = (products == room_product[:, None]).any(1) & sells
+    p_bag = 0.1 + 0.4 * (sells & (room_cat == fav)) + 0.3 * bought_here
+    btr = ctr & (rng.random(n) < p_bag)
+    pctr = btr & (rng.random(n) < 0.5)
+    return {
+        "product_seq_item": products,
+        "product_seq_cat": cats,
+        "product_seq_action": np.where(valid, rng.integers(1, 4, cats.shape), 0),
+        "product_seq_age": gaps,
+        "product_seq_len": lens,
+        "room_product": room_product,
+        "room_product_cat": room_cat,
+        "btr": btr.astype(np.float32),
+        "pctr": pctr.astype(np.float32),
+    }
 
 
 def synthetic_batches(
@@ -287,9 +359,10 @@ def synthetic_batches(
     ``mask_<task>`` float32. ``mask_rate`` masks that fraction of labels per task at random.
     Deterministic for (feature map, seed, world_seed).
     """
-    unknown = [t for t in feature_map.tasks if t not in TASKS]
+    known = (*TASKS, *SHOP_TASKS)
+    unknown = [t for t in feature_map.tasks if t not in known]
     if unknown:
-        raise ConfigError(f"synthetic batches only know the tasks {TASKS}, not {unknown}")
+        raise ConfigError(f"synthetic batches only know the tasks {known}, not {unknown}")
     world = _World(feature_map, world_seed)
     n = n_batches * batch_size
     cols = _draw(feature_map, world, n, seed, planted)

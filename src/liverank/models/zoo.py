@@ -28,10 +28,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from liverank.data.shopping import SHOP_TASKS
 from liverank.errors import ConfigError
 from liverank.features.spec import TASKS
-from liverank.models.backbones import MLPBackboneConfig, MMoEBackboneConfig, PLEBackboneConfig
-from liverank.models.ranker import ModuleSpec, RankerConfig
+from liverank.models.backbones import (
+    IntraInterBackboneConfig,
+    MLPBackboneConfig,
+    MMoEBackboneConfig,
+    PLEBackboneConfig,
+)
+from liverank.models.ranker import ModuleSpec, RankerConfig, TaskWeightingConfig
 
 
 def _mlp() -> RankerConfig:
@@ -110,6 +116,32 @@ def _farm() -> RankerConfig:
     )
 
 
+def _eliverec() -> RankerConfig:
+    """eLiveRec (``papers/eliverec.txt``): the ``eliverec`` module on the ``intra_inter``
+    backbone, channel click (``ctr``) as the primary task, stay time, goods-bag and product
+    clicks as auxiliary tasks weighted adaptively (eqs. 14-15). Needs ``--shopping`` samples."""
+    return RankerConfig(
+        name="eliverec",
+        modules=[ModuleSpec(name="eliverec")],
+        backbone=IntraInterBackboneConfig(primary=["ctr"]),
+        tasks=["ctr", *SHOP_TASKS],
+        regression_targets=["stay_ms"],
+        task_weighting=TaskWeightingConfig(type="adaptive", primary="ctr"),
+    )
+
+
+def _eliverec_vanilla() -> RankerConfig:
+    """eLiveRec with the paper's vanilla MTL: fixed weights 0.3 (stay), 0.3 (goods bag), 0.1
+    (product click); the paper lists the three numbers and the three tasks, we read them in the
+    same order."""
+    cfg = _eliverec()
+    cfg.name = "eliverec_vanilla"
+    cfg.task_weighting = TaskWeightingConfig(
+        type="fixed", primary="ctr", weights={"stay_ms": 0.3, "btr": 0.3, "pctr": 0.1}
+    )
+    return cfg
+
+
 _CONFIGS: dict[str, Callable[[], RankerConfig]] = {
     "mlp": _mlp,
     "din": _din,
@@ -119,6 +151,8 @@ _CONFIGS: dict[str, Callable[[], RankerConfig]] = {
     "farm": _farm,
     "cgc": _cgc,
     "moment_cross_cgc": _moment_cross_cgc,
+    "eliverec": _eliverec,
+    "eliverec_vanilla": _eliverec_vanilla,
 }
 
 

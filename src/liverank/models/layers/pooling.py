@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from liverank.errors import ConfigError
-from liverank.features.spec import SEQ_ITEM_KEY, FeatureMap
+from liverank.features.spec import FeatureMap, seq_item_column
 from liverank.models.base import Batch
 from liverank.models.layers.embedding import EmbeddingCollection
 
@@ -64,7 +64,7 @@ class SequenceItems(nn.Module):
         self.domain = domain
         self.columns: list[str] = list(fields)
         self.tables: list[str] = [fields[c] for c in self.columns]
-        self.mask_column = f"{domain}_seq_{SEQ_ITEM_KEY}"
+        self.mask_column = seq_item_column(domain)
         if self.mask_column not in fields:
             raise ConfigError(
                 f"sequence domain '{domain}' has no item key column '{self.mask_column}'"
