@@ -121,3 +121,38 @@ def test_bad_configurations_are_refused_by_name() -> None:
         cfg.task_weighting = None
         cfg.regression_targets = []
         Ranker(plain, cfg)
+
+
+@pytest.mark.slow
+def test_the_dual_sequence_baseline_conforms(tmp_path: Path) -> None:
+    check_ranker(get_config("bst_dual"), FM, tmp_path=tmp_path, train_samples=16_384)
+
+
+def test_the_baselines_read_the_same_sparse_fields_as_eliverec() -> None:
+    from liverank.models.modules.eliverec import DYNAMIC_FIELDS, STATIC_FIELDS, TARGET_FIELDS
+
+    want = {*STATIC_FIELDS, *TARGET_FIELDS, *DYNAMIC_FIELDS}
+    for name, domains in (("din_live", ["live"]), ("bst_dual", ["live", "product"])):
+        cfg = get_config(name)
+        assert set(cfg.modules[0].params["fields"]) == want and cfg.tasks == ["ctr"]
+        assert cfg.modules[1].params["domains"] == domains
+    single = get_config("eliverec_single")
+    assert single.tasks == ["ctr"] and single.task_weighting is None
+
+
+def test_the_prediction_frame_carries_the_stay_time_in_log_seconds() -> None:
+    import numpy as np
+
+    from liverank.data.loader import SampleSet
+    from liverank.train.trainer import predict_frame
+
+    batch = synthetic_batches(FM, 1, 256, seed=6)[0]
+    data = SampleSet({k: v.numpy() for k, v in batch.items()}, FM)
+    model = _model()
+    frame = predict_frame(model, data, batch_size=100)
+    np.testing.assert_allclose(
+        frame["log_stay_s"].to_numpy(), np.log1p(batch["stay_ms"].numpy() / 1000.0), rtol=1e-6
+    )
+    model.eval()
+    want = model(batch).regression["stay_ms"].detach().numpy()
+    np.testing.assert_allclose(frame["p_log_stay_s"].to_numpy(), want, rtol=1e-5, atol=1e-6)

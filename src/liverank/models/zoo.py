@@ -37,6 +37,7 @@ from liverank.models.backbones import (
     MMoEBackboneConfig,
     PLEBackboneConfig,
 )
+from liverank.models.modules.eliverec import DYNAMIC_FIELDS, STATIC_FIELDS, TARGET_FIELDS
 from liverank.models.ranker import ModuleSpec, RankerConfig, TaskWeightingConfig
 
 
@@ -130,6 +131,41 @@ def _eliverec() -> RankerConfig:
     )
 
 
+#: the sparse fields eLiveRec reads (static context, target channel, real-time context): the
+#: baselines of its experiment read exactly these, so only the way of reading them differs
+ELIVEREC_FIELDS = [*STATIC_FIELDS, *TARGET_FIELDS, *DYNAMIC_FIELDS]
+
+
+def _shop_baseline(name: str, sequences: ModuleSpec) -> RankerConfig:
+    """A single-task CTR baseline of eLiveRec's Table II on ``--shopping`` samples."""
+    return RankerConfig(
+        name=name,
+        modules=[ModuleSpec(name="sparse_features", params={"fields": ELIVEREC_FIELDS}), sequences],
+        backbone=MLPBackboneConfig(hidden=[128, 64, 32]),
+        tasks=["ctr"],
+    )
+
+
+def _din_live() -> RankerConfig:
+    """Single CTR model: DIN over the watched-room (live) sequence only."""
+    return _shop_baseline("din_live", ModuleSpec(name="din", params={"domains": ["live"]}))
+
+
+def _bst_dual() -> RankerConfig:
+    """Dual CTR model: a Transformer + target attention over each of the watched-room and
+    product sequences (``modules/bst.py``; Table II's BST / ETA dual)."""
+    spec = ModuleSpec(name="bst", params={"domains": ["live", "product"]})
+    return _shop_baseline("bst_dual", spec)
+
+
+def _eliverec_single() -> RankerConfig:
+    """eLiveRec without multi-task learning (Table II's 'wo.M'): the channel click alone."""
+    cfg = _eliverec()
+    cfg.name = "eliverec_single"
+    cfg.tasks, cfg.regression_targets, cfg.task_weighting = ["ctr"], [], None
+    return cfg
+
+
 def _eliverec_vanilla() -> RankerConfig:
     """eLiveRec with the paper's vanilla MTL: fixed weights 0.3 (stay), 0.3 (goods bag), 0.1
     (product click); the paper lists the three numbers and the three tasks, we read them in the
@@ -153,6 +189,9 @@ _CONFIGS: dict[str, Callable[[], RankerConfig]] = {
     "moment_cross_cgc": _moment_cross_cgc,
     "eliverec": _eliverec,
     "eliverec_vanilla": _eliverec_vanilla,
+    "eliverec_single": _eliverec_single,
+    "din_live": _din_live,
+    "bst_dual": _bst_dual,
 }
 
 

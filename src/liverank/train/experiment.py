@@ -22,7 +22,16 @@ from liverank.models.ranker import Ranker, RankerConfig
 from liverank.models.zoo import get_config
 from liverank.train.popularity import PopularityBaseline
 from liverank.train.registry import ModelRegistry
-from liverank.train.trainer import FitResult, Trainer, prediction_frame, seed_everything
+from liverank.train.trainer import (
+    REGRESSION_FRAME_NAMES,
+    FitResult,
+    Trainer,
+    prediction_frame,
+    seed_everything,
+)
+
+#: top-K cut-offs of the test metrics (10: eLiveRec's Prec@10 / NDCG@10 per request)
+EVAL_KS = (1, 3, 5, 10)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +83,8 @@ def run_experiment(
     trainer = Trainer(cfg, feature_map, model)
     fit = trainer.fit(train, val, out)
     pred = trainer.predict(test)
-    result = evaluate(pred, list(model.tasks))
+    regression = [REGRESSION_FRAME_NAMES[t] for t in model.regression]
+    result = evaluate(pred, list(model.tasks), EVAL_KS, regression=regression)
     _save_outputs(
         out,
         pred,

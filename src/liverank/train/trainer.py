@@ -180,22 +180,37 @@ class Trainer:
         return FitResult(best_epoch, best_metric, best_path, history)
 
 
+#: the prediction-frame name of the stay-time regression: label and prediction are both
+#: ``log(1 + stay seconds)``, the space the head regresses in (``Ranker.loss``)
+REGRESSION_FRAME_NAMES = {"stay_ms": "log_stay_s"}
+
+
 @torch.no_grad()
 def predict_frame(model: Ranker, data: SampleSet, batch_size: int = 8192) -> pl.DataFrame:
-    """Prediction frame: group keys, labels, masks and ``p_<task>`` for every sample of ``data``."""
+    """Prediction frame: group keys, labels, masks and ``p_<task>`` for every sample of
+    ``data``; with regression heads also ``log_stay_s`` / ``p_log_stay_s``."""
     model.eval()
     if data.long_history is not None:  # the rows the Cross GSUs read (idempotent, no copy)
         model.attach_long_history(data.long_history, data.long_len)
-    tasks = list(model.tasks)
-    probs: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
+    tasks, regression = list(model.tasks), list(model.regression)
+    probs: dict[str, list[np.ndarray]] = {t: [] for t in [*tasks, *regression]}
     device = model_device(model)
     for batch in data.iter_batches(batch_size, shuffle=False, seed=0):
-        out = model.predict_proba(batch_to(batch, device))
+        out = model(batch_to(batch, device))
         for t in tasks:
-            probs[t].append(out[t].cpu().numpy())
-    return prediction_frame(
-        data, tasks, {t: np.concatenate(v) if v else np.zeros(0) for t, v in probs.items()}
-    )
+            probs[t].append(torch.sigmoid(out.logits[t]).cpu().numpy())
+        for t in regression:
+            probs[t].append(out.regression[t].cpu().numpy())
+    arrays = {t: np.concatenate(v) if v else np.zeros(0) for t, v in probs.items()}
+    frame = prediction_frame(data, tasks, arrays)
+    for t in regression:
+        name = REGRESSION_FRAME_NAMES[t]
+        target = np.log1p(np.clip(data[t].astype(np.float64), 0, None) / 1000.0)
+        frame = frame.with_columns(
+            pl.Series(name, target.astype(np.float32)),
+            pl.Series(f"p_{name}", arrays[t].astype(np.float32)),
+        )
+    return frame
 
 
 def prediction_frame(
