@@ -103,3 +103,35 @@ def test_a_grid_split_by_configs_fills_one_results_file(tmp_path):
     assert sorted(r["config"] for r in records) == ["din", "mlp"]
     assert all(r["threads"] == 1 for r in records)
     assert run_grid(spec, out, progress=False) == 0
+
+
+@pytest.mark.slow
+def test_an_offline_arm_on_shopping_samples_gets_its_own_cached_sample_set(tmp_path):
+    """data.shopping arms (eLiveRec) build --shopping samples beside the plain ones and their
+    records carry the shopping tasks, Prec@10 / NDCG@10 and the stay-time MSE."""
+    raw = {
+        "name": "tiny_shop",
+        "claim": "smoke test of a shopping arm",
+        "baseline": "din",
+        "headline": "eliverec",
+        "configs": {
+            "din": {"config": str(ROOT / "configs/din.yaml"), "overrides": QUICK},
+            "eliverec": {"config": str(ROOT / "configs/eliverec.yaml"), "overrides": QUICK},
+        },
+        "grid": {
+            "model_seeds": [0],
+            "world": {"preset": "tiny", "seeds": [3]},
+            "variants": {"base": {"n_days": 3}},
+        },
+        "underpowered_ok": True,
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    spec, out = ExperimentSpec.load(path), tmp_path / "out"
+    assert run_grid(spec, out, progress=False, threads=1) == 2
+    names = sorted(p.name for p in (tmp_path / "cache" / "samples").iterdir())
+    assert len(names) == 2 and names[1].endswith("-shop")
+    rec = {r["config"]: r for r in read_results(out)}
+    metrics = rec["eliverec"]["metrics"]["all"]
+    assert {"ctr", "btr", "pctr", "log_stay_s"} <= set(metrics)
+    assert 0.0 <= metrics["ctr"]["ndcg@10"] <= 1.0 and metrics["log_stay_s"]["mse"] > 0
