@@ -243,3 +243,19 @@ def test_torchscript_paths_show_no_deprecation_warning(tmp_path: Path) -> None:
     assert [str(w.message) for w in caught if "torch.jit" in str(w.message)] == []
     with pytest.warns(DeprecationWarning, match="torch.jit"):  # the filter is that narrow
         torch.jit.script(torch.nn.Linear(2, 1))
+
+
+@pytest.mark.parametrize("name", ["eliverec", "bst_dual"])
+def test_shopping_models_parity(name: str, tmp_path: Path) -> None:
+    """eLiveRec and its dual-sequence baseline trace, also for users without any product
+    history (the encoders' all-padding rows) and at batch sizes other than the traced one."""
+    fm = synthetic_feature_map(shopping=True)
+    model = _trained(get_config(name), fm)
+    path = export_torchscript(model, synthetic_batches(fm, 1, 5, seed=9)[0], tmp_path / "m.ts")
+    exported = load_exported(path)
+    assert exported.tasks == model.tasks
+    for n in (1, 7, 64):
+        batch = synthetic_batches(fm, 1, n, seed=100 + n)[0]
+        for c in [c for c in batch if c.startswith("product_seq_")]:
+            batch[c][: n // 2] = 0
+        torch.testing.assert_close(exported(batch), _eager(model, batch), atol=1e-5, rtol=0)

@@ -54,6 +54,11 @@ from liverank.data.schema import NOT_IN_LIVE_SEQUENCE, DatasetMeta
 from liverank.errors import DataValidationError
 from liverank.features import encoders as enc
 from liverank.features.snapshot import Snapshot, SortedHistory
+from liverank.serve.shopping_store import (
+    PRODUCT_EVENT_COLUMNS,
+    ROOM_PRODUCT_COLUMNS,
+    ShoppingState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +163,12 @@ class OnlineFeatureStore(ABC):
     def observe_video_events(self, events: pl.DataFrame) -> None:
         """Ingest a chunk of ``video_events`` rows (columns ``_VIDEO_EVENT_COLUMNS``)."""
 
+    @property
+    def shopping(self) -> ShoppingState | None:
+        """The product histories and room products (``--shopping`` features), if this store
+        keeps them; ``None`` otherwise (the default)."""
+        return None
+
 
 def _require(df: pl.DataFrame, columns: tuple[str, ...], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
@@ -178,12 +189,19 @@ def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.nda
 def replay_events(
     store: OnlineFeatureStore, root: Path, as_of: int, chunk_rows: int = 2_000_000
 ) -> None:
-    """Feed ``store`` the dataset's live and video events with ``ts < as_of``, in file order,
+    """Feed ``store`` the dataset's live and video events (and, for a store with shopping
+    state, its product events and room products) with ``ts < as_of``, in file order,
     ``chunk_rows`` at a time (what both backends do to fill themselves from a dataset)."""
-    for name, columns, observe in (
+    tables = [
         ("live_events", _LIVE_EVENT_COLUMNS, store.observe_live_events),
         ("video_events", _VIDEO_EVENT_COLUMNS, store.observe_video_events),
-    ):
+    ]
+    if store.shopping is not None:  # the shopping tables, when the store keeps them
+        tables += [
+            ("product_events", PRODUCT_EVENT_COLUMNS, store.shopping.observe_product_events),
+            ("room_products", ROOM_PRODUCT_COLUMNS, store.shopping.observe_room_products),
+        ]
+    for name, columns, observe in tables:
         path = table_path(root, name)
         if not path.exists():
             raise DataValidationError(f"required table '{name}' is missing", file=str(path))
@@ -225,8 +243,10 @@ class MemoryFeatureStore(OnlineFeatureStore):
         rooms: pl.DataFrame,
         videos: pl.DataFrame,
         seq_len: int = 50,
+        products: pl.DataFrame | None = None,
     ) -> None:
-        """Static tables in the canonical schema (``liverank.data.schema``); no events yet."""
+        """Static tables in the canonical schema (``liverank.data.schema``); no events yet.
+        With ``products`` the store also keeps the shopping state (:attr:`shopping`)."""
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         for df, cols, name in (
@@ -252,6 +272,7 @@ class MemoryFeatureStore(OnlineFeatureStore):
         self._live = SortedHistory.empty(LIVE_HISTORY_COLUMNS)
         self._video = SortedHistory.empty(VIDEO_HISTORY_COLUMNS)
         self._watermark: int | None = None
+        self._shopping = ShoppingState(products, seq_len) if products is not None else None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -262,11 +283,13 @@ class MemoryFeatureStore(OnlineFeatureStore):
         as_of_ts: int | None = None,
         *,
         chunk_rows: int = 2_000_000,
+        shopping: bool = False,
     ) -> MemoryFeatureStore:
         """A store holding the dataset at ``data_dir`` as of ``as_of_ts`` (default: its end).
 
         Replays ``live_events`` and ``video_events`` with ``ts < as_of_ts`` in file order,
-        ``chunk_rows`` rows at a time (memory: one chunk plus ``users x seq_len`` rows).
+        ``chunk_rows`` rows at a time (memory: one chunk plus ``users x seq_len`` rows); with
+        ``shopping`` also ``product_events`` and ``room_products`` into :attr:`shopping`.
         """
         root = Path(data_dir)
         meta = read_meta(root)
@@ -279,8 +302,23 @@ class MemoryFeatureStore(OnlineFeatureStore):
                 raise DataValidationError(f"required table '{name}' is missing", file=str(path))
             return pl.read_parquet(path)
 
+        if shopping:  # the --shopping features: product histories and room products
+            for t in ("products", "product_events", "room_products"):
+                if not table_path(root, t).exists():
+                    raise DataValidationError(
+                        f"the shopping features need the '{t}' table, which this dataset "
+                        "does not have",
+                        file=str(table_path(root, t)),
+                    )
+        products = table("products") if shopping else None
         store = cls(
-            meta, table("users"), table("authors"), table("rooms"), table("videos"), seq_len
+            meta,
+            table("users"),
+            table("authors"),
+            table("rooms"),
+            table("videos"),
+            seq_len,
+            products,
         )
         replay_events(store, root, as_of, chunk_rows)
         log.info(
@@ -379,6 +417,11 @@ class MemoryFeatureStore(OnlineFeatureStore):
     def video_history(self, user_id: int, ts: int, n: int) -> Snapshot:
         return self._video.last_n_before(np.array([user_id]), np.array([ts]), n)
 
+    @property
+    def shopping(self) -> ShoppingState | None:
+        return self._shopping
+
     def history_rows(self) -> dict[str, int]:
         """Rows held per domain (at most ``users x seq_len`` each)."""
-        return {"live": len(self._live), "video": len(self._video)}
+        rows = {"live": len(self._live), "video": len(self._video)}
+        return rows | (self._shopping.rows() if self._shopping is not None else {})

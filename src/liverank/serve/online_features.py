@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from liverank.data.samples import _sequence_columns
+from liverank.data.shopping import PRODUCT_SEQ_FEATURES
 from liverank.errors import ConfigError
 from liverank.features import encoders as enc
 from liverank.features.spec import LIVE_SEQ_FEATURES, VIDEO_SEQ_FEATURES, FeatureMap
@@ -164,6 +165,9 @@ def request_arrays(
         for name, arr in _sequence_columns(domain, tuple(feats), snap, q_ts).items():
             cols[name] = np.repeat(arr, b, axis=0)  # [1, L] -> [B, L] or [1] -> [B]
 
+    if "product" in feature_map.seq_fields:  # a --shopping model (eLiveRec)
+        cols |= _shopping_columns(store, user_id, ids, ts, n_seq, b)
+
     oov = _clip_to_vocabulary(cols, feature_map)
     on_air = (rooms.columns["start_ts"] <= ts) & (ts < rooms.columns["end_ts"])  # [B]
     watermark = store.watermark_ts
@@ -181,6 +185,25 @@ def request_arrays(
         feature_lag_ms=None if watermark is None else ts - watermark,
     )
     return cols, info
+
+
+def _shopping_columns(
+    store: OnlineFeatureStore, user_id: int, ids: np.ndarray, ts: int, n_seq: int, b: int
+) -> dict[str, np.ndarray]:
+    """The ``--shopping`` columns of a request (:mod:`liverank.data.shopping`)."""
+    shop = store.shopping
+    if shop is None:
+        raise ConfigError(
+            f"the model reads the shopping features (a 'product' sequence) but the "
+            f"{type(store).__name__} keeps none; serve it from the in-memory store of a "
+            "dataset with products, product_events and room_products"
+        )
+    q_ts = np.array([ts], dtype=np.int64)  # [1]
+    snap = shop.product_history(user_id, ts, n_seq)
+    cols = dict(shop.room_products(ids, ts))
+    for name, arr in _sequence_columns("product", tuple(PRODUCT_SEQ_FEATURES), snap, q_ts).items():
+        cols[name] = np.repeat(arr, b, axis=0)  # [1, L] -> [B, L] or [1] -> [B]
+    return cols
 
 
 def _positions(position: int | np.ndarray | None, b: int) -> np.ndarray:

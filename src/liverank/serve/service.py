@@ -150,7 +150,8 @@ def build_service(
     # a few slots more than the model reads: events in the request's own millisecond take a
     # buffer slot but are not returned (feature_store.py)
     n = seq_len or first.feature_map.seq_len + 5
-    backend = open_feature_store(store, data, n, as_of_ts)
+    shopping = "product" in first.feature_map.seq_fields
+    backend = open_feature_store(store, data, n, as_of_ts, shopping=shopping)
     long_store = None
     attach = None
     if first.feature_map.long_len > 0:
@@ -210,15 +211,23 @@ def room_stats_as_of(data: str | Path, as_of_ts: int | None = None) -> RoomStats
 
 
 def open_feature_store(
-    store: str, data: str | Path | None, seq_len: int, as_of_ts: int | None = None
+    store: str,
+    data: str | Path | None,
+    seq_len: int,
+    as_of_ts: int | None = None,
+    shopping: bool = False,
 ) -> OnlineFeatureStore:
-    """``store="memory"``: replay ``data`` before ``as_of_ts`` into a store of ``seq_len``.
+    """``store="memory"``: replay ``data`` before ``as_of_ts`` into a store of ``seq_len``
+    (with the product histories and room products when ``shopping``, for models whose feature
+    map reads them).
     ``store="redis://host:port/DB/PREFIX"``: the Redis store ``liverank stream --store`` writes
     (its ``seq_len`` is the writer's; ``assemble_request`` checks it covers the model's)."""
     if store == "memory":
         if data is None:
             raise ConfigError("the in-memory feature store needs --data DATASET to replay")
-        mem = MemoryFeatureStore.from_dataset(data, seq_len=seq_len, as_of_ts=as_of_ts)
+        mem = MemoryFeatureStore.from_dataset(
+            data, seq_len=seq_len, as_of_ts=as_of_ts, shopping=shopping
+        )
         log.info("feature store filled from %s as of %s", data, mem.watermark_ts)
         return mem
     if store.startswith(("redis://", "rediss://", "unix://")):

@@ -39,6 +39,8 @@ class BST(FeatureModule):
     """
 
     name = "bst"
+    #: traces to TorchScript with exact parity (tests/serve/test_export.py)
+    exportable = True
 
     def __init__(
         self,

@@ -82,6 +82,8 @@ class ELiveRec(FeatureModule):
     """
 
     name = "eliverec"
+    #: traces to TorchScript with exact parity (tests/serve/test_export.py)
+    exportable = True
 
     def __init__(
         self,
@@ -199,7 +201,9 @@ class ELiveRec(FeatureModule):
                 diagnostics[f"gate/{name}"] = w[:, i].mean().detach()
         else:
             gated = f
-        aux = self._regularizer(z, batch, nonempty[0] & nonempty[1]) if z else {}
+        # the regulariser shapes training only: not computed in eval mode (scoring, export)
+        train_reg = z and self.training
+        aux = self._regularizer(z, batch, nonempty[0] & nonempty[1]) if train_reg else {}
         for name, value in aux.items():
             diagnostics[name] = value.detach()
         rep = torch.cat([f, gated, dynamic], dim=-1)  # [B, out_dim]
