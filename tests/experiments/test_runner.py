@@ -135,3 +135,24 @@ def test_an_offline_arm_on_shopping_samples_gets_its_own_cached_sample_set(tmp_p
     metrics = rec["eliverec"]["metrics"]["all"]
     assert {"ctr", "btr", "pctr", "log_stay_s"} <= set(metrics)
     assert 0.0 <= metrics["ctr"]["ndcg@10"] <= 1.0 and metrics["log_stay_s"]["mse"] > 0
+
+
+@pytest.mark.slow
+def test_a_run_made_by_another_experiment_is_reused_not_repeated(tmp_path):
+    """Same config file, overrides, world and seed = same content hash: a second experiment
+    in a sibling directory copies the records under its own names instead of training."""
+    first = _spec(tmp_path)
+    assert run_grid(first, tmp_path / "results" / "first", progress=False) == 2
+    raw = yaml.safe_load((tmp_path / "exp.yaml").read_text())
+    raw["name"] = "second"
+    raw["configs"] = {"base_mlp": raw["configs"]["mlp"], "din": raw["configs"]["din"]}
+    raw["baseline"] = "base_mlp"
+    (tmp_path / "second.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    second = ExperimentSpec.load(tmp_path / "second.yaml")
+    out = tmp_path / "results" / "second"
+    assert run_grid(second, out, progress=False) == 0  # nothing trained
+    records = {r["config"]: r for r in read_results(out)}
+    assert set(records) == {"base_mlp", "din"}
+    assert {r["reused_from"] for r in records.values()} == {"first"}
+    assert all(r["experiment"] == "second" for r in records.values())
+    assert run_grid(second, out, progress=False) == 0 and len(read_results(out)) == 2

@@ -470,8 +470,11 @@ def run_grid(
     cache = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
     budget = cpu_budget or os.cpu_count() or 1
     threads = threads or max(1, budget // jobs)
-    done = {r["hash"] for r in read_results(out)}
     _drop_torn_tail(out / RESULTS)
+    reused = reuse_records(spec, out)
+    if reused:
+        log.info("%s: %d runs reused from other experiments (same content hash)", spec.name, reused)
+    done = {r["hash"] for r in read_results(out)}
     unknown = sorted(set(configs or []) - set(spec.configs))
     if unknown:
         raise ConfigError(f"configs {unknown} are not in the experiment's {list(spec.configs)}")
@@ -507,6 +510,46 @@ def run_grid(
     finally:
         os.close(fd)
     return len(todo)
+
+
+def reuse_records(spec: ExperimentSpec, out: Path) -> int:
+    """Copy into ``OUT/results.jsonl`` the records of this grid's runs that sibling experiments
+    (``OUT/../*/results.jsonl``) already made; returns how many.
+
+    A run's hash covers everything that determines its result (the config file's text, the
+    overrides, the world, the stream settings, the model seed; not the experiment's name), so
+    the same run in two experiment files (e.g. the exit / moment arms of ``moment`` and
+    ``moment_stay``) is trained once. A copied record gets this grid's names (``experiment``,
+    ``config``, ``variant``) and ``reused_from`` = the directory it came from.
+    """
+    keys = {k.hash(spec): k for k in spec.runs()}
+    have = {r["hash"] for r in read_results(out)}
+    copies = []
+    for other in sorted(out.parent.glob(f"*/{RESULTS}")):
+        if other.parent.resolve() == out.resolve():
+            continue
+        for record in read_results(other.parent):
+            key = keys.get(record.get("hash", ""))
+            if key is None or record["hash"] in have:
+                continue
+            have.add(record["hash"])
+            copies.append(
+                {
+                    **record,
+                    "experiment": spec.name,
+                    "config": key.config,
+                    "variant": key.variant,
+                    "reused_from": other.parent.name,
+                }
+            )
+    if copies:
+        fd = os.open(out / RESULTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            for record in copies:
+                os.write(fd, (json.dumps(record) + "\n").encode())
+        finally:
+            os.close(fd)
+    return len(copies)
 
 
 def _run_todo(spec, todo, out, cache, write, jobs: int, device: str, threads: int) -> None:

@@ -158,6 +158,21 @@ def _bst_dual() -> RankerConfig:
     return _shop_baseline("bst_dual", spec)
 
 
+def _bst_dual_mtl(kind: str) -> RankerConfig:
+    """``bst_dual`` with eLiveRec's auxiliary tasks on an MMoE, fixed (``vanilla``) or
+    adaptively weighted (``adaptive``): Table IV's "adaptive MTL on other backbones"."""
+    cfg = _bst_dual()
+    cfg.name = f"bst_dual_{kind}"
+    cfg.backbone = MMoEBackboneConfig(n_experts=4, expert_hidden=[64, 32])
+    cfg.tasks, cfg.regression_targets = ["ctr", *SHOP_TASKS], ["stay_ms"]
+    if kind == "adaptive":
+        cfg.task_weighting = TaskWeightingConfig(type="adaptive", shared_module="bst")
+    else:
+        weights = {"stay_ms": 0.3, "btr": 0.3, "pctr": 0.1}
+        cfg.task_weighting = TaskWeightingConfig(type="fixed", weights=weights)
+    return cfg
+
+
 def _eliverec_single() -> RankerConfig:
     """eLiveRec without multi-task learning (Table II's 'wo.M'): the channel click alone."""
     cfg = _eliverec()
@@ -192,6 +207,8 @@ _CONFIGS: dict[str, Callable[[], RankerConfig]] = {
     "eliverec_single": _eliverec_single,
     "din_live": _din_live,
     "bst_dual": _bst_dual,
+    "bst_dual_vanilla": lambda: _bst_dual_mtl("vanilla"),
+    "bst_dual_adaptive": lambda: _bst_dual_mtl("adaptive"),
 }
 
 

@@ -72,6 +72,11 @@ class BST(FeatureModule):
         seq_fields = tuple(c for s in self.seqs for c in s.required_fields)
         self.required_fields = (*self.query_fields, *seq_fields)
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The last feed-forward layer of every domain's encoder: shared by all task heads,
+        what an adaptive task weighting takes gradient cosines over (eLiveRec Table IV)."""
+        return [p for enc in self.encoders for p in enc.layers[-1].linear2.parameters()]
+
     def forward(self, batch: Batch, emb: EmbeddingCollection) -> ModuleOutput:
         ids = torch.stack([batch[f] for f in self.query_fields], dim=-1)  # [B, Q]
         query = emb.lookup_sum(self.query_tables, ids)  # [B, D]
