@@ -357,3 +357,26 @@ def test_report_renders_in_headless_chromium(setup, tmp_path: Path, headless_chr
     head = _values(records, "head", "on") - _values(records, "base", "on")
     assert f"{head.mean():+.4f}" in dom and "effect (+)" in dom and "no effect" in dom
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+
+
+def test_pre_registered_pairs_are_paired_deltas_between_two_non_baseline_arms(
+    tmp_path: Path,
+) -> None:
+    """``comparisons: [[late, head]]``: late − head paired by unit in each variant, the same
+    numbers as a direct computation; a pair naming an unknown config is refused."""
+    spec = ExperimentSpec.load(_spec_file(tmp_path, comparisons=[["late", "head"]]))
+    records = _records(spec)
+    a = analyse(spec, records)
+    from liverank.experiments.report_page import render_markdown
+
+    for variant in ("on", "off"):
+        row = _row(a.pairs, variant, "late − head")
+        d = _values(records, "late", variant) - _values(records, "head", variant)
+        mean, lo, hi = _direct_interval(d)
+        assert row.delta.mean == pytest.approx(mean) and row.delta.ci_low == pytest.approx(lo)
+        assert row.delta.ci_high == pytest.approx(hi)
+    # late beats head by LATE_EFFECT - EFFECT on the base world, by LATE_EFFECT where off
+    assert _row(a.pairs, "on", "late − head").delta.mean == pytest.approx(0.01, abs=0.002)
+    assert "### Pre-registered pairs" in render_markdown(a)
+    with pytest.raises(ConfigError, match="comparisons must pair"):
+        ExperimentSpec.load(_spec_file(tmp_path, comparisons=[["late", "nope"]]))

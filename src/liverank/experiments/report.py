@@ -209,6 +209,8 @@ class Analysis:
     latency: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     #: variant -> config -> FARM's mechanism over its runs (:func:`_farm_mechanism`)
     farm: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: the spec's extra ``comparisons`` on the verdict metric (label = "candidate − reference")
+    pairs: list[Comparison] = field(default_factory=list)
 
 
 def _notes(spec: ExperimentSpec, config: str) -> list[str]:
@@ -347,6 +349,17 @@ def analyse(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> Analysis
     out.curves = _curves(index)
     out.latency = _latency(index)
     out.farm = _farm_mechanism(index)
+    out.pairs = [
+        compare(
+            f"{cand} − {ref}",
+            variant,
+            index.values(cand, variant, metric),
+            index.values(ref, variant, metric),
+            metric,
+        )  # fmt: skip
+        for cand, ref in getattr(spec, "comparisons", [])
+        for variant in index.variants
+    ]
     return out
 
 

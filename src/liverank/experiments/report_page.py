@@ -160,6 +160,21 @@ def _main_columns(a: Analysis, conf: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _pair_rows(a: Analysis) -> list[list[str]]:
+    return [
+        [r.variant, r.label, _v(r.candidate_mean), _v(r.reference_mean), _d(r.delta.mean),
+         _ci(r.delta), _n(r.delta), _verdict(r.delta)]
+        for r in a.pairs
+    ]  # fmt: skip
+
+
+def _pair_columns(conf: str) -> list[str]:
+    return [
+        "variant", "pair", "candidate mean", "reference mean", "Δ", f"{conf} interval", "n",
+        "verdict",
+    ]  # fmt: skip
+
+
 def _off_rows(a: Analysis) -> list[list[str]]:
     return [
         [r.label, _d(r.reference_mean), _d(r.candidate_mean), _d(r.delta.mean), _ci(r.delta),
@@ -278,6 +293,10 @@ def render_markdown(a: Analysis) -> str:
         ]
         columns = ["metric ±margin", *_main_columns(a, conf)[:3], *_main_columns(a, conf)[5:]]
         parts.append(_md_table(columns, rows))
+    if a.pairs:
+        parts.append(f"### Pre-registered pairs ({label})")
+        parts.append(f"Paired by {UNIT}; the same rule and margin as the verdict metric.")
+        parts.append(_md_table(_pair_columns(conf), _pair_rows(a)))
     if a.off:
         parts.append(f"### Phenomenon off: {spec.headline} − {spec.baseline} effect")
         parts.append(
@@ -370,6 +389,10 @@ def _section_bodies(a: Analysis, plots: dict[str, Plot]) -> list[ReportSection]:
         )
         body += _figure(plots, f"forest:{label}")
         sections.append(ReportSection(f"metric-{i}", heading, body))
+    if a.pairs:
+        body = _p(f"Pre-registered pairs on the verdict metric, paired by {UNIT}.")
+        body += html_table(_pair_columns(conf), _pair_rows(a), numeric=_pair_columns(conf)[2:-1])
+        sections.append(ReportSection("pairs", "Pre-registered pairs", body))
     if a.off or len(a.effects) > 1:
         body = _p(
             f"The {spec.headline} − {spec.baseline} effect on the base variant "

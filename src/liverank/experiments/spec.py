@@ -123,6 +123,10 @@ class ExperimentSpec(_Strict):
     stream: StreamSpec = Field(default_factory=StreamSpec)
     #: allow fewer than MIN_MODEL_SEEDS x MIN_WORLDS (smoke tests); reports say so
     underpowered_ok: bool = False
+    #: more pre-registered pairs ``[candidate, reference]`` reported with paired deltas on the
+    #: verdict metric in every variant (e.g. Moment's ``[moment, fast_slow]``: the ordering
+    #: of two arms neither of which is the baseline)
+    comparisons: list[tuple[str, str]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentSpec:
@@ -140,6 +144,12 @@ class ExperimentSpec(_Strict):
                 )
         if self.grid.world.preset not in PRESETS:
             raise ValueError(f"world preset '{self.grid.world.preset}' is not in {list(PRESETS)}")
+        bad = [p for p in self.comparisons if p[0] not in self.configs or p[1] not in self.configs]
+        if bad or any(a == b for a, b in self.comparisons):
+            raise ValueError(
+                f"comparisons must pair two different configs of {sorted(self.configs)}, got "
+                f"{bad or self.comparisons}"
+            )
         missing = [v for v in self.off_variants if v not in self.grid.variants]
         if missing:
             raise ValueError(f"off_variants {missing} are not variants {list(self.grid.variants)}")
