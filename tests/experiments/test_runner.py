@@ -156,3 +156,18 @@ def test_a_run_made_by_another_experiment_is_reused_not_repeated(tmp_path):
     assert {r["reused_from"] for r in records.values()} == {"first"}
     assert all(r["experiment"] == "second" for r in records.values())
     assert run_grid(second, out, progress=False) == 0 and len(read_results(out)) == 2
+
+
+def test_peak_rss_is_the_runs_own_not_the_process_lifetime():
+    """A runner process makes many runs: each record's peak RSS starts from a reset counter."""
+    import numpy as np
+
+    from liverank.experiments.runner import _peak_rss_gb, _reset_peak_rss
+
+    big = np.ones(40_000_000)  # ~0.3 GB, then freed
+    big[:] = 2.0
+    before = _peak_rss_gb(False)
+    del big
+    if not _reset_peak_rss():
+        pytest.skip("no /proc/self/clear_refs on this system (the lifetime peak is recorded)")
+    assert _peak_rss_gb(True) < before - 0.2

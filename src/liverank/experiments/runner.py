@@ -251,6 +251,7 @@ def run_one(
     """Train and test one cell of the grid; returns its record (not written)."""
     run_hash = key.hash(spec)
     cfg = _config(spec, key, out / "runs" / run_hash, device, threads)
+    peak_reset = _reset_peak_rss()
     started = time.perf_counter()
     if key.stream_mode == "offline":
         body = _run_offline(cfg, paths)
@@ -268,10 +269,29 @@ def run_one(
         "code": code_version(),
         **body,
         "seconds": round(time.perf_counter() - started, 2),
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
+        "peak_rss_gb": _peak_rss_gb(peak_reset),
         "device": device,
         "threads": threads,
     }
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS counter (Linux ``clear_refs``), so that the record's
+    ``peak_rss_gb`` is this run's and not the largest of every run the process made."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_gb(was_reset: bool) -> float:
+    """Peak resident memory (GB) since :func:`_reset_peak_rss`, else of the process's life."""
+    if was_reset:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024**2, 2)  # kB -> GB
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
 
 
 def _run_offline(cfg: ExperimentConfig, paths: dict[str, Path]) -> dict[str, Any]:
