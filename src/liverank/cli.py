@@ -32,6 +32,7 @@ from liverank.cli_args import (
     positive_int,
 )
 from liverank.cli_experiment import add_experiment
+from liverank.cli_graph import add_graph
 from liverank.cli_serve import add_serve
 from liverank.cli_stream import add_stream, add_train_stream
 from liverank.data.sim.config import SWITCHES
@@ -286,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_train_stream,
         add_serve,
         add_experiment,
+        add_graph,
     ):
         add(sub)
     return parser
