@@ -132,6 +132,21 @@ def _add_build_samples(sub: argparse._SubParsersAction) -> None:
         help="offline: also the product sequence, the room's product context and the goods-bag"
         " / product-click labels (what eLiveRec reads; docs/data.md)",
     )
+    p.add_argument(
+        "--segments",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="offline: also the room's last N 30 s content segments (MMBee's MFQ reads them)",
+    )
+    p.add_argument(
+        "--graph-k",
+        type=non_negative_int,
+        default=0,
+        metavar="K",
+        help="offline: also the top-K metapath neighbours of the user and the author, from a "
+        "gifting graph rebuilt daily (MMBee's GIE reads them; docs/graph.md)",
+    )
     add_unknown_events(p)
     p.set_defaults(func=cmd_build_samples)
 
@@ -144,6 +159,8 @@ def cmd_build_samples(args: argparse.Namespace) -> int:
     if args.mode != "offline":
         from liverank.stream.samples import build_stream_samples
 
+        if args.segments or args.graph_k:
+            raise ConfigError("--segments and --graph-k are built for --mode offline only")
         if args.shopping:
             raise ConfigError(
                 "--shopping is built for --mode offline only (the stream modes do not report "
@@ -170,6 +187,8 @@ def cmd_build_samples(args: argparse.Namespace) -> int:
             long_len=args.long_len,
             unknown_events=args.unknown_events,
             shopping=args.shopping,
+            segments=args.segments,
+            graph_k=args.graph_k,
         )
     print_samples_summary(stats, args.out)
     return 0

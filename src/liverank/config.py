@@ -43,6 +43,10 @@ class DataConfig(_Strict):
     #: samples with the shopping columns (``build-samples --shopping``: product sequence, room
     #: product context, goods-bag / product-click labels); what ``eliverec`` reads
     shopping: bool = False
+    #: MMBee's columns (``build-samples --segments N --graph-k K``): the room's last N content
+    #: segments and the top-K metapath neighbours of the user and author (0 = none)
+    segments: int = Field(0, ge=0)
+    graph_k: int = Field(0, ge=0)
 
 
 class TrainConfig(_Strict):

@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from liverank.data.mmbee import GIE_COLUMNS, SEGMENT_INDEX_COLUMN, SegmentTable
 from liverank.data.shopping import SHOP_TASKS
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features.long_history import LongHistory
@@ -71,6 +72,7 @@ class SampleSet:
         long_history: LongHistory | None = None,
         long_len: int = 0,
         long_fields: LongFields = "lazy",
+        segments: np.ndarray | None = None,
     ) -> None:
         lengths = {k: len(v) for k, v in arrays.items()}
         if len(set(lengths.values())) > 1:
@@ -91,11 +93,19 @@ class SampleSet:
             raise ValueError(f"long_fields must be 'lazy' or 'eager', got {long_fields!r}")
         #: ``lazy``: batches carry row ranges; ``eager``: also the ``[B, K]`` fields
         self.long_fields: LongFields = long_fields
+        #: MMBee's segment table ``[S + 1, 3, D]`` (shared, read-only); with it every batch
+        #: turns ``seg_idx`` into ``seg_<modality>`` and ``seg_mask`` (:mod:`liverank.data.mmbee`)
+        self.segments = segments if SEGMENT_INDEX_COLUMN in arrays else None
         self._n = next(iter(lengths.values()), 0)
 
     def _like(self, arrays: dict[str, np.ndarray]) -> SampleSet:
         return SampleSet(
-            arrays, self.feature_map, self.long_history, self.long_len, self.long_fields
+            arrays,
+            self.feature_map,
+            self.long_history,
+            self.long_len,
+            self.long_fields,
+            self.segments,
         )
 
     # ------------------------------------------------------------------ loading
@@ -174,10 +184,11 @@ class SampleSet:
                 arrays[c][offset : offset + count] = values
             offset += count
         store = LongHistory.load(samples_dir) if long_len > 0 else None
+        segments = SegmentTable.load(samples_dir) if SEGMENT_INDEX_COLUMN in arrays else None
         if fmap is not None:
             fmap = fmap.model_copy(update={"long_len": long_len})
         log.info("loaded %d samples x %d columns from %d shard(s)", n, len(wanted), len(paths))
-        return cls(arrays, fmap, store, long_len, long_fields)
+        return cls(arrays, fmap, store, long_len, long_fields, segments)
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -239,6 +250,8 @@ class SampleSet:
         if self.long_history is not None and self.long_fields == "eager":
             fields = self.long_history.batch_fields(arrays, self.long_len)
             out |= {k: torch.from_numpy(v) for k, v in fields.items()}
+        if self.segments is not None:
+            out |= SegmentTable.gather(self.segments, arrays[SEGMENT_INDEX_COLUMN])
         return out
 
 
@@ -260,6 +273,11 @@ def _table_rows(fmap: FeatureMap | None, column: str) -> int | None:
     """Rows of the embedding table a sequence column indexes (``None``: not known)."""
     if fmap is None:
         return None
+    if column in GIE_COLUMNS:
+        try:
+            return fmap.table_size(GIE_COLUMNS[column])
+        except ConfigError:
+            return None
     for fields in fmap.seq_fields.values():
         if column in fields:
             try:

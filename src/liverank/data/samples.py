@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from liverank.data import mmbee
 from liverank.data import shopping as shop
 from liverank.data.dead_letters import DEAD_LETTERS_FILE, RowScreen, check_policy
 from liverank.data.io import read_meta, read_table, table_path
@@ -117,6 +119,8 @@ def build_samples(
     unknown_events: str = "dead-letter",
     screen: RowScreen | None = None,
     shopping: bool = False,
+    segments: int = 0,
+    graph_k: int = 0,
 ) -> SampleStats:
     """Build the samples directory ``out_dir`` from the canonical dataset at ``dataset_dir``.
 
@@ -130,6 +134,10 @@ def build_samples(
     ``shopping=True`` adds the product sequence, the room's product context and the goods-bag /
     product-click labels (:mod:`liverank.data.shopping`, what eLiveRec reads); the dataset then
     needs its ``products``, ``product_events`` and ``room_products`` tables.
+    ``segments = N > 0`` adds the room's last ``N`` content segments (``seg_idx``, and the
+    segment table ``segments.npy``) and ``graph_k = K > 0`` the top-``K`` metapath neighbours
+    of the user and the author from a graph rebuilt daily (``gie_*``, stores under ``graph/``):
+    what MMBee reads (:mod:`liverank.data.mmbee`).
     Raises :class:`ConfigError` on a bad argument and :class:`DataValidationError` if a required
     table or column is missing, unreadable or of a wrong dtype, or an impression key
     ``(request_id, position)`` is duplicated.
@@ -145,6 +153,7 @@ def build_samples(
     _check_inputs(root)
     if shopping:
         shop.check_shopping_tables(root)
+    mmbee.check_mmbee_inputs(root, segments, graph_k)
     if screen is None:
         screen = RowScreen.of(root, unknown_events)
 
@@ -166,6 +175,10 @@ def build_samples(
         categories = shop.product_categories(root)
     tasks = list(fmap.tasks)
     fmap.long_len = long_len
+    seg_table = mmbee.SegmentTable.read(root) if segments else None
+    if seg_table is not None:
+        fmap.segments, fmap.segment_dim = segments, seg_table.dim
+    fmap.graph_k = graph_k
     static = _static_tables(root, rooms)
 
     _clear_outputs(out)
@@ -174,13 +187,23 @@ def build_samples(
         frames = _long_history_frames(screen, impressions, labels, static)
         store_files = lh.write_store(out, frames)
         store = lh.LongHistory.from_frames(frames)
+    if seg_table is not None:
+        np.save(out / mmbee.SEGMENT_FILE, seg_table.vectors)
+        store_files.append(mmbee.SEGMENT_FILE)
+    ts_all = impressions["ts"].to_numpy()
+    graphs = (
+        mmbee.build_graph_stores(
+            root, out, meta, (ts_all - meta.start_ts) // enc.MS_PER_DAY, graph_k
+        )
+        if graph_k
+        else {}
+    )
     n_shards = max(1, math.ceil(len(impressions) / shard_rows))
     live_hist = SortedHistory.empty({"author": np.int64, "category": np.int64, "action": np.int64})
     video_hist = SortedHistory.empty(
         {"author": np.int64, "tag": np.int64, "action": np.int64, "play": np.int64}
     )
     product_hist = shop.empty_product_history()
-    ts_all = impressions["ts"].to_numpy()
     files, seq_len_sums = [], np.zeros(3)
     for k in tqdm(
         range(n_shards), desc="build samples", unit="shard", disable=None if progress else True
@@ -210,6 +233,16 @@ def build_samples(
                 **_sequence_columns("product", tuple(shop.PRODUCT_SEQ_FEATURES), product, q_ts),
                 **extra,
             }
+        if seg_table is not None:
+            live_ids = chunk["live_id"].to_numpy()
+            extra[mmbee.SEGMENT_INDEX_COLUMN] = seg_table.last_before(live_ids, q_ts, segments)
+        if graphs:
+            extra |= mmbee.gie_columns(
+                graphs,
+                (q_ts - meta.start_ts) // enc.MS_PER_DAY,
+                q_user,
+                chunk["author_id"].to_numpy(),
+            )
         frame = _assemble(
             chunk,
             sample_ids[lo:hi],
@@ -493,9 +526,10 @@ def _clear_outputs(out: Path) -> None:
     stale = [*out.glob("part-*.parquet"), out / "feature_map.json", out / STATS_FILE]
     stale.append(out / DEAD_LETTERS_FILE)
     stale += [lh.store_path(out, d) for d in lh.DOMAIN_COLUMNS]
+    stale += [out / mmbee.SEGMENT_FILE, out / mmbee.GRAPH_DIR]
     removed = [p for p in stale if p.exists()]
     for p in removed:
-        p.unlink()
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
     if removed:
         log.info("removed %d file(s) of a previous build in %s", len(removed), out)
 

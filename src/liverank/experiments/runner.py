@@ -116,18 +116,32 @@ def world_dir(spec: ExperimentSpec, key: RunKey, cache: Path) -> Path:
 
 
 def samples_dir(
-    world: Path, cache: Path, seq_len: int = 50, long_len: int = 0, shopping: bool = False
+    world: Path,
+    cache: Path,
+    seq_len: int = 50,
+    long_len: int = 0,
+    shopping: bool = False,
+    segments: int = 0,
+    graph_k: int = 0,
 ) -> Path:
     """The cached offline samples of ``world`` (with ``long_len`` long histories, with the
-    shopping columns), built on first use."""
+    shopping columns, with MMBee's ``segments`` / ``graph_k`` columns), built on first use."""
     from liverank.data.samples import build_samples
 
     suffix = (f"-K{long_len}" if long_len else "") + ("-shop" if shopping else "")
+    suffix += (f"-S{segments}" if segments else "") + (f"-G{graph_k}" if graph_k else "")
     path = cache / "samples" / f"{world.name}-offline-L{seq_len}{suffix}"
     if not (path / "feature_map.json").exists():
         log.info("building samples %s", path.name)
         build_samples(
-            world, path, seq_len=seq_len, progress=False, long_len=long_len, shopping=shopping
+            world,
+            path,
+            seq_len=seq_len,
+            progress=False,
+            long_len=long_len,
+            shopping=shopping,
+            segments=segments,
+            graph_k=graph_k,
         )
     return path
 
@@ -186,11 +200,20 @@ def prepare(spec: ExperimentSpec, key: RunKey, cache: Path) -> dict[str, Path]:
     world = world_dir(spec, key, cache)
     cfg = _config(spec, key, Path("unused"), device="cpu", threads=1)
     if key.stream_mode == "offline":
-        samples = samples_dir(world, cache, long_len=cfg.data.long_len, shopping=cfg.data.shopping)
+        data = cfg.data
+        samples = samples_dir(
+            world,
+            cache,
+            long_len=data.long_len,
+            shopping=data.shopping,
+            segments=data.segments,
+            graph_k=data.graph_k,
+        )
         return {"world": world, "samples": samples}
-    if cfg.data.shopping:
+    if cfg.data.shopping or cfg.data.segments or cfg.data.graph_k:
         raise ConfigError(
-            f"config '{key.config}': data.shopping samples are built for offline arms only"
+            f"config '{key.config}': data.shopping / segments / graph_k samples are built for "
+            "offline arms only"
         )
     long_len = cfg.data.long_len
     train_dir = stream_samples_dir(world, cache, key.stream_mode, long_len=long_len)

@@ -159,6 +159,11 @@ class FeatureMap(BaseModel):
     hash_buckets: dict[str, int] = Field(default_factory=dict)
     long_view_ms: int = 60_000
     dataset: str = ""
+    #: MMBee (:mod:`liverank.data.mmbee`): segments per sample in ``seg_idx`` (0 = none), the
+    #: length of each modality's vector, and the metapath neighbours per ``gie_*`` column
+    segments: int = Field(0, ge=0)
+    segment_dim: int = Field(0, ge=0)
+    graph_k: int = Field(0, ge=0)
 
     def table_size(self, table: str) -> int:
         if table in self.hash_buckets:

@@ -383,14 +383,33 @@ class Ranker(nn.Module):
         return ranking_score(probs, self.config.score_exponents or {"ctr": 1.0})
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """``(sparse, dense)``: embedding weights with sparse gradients, and everything else."""
-        sparse_ids = set()
+        """``(sparse, dense)``: embedding weights with sparse gradients (the shared tables and
+        any ``nn.Embedding(sparse=True)`` a module owns, e.g. MMBee's per-author query tokens),
+        and everything else."""
         sparse: list[nn.Parameter] = []
         if self.embeddings.sparse:
             sparse = list(self.embeddings.parameters())
-            sparse_ids = {id(p) for p in sparse}
+        sparse_ids = {id(p) for p in sparse}
+        for module in self.modules():
+            is_sparse = isinstance(module, nn.Embedding) and module.sparse
+            if is_sparse and id(module.weight) not in sparse_ids:
+                sparse.append(module.weight)
+                sparse_ids.add(id(module.weight))
         dense = [p for p in self.parameters() if id(p) not in sparse_ids]
         return sparse, dense
+
+    def pretrain(self, samples_dir: str | Path, as_of_day: int, seed: int = 0) -> dict[str, Any]:
+        """Run the self-supervised pre-training of every module that has one (MMBee's GraphCL
+        in ``mmbee_gie``) on the data before day ``as_of_day`` of ``samples_dir``; returns
+        ``{module: summary}`` (empty when no module pre-trains)."""
+        done: dict[str, Any] = {}
+        for key, module in self.feature_modules.items():
+            hook = getattr(module, "pretrain", None)
+            if hook is not None:
+                summary = hook(Path(samples_dir), as_of_day, seed)
+                if summary:
+                    done[key] = summary
+        return done
 
     def attach_long_history(self, store: LongHistory | None, long_len: int = 0) -> int:
         """Give every module that reads long histories (e.g. ``moment_cross``) the store.

@@ -45,6 +45,8 @@ _VIDEO_ACTIONS = 6
 _PLAY_BUCKETS = 8
 #: click-logit effect of "the candidate's author is in the long video history" (long_len > 0)
 _LONG_SEEN_EFFECT = 2.0
+#: MMBee fields of ``synthetic_feature_map(mmbee=True)``: segments, vector length, neighbours
+_SEGMENTS, _SEGMENT_DIM, _GRAPH_K = 5, 16, 6
 #: products per category of the shopping fields
 _PRODUCTS_PER_CAT = 6
 
@@ -58,12 +60,14 @@ def synthetic_feature_map(
     hash_buckets: dict[str, int] | None = None,
     long_len: int = 0,
     shopping: bool = False,
+    mmbee: bool = False,
 ) -> FeatureMap:
     """A feature map with the standard sparse and sequence fields of ``features/spec.py``.
 
     With ``long_len > 0``, :func:`synthetic_batches` also fills the long-history fields of
     ``FeatureMap.long_fields`` (``[B, long_len]``, see :func:`_long_history`); with
-    ``shopping``, the product sequence, room product fields and shopping tasks (module doc).
+    ``shopping``, the product sequence, room product fields and shopping tasks (module doc);
+    with ``mmbee``, MMBee's segment and metapath-neighbour fields (:func:`_mmbee`).
     """
     if n_authors < n_categories:
         raise ConfigError(f"need at least one author per category ({n_authors} < {n_categories})")
@@ -112,6 +116,9 @@ def synthetic_feature_map(
         hash_buckets=dict(hash_buckets or {}),
         dataset="synthetic",
         long_len=long_len,
+        segments=_SEGMENTS if mmbee else 0,
+        segment_dim=_SEGMENT_DIM if mmbee else 0,
+        graph_k=_GRAPH_K if mmbee else 0,
         **extra,
     )
 
@@ -303,7 +310,56 @@ def _draw(fm: FeatureMap, world: _World, n: int, seed: int, planted: bool) -> di
     cols["stay_ms"] = (ctr * rng.exponential(30_000.0, n) * (1 + match)).astype(np.float32)
     if "product" in fm.seq_fields:
         cols |= _shopping(world, np.random.default_rng([seed, 11]), fav, cols, length, ctr)
+    if fm.segments or fm.graph_k:
+        cols |= _mmbee(fm, world, np.random.default_rng([seed, 13]), fav, cols, planted)
     return cols
+
+
+def _mmbee(
+    fm: FeatureMap,
+    world: _World,
+    rng: np.random.Generator,
+    fav: np.ndarray,
+    cols: dict[str, np.ndarray],
+    planted: bool,
+) -> dict[str, np.ndarray]:
+    """MMBee's fields, with two planted gift signals (``planted``): the room's *current*
+    excitement (a latent read by the visual vector of the most recent segment, noisily by the
+    others) multiplies the gift rate by up to 4 for authors with ``author_quality > 0``
+    (author-specific: what per-author queries capture), and a user whose graph neighbours
+    (``u2a2a``) include the target author gifts 3 times as often."""
+    n = len(fav)
+    author = cols["author_id"]
+    out: dict[str, np.ndarray] = {}
+    if fm.segments:
+        s, d = fm.segments, fm.segment_dim
+        excite = rng.random((n, s))  # [n, S] latent excitement per segment, most recent first
+        present = np.arange(s)[None, :] < rng.integers(1, s + 1, n)[:, None]  # [n, S]
+        direction = np.random.default_rng(99).standard_normal((3, d))
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        for i, (m, noise) in enumerate((("visual", 0.3), ("speech", 1.0), ("text", 2.0))):
+            vec = excite[..., None] * 3 * direction[i] + noise * rng.standard_normal((n, s, d))
+            out[f"seg_{m}"] = np.where(present[..., None], vec, 0).astype(np.float32)
+        out["seg_mask"] = present.astype(np.float32)
+        if planted:
+            boost = 1 + 3 * excite[:, 0] * (world.author_quality[author] > 0)
+            cols["gtr"] = cols["evtr"] * (rng.random(n) < np.minimum(0.04 * boost, 1))
+    if fm.graph_k:
+        k = fm.graph_k
+        same = world.author_in(np.repeat(fav, k), rng).reshape(n, k)  # authors of u's taste
+        has = rng.random(n) < 0.7  # users with gifts before the day
+        u2a2a = np.where(has[:, None], same, 0)
+        out["gie_u2a2a"] = u2a2a
+        out["gie_u2a2u2a"] = np.where(has[:, None], np.roll(same, 1, axis=1), 0)
+        out["gie_u2a2u"] = np.where(has[:, None], rng.integers(1, world.n_users + 1, (n, k)), 0)
+        cat = world.author_cat[author]
+        out["gie_a2a"] = world.author_in(np.repeat(cat, k), rng).reshape(n, k)
+        out["gie_a2u2a"] = world.author_in(np.repeat(cat, k), rng).reshape(n, k)
+        if planted:
+            linked = (u2a2a == author[:, None]).any(1)
+            extra = cols["evtr"].astype(bool) & linked & (rng.random(n) < 0.1)
+            cols["gtr"] = np.maximum(cols["gtr"], extra.astype(np.float32))
+    return out
 
 
 def _shopping(

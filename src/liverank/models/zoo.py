@@ -18,6 +18,10 @@ _cgc                                                   "CGC(Moment&Cross)")
 farm          sparse_features + farm (FARM section 3;  as ``ple``; the six live tasks
               its attention over both sequences
               replaces ``din``)
+mmbee         sparse_features + din + mmbee_mfq +      as ``mmoe``
+              mmbee_gie (MMBee; ``--segments`` and
+              ``--graph-k`` samples); ``mmbee_mfq`` /
+              ``mmbee_gie`` keep one of the two
 ============  =======================================  ==================================
 
 Sizes are CPU-friendly defaults (embedding dim 16). ``get_config`` returns a fresh copy, so a
@@ -82,6 +86,19 @@ def _cgc() -> RankerConfig:
     cfg = _ple()
     cfg.name = "cgc"
     cfg.backbone = PLEBackboneConfig(levels=1, n_specific=1, n_shared=2, expert_hidden=[64])
+    return cfg
+
+
+def _mmbee(mfq: bool, gie: bool) -> RankerConfig:
+    """MMBee (``papers/mmbee.txt``) on ``mmoe``: ``mmbee_mfq`` (the room's last segments,
+    needs ``--segments`` samples) and / or ``mmbee_gie`` (metapath neighbours with GraphCL
+    pre-training, needs ``--graph-k`` samples) added to ``mmoe``'s modules."""
+    cfg = _mmoe()
+    cfg.name = "mmbee" if mfq and gie else ("mmbee_mfq" if mfq else "mmbee_gie")
+    if mfq:
+        cfg.modules.append(ModuleSpec(name="mmbee_mfq", params={"dim": 64, "queries": 4}))
+    if gie:
+        cfg.modules.append(ModuleSpec(name="mmbee_gie", params={"dim": 32}))
     return cfg
 
 
@@ -202,6 +219,9 @@ _CONFIGS: dict[str, Callable[[], RankerConfig]] = {
     "farm": _farm,
     "cgc": _cgc,
     "moment_cross_cgc": _moment_cross_cgc,
+    "mmbee": lambda: _mmbee(True, True),
+    "mmbee_mfq": lambda: _mmbee(True, False),
+    "mmbee_gie": lambda: _mmbee(False, True),
     "eliverec": _eliverec,
     "eliverec_vanilla": _eliverec_vanilla,
     "eliverec_single": _eliverec_single,

@@ -80,6 +80,10 @@ def run_experiment(
     seed_everything(cfg.train.seed, cfg.train.threads)
     model = Ranker(feature_map, ranker_config(cfg))
     model.attach_long_history(train.long_history, train.long_len)  # the Cross GSUs' store
+    heldout = val if len(val) else test
+    # pre-training on data of the training days only (MMBee's GraphCL: gifts before the first
+    # held-out day)
+    model.pretrain(cfg.data.samples, as_of_day=min(heldout.days()), seed=cfg.train.seed)
     trainer = Trainer(cfg, feature_map, model)
     fit = trainer.fit(train, val, out)
     pred = trainer.predict(test)

@@ -1,0 +1,185 @@
+"""The MMBee columns of a sample (``build-samples --segments N --graph-k K``).
+
+MMBee (``papers/mmbee.txt``) reads two things besides the usual sparse features:
+
+* **the room's real-time content** (section 4): the multi-modal vectors (visual, speech, text) of
+  the room's last ``N`` 30 s segments at the time of the impression. A sample stores only
+  ``seg_idx [N]``: 1 + the row of each segment in the samples directory's segment table
+  ``segments.npy [S + 1, 3, D]`` (row 0 = padding), most recent first. A segment is visible
+  from its start (its ``ts``, on the 30 s grid): the frame on screen when the user is shown the
+  room is the current segment's, so ``seg_ts <= ts`` (the current segment included, the next one
+  never). The loader turns ``seg_idx`` into the batch fields ``seg_visual / seg_speech /
+  seg_text [B, N, D]`` and ``seg_mask [B, N]`` (:class:`SegmentTable.gather`), so the vectors
+  are held once, not once per impression.
+* **the graph-expanded behaviour** (section 5.3): the top-``K`` metapath neighbours of the
+  user (``u2a2u``, ``u2a2u2a``, ``u2a2a``) and of the author (``a2a``, ``a2u2a``), columns
+  ``gie_<metapath> [K]`` of raw user / author ids (0 = padding). **No leak:** the graph is
+  rebuilt once a day (MMBee's offline GIE stage): the rows of day ``d`` read the neighbour
+  store built from the gifts before day ``d``'s 00:00 (``OUT/graph/day=<d>``, kept beside the
+  shards: the GraphCL pre-training reads them), never a gift of their own day.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from liverank.data.io import read_table, table_path
+from liverank.data.schema import DatasetMeta
+from liverank.errors import ConfigError, DataValidationError
+from liverank.features import encoders as enc
+
+log = logging.getLogger(__name__)
+
+MODALITIES: tuple[str, ...] = ("visual", "speech", "text")
+SEGMENT_FILE = "segments.npy"
+SEGMENT_INDEX_COLUMN = "seg_idx"
+#: batch fields made from ``seg_idx`` by :meth:`SegmentTable.gather`
+SEGMENT_FIELDS: tuple[str, ...] = (*(f"seg_{m}" for m in MODALITIES), "seg_mask")
+USER_METAPATHS: tuple[str, ...] = ("u2a2u", "u2a2u2a", "u2a2a")
+AUTHOR_METAPATHS: tuple[str, ...] = ("a2a", "a2u2a")
+#: sample column -> the embedding table of the ids it holds
+GIE_COLUMNS: dict[str, str] = {
+    "gie_u2a2u": "user",
+    **{f"gie_{m}": "author" for m in ("u2a2u2a", "u2a2a", *AUTHOR_METAPATHS)},
+}
+GRAPH_DIR = "graph"
+
+
+def graph_store_dir(samples_dir: str | Path, day: int) -> Path:
+    """The neighbour store the rows of ``day`` read (gifts before that day's 00:00)."""
+    return Path(samples_dir) / GRAPH_DIR / f"day={day:03d}"
+
+
+@dataclass(frozen=True)
+class SegmentTable:
+    """Every segment of a dataset, sorted by ``(live_id, ts)``.
+
+    ``vectors [S + 1, 3, D]`` float32 (row 0 = padding; modality order :data:`MODALITIES`).
+    """
+
+    live_id: np.ndarray  # [S] int64
+    ts: np.ndarray  # [S] int64
+    vectors: np.ndarray  # [S + 1, 3, D] float32
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[2])
+
+    @classmethod
+    def read(cls, dataset_dir: str | Path) -> SegmentTable:
+        """The ``segments`` table of a canonical dataset (:class:`DataValidationError` when it is
+        missing, has no rows, or its vectors differ in length)."""
+        root = Path(dataset_dir)
+        if not table_path(root, "segments").exists():
+            raise DataValidationError(
+                "MMBee's content features need the 'segments' table (30 s multi-modal vectors)",
+                file=str(table_path(root, "segments")),
+            )
+        frame = read_table(root, "segments", ["live_id", "ts", *MODALITIES]).sort("live_id", "ts")
+        if frame.height == 0:
+            raise DataValidationError("the segments table has no rows", file=str(root))
+        mats = []
+        for m in MODALITIES:
+            lengths = frame[m].list.len()
+            if lengths.null_count() or lengths.min() != lengths.max():
+                raise DataValidationError(
+                    "segment vectors must all have one length (and no nulls)",
+                    file=str(table_path(root, "segments")),
+                    column=m,
+                )
+            mats.append(np.asarray(frame[m].list.to_array(int(lengths[0])).to_numpy(), np.float32))
+        if len({a.shape[1] for a in mats}) != 1:
+            raise DataValidationError(
+                "the three modalities' vectors differ in length",
+                file=str(table_path(root, "segments")),
+            )
+        body = np.stack(mats, axis=1)  # [S, 3, D]
+        vectors = np.concatenate([np.zeros((1, *body.shape[1:]), np.float32), body])
+        return cls(frame["live_id"].to_numpy(), frame["ts"].to_numpy(), vectors)
+
+    @classmethod
+    def load(cls, samples_dir: str | Path) -> np.ndarray:
+        """The ``segments.npy`` vectors ``[S + 1, 3, D]`` of a samples directory."""
+        path = Path(samples_dir) / SEGMENT_FILE
+        if not path.exists():
+            raise DataValidationError(
+                "the samples have seg_idx but no segment table; rebuild with --segments",
+                file=str(path),
+            )
+        return np.load(path, mmap_mode=None)
+
+    def last_before(self, live_id: np.ndarray, ts: np.ndarray, n: int) -> np.ndarray:
+        """``[Q, n]`` int32: 1 + the rows of the last ``n`` segments of room ``live_id[q]`` with
+        ``seg_ts <= ts[q]``, most recent first; 0 where the room has fewer."""
+        if n < 1:
+            raise ConfigError(f"segments per sample must be >= 1, got {n}")
+        rooms, first = np.unique(self.live_id, return_index=True)  # sorted
+        q_live, q_ts = np.asarray(live_id, np.int64), np.asarray(ts, np.int64)
+        r = np.searchsorted(rooms, q_live)  # [Q]
+        r_at = np.minimum(r, rooms.size - 1)
+        known = rooms[r_at] == q_live  # [Q]
+        t0 = min(int(self.ts.min()), int(q_ts.min(initial=self.ts.min())))
+        span = max(int(self.ts.max()), int(q_ts.max(initial=0))) - t0 + 1
+        room_rank = np.repeat(np.arange(rooms.size), np.diff(np.append(first, self.ts.size)))
+        keys = room_rank * span + (self.ts - t0)  # [S] ascending
+        pos = np.searchsorted(keys, r_at * span + (q_ts - t0), side="right") - 1  # [Q]
+        start = first[r_at]  # [Q] first row of the room
+        rows = pos[:, None] - np.arange(n)[None, :]  # [Q, n]
+        valid = known[:, None] & (rows >= start[:, None])
+        return np.where(valid, rows + 1, 0).astype(np.int32)
+
+    @staticmethod
+    def gather(vectors: np.ndarray, seg_idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """Batch fields ``seg_<modality> [B, n, D]`` float32 and ``seg_mask [B, n]`` of the
+        rows ``seg_idx [B, n]``."""
+        picked = torch.from_numpy(vectors[seg_idx])  # [B, n, 3, D]
+        out = {f"seg_{m}": picked[:, :, i] for i, m in enumerate(MODALITIES)}
+        out["seg_mask"] = torch.from_numpy((seg_idx > 0).astype(np.float32))  # [B, n]
+        return out
+
+
+def build_graph_stores(
+    dataset_dir: Path, out: Path, meta: DatasetMeta, days: np.ndarray, k: int
+) -> dict[int, object]:
+    """One neighbour store per day of ``days`` (as of its 00:00), loaded."""
+    from liverank.graph.store import NeighbourStore, build_neighbour_store
+
+    stores = {}
+    for day in np.unique(days).tolist():
+        path = graph_store_dir(out, day)
+        as_of = meta.start_ts + day * enc.MS_PER_DAY
+        built = build_neighbour_store(dataset_dir, path, as_of, k=k)
+        log.info("graph of day %d: %s gifts before it", day, f"{built['counts']['gifts']:,}")
+        stores[day] = NeighbourStore.load(path)
+    return stores
+
+
+def gie_columns(
+    stores: dict[int, object], day: np.ndarray, user_id: np.ndarray, author_id: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``gie_<metapath> [Q, k]`` neighbour ids of each row from the store of its day."""
+    k = next(iter(stores.values())).k  # type: ignore[attr-defined]
+    out = {c: np.zeros((len(day), k), np.int64) for c in GIE_COLUMNS}
+    for d in np.unique(day).tolist():
+        rows = np.flatnonzero(day == d)
+        store = stores[d]
+        for m in USER_METAPATHS:
+            out[f"gie_{m}"][rows] = store.neighbours(m, user_id[rows])[0]  # type: ignore[attr-defined]
+        for m in AUTHOR_METAPATHS:
+            out[f"gie_{m}"][rows] = store.neighbours(m, author_id[rows])[0]  # type: ignore[attr-defined]
+    return out
+
+
+def check_mmbee_inputs(dataset_dir: Path, segments: int, graph_k: int) -> None:
+    if segments < 0 or graph_k < 0:
+        raise ConfigError(f"segments and graph_k must be >= 0, got {segments}, {graph_k}")
+    if segments and not table_path(dataset_dir, "segments").exists():
+        raise DataValidationError(
+            "--segments needs the 'segments' table (30 s multi-modal vectors)",
+            file=str(table_path(dataset_dir, "segments")),
+        )

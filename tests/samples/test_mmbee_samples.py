@@ -1,0 +1,55 @@
+"""MMBee's sample columns (``build-samples --segments N --graph-k K``): the metapath neighbours
+of a row come from the graph of the gifts before its day, never from a later gift."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from liverank.data.loader import SampleSet
+from liverank.data.samples import build_samples
+from liverank.data.sim import SimConfig, simulate
+from liverank.graph.store import NeighbourStore, build_neighbour_store
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("mmbee_world") / "w"
+    simulate(SimConfig.preset("tiny", seed=0, n_days=3), root, progress=False)
+    return root
+
+
+def test_gie_columns_read_the_store_of_their_day_and_no_later_gift(
+    world: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "s"
+    build_samples(world, out, progress=False, segments=3, graph_k=5)
+    data = SampleSet.load(out)
+    assert data.batch(slice(0, 4))["seg_visual"].shape[1:] == (3, data.feature_map.segment_dim)
+    meta = json.loads((world / "meta.json").read_text())
+    day = data["day"]
+    last = int(day.max())
+    assert last >= 1
+    rows = np.flatnonzero(day == last)
+    ref = build_neighbour_store(world, tmp_path / "ref", meta["start_ts"] + last * 86_400_000, k=5)
+    assert ref["counts"]["gifts"] > 0
+    store = NeighbourStore.load(tmp_path / "ref")
+    want = store.neighbours("u2a2a", data["user_id"][rows])[0]
+    np.testing.assert_array_equal(data["gie_u2a2a"][rows], want)
+    # drop every gift from the last day's start on: the columns do not change
+    events = pl.read_parquet(world / "live_events.parquet")
+    cut = meta["start_ts"] + last * 86_400_000
+    kept = events.filter(~((pl.col("event") == "gift") & (pl.col("ts") >= cut)))
+    assert kept.height < events.height
+    altered = tmp_path / "altered"
+    shutil.copytree(world, altered)
+    kept.write_parquet(altered / "live_events.parquet")
+    build_samples(altered, tmp_path / "s2", progress=False, graph_k=5)
+    again = SampleSet.load(tmp_path / "s2")
+    for column in ("gie_u2a2u", "gie_u2a2u2a", "gie_u2a2a", "gie_a2a", "gie_a2u2a"):
+        np.testing.assert_array_equal(again[column], data[column])
