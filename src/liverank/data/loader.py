@@ -184,7 +184,8 @@ class SampleSet:
                 arrays[c][offset : offset + count] = values
             offset += count
         store = LongHistory.load(samples_dir) if long_len > 0 else None
-        segments = SegmentTable.load(samples_dir) if SEGMENT_INDEX_COLUMN in arrays else None
+        in_samples = SEGMENT_INDEX_COLUMN in arrays
+        segments = SegmentTable.load_vectors(samples_dir) if in_samples else None
         if fmap is not None:
             fmap = fmap.model_copy(update={"long_len": long_len})
         log.info("loaded %d samples x %d columns from %d shard(s)", n, len(wanted), len(paths))
@@ -273,18 +274,14 @@ def _table_rows(fmap: FeatureMap | None, column: str) -> int | None:
     """Rows of the embedding table a sequence column indexes (``None``: not known)."""
     if fmap is None:
         return None
-    if column in GIE_COLUMNS:
-        try:
-            return fmap.table_size(GIE_COLUMNS[column])
-        except ConfigError:
-            return None
-    for fields in fmap.seq_fields.values():
-        if column in fields:
-            try:
-                return fmap.table_size(fields[column])
-            except ConfigError:
-                return None
-    return None
+    tables = [GIE_COLUMNS.get(column)] + [f.get(column) for f in fmap.seq_fields.values()]
+    table = next((t for t in tables if t is not None), None)
+    if table is None:
+        return None
+    try:
+        return fmap.table_size(table)
+    except ConfigError:
+        return None
 
 
 def _allocate(column: str, dtype: pl.DataType, n: int, table_rows: int | None) -> np.ndarray:

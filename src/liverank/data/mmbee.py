@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,13 +34,14 @@ from liverank.data.schema import DatasetMeta
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features import encoders as enc
 
+if TYPE_CHECKING:
+    from liverank.graph.store import NeighbourStore
+
 log = logging.getLogger(__name__)
 
 MODALITIES: tuple[str, ...] = ("visual", "speech", "text")
 SEGMENT_FILE = "segments.npy"
 SEGMENT_INDEX_COLUMN = "seg_idx"
-#: batch fields made from ``seg_idx`` by :meth:`SegmentTable.gather`
-SEGMENT_FIELDS: tuple[str, ...] = (*(f"seg_{m}" for m in MODALITIES), "seg_mask")
 USER_METAPATHS: tuple[str, ...] = ("u2a2u", "u2a2u2a", "u2a2a")
 AUTHOR_METAPATHS: tuple[str, ...] = ("a2a", "a2u2a")
 #: sample column -> the embedding table of the ids it holds
@@ -102,8 +104,8 @@ class SegmentTable:
         vectors = np.concatenate([np.zeros((1, *body.shape[1:]), np.float32), body])
         return cls(frame["live_id"].to_numpy(), frame["ts"].to_numpy(), vectors)
 
-    @classmethod
-    def load(cls, samples_dir: str | Path) -> np.ndarray:
+    @staticmethod
+    def load_vectors(samples_dir: str | Path) -> np.ndarray:
         """The ``segments.npy`` vectors ``[S + 1, 3, D]`` of a samples directory."""
         path = Path(samples_dir) / SEGMENT_FILE
         if not path.exists():
@@ -111,7 +113,7 @@ class SegmentTable:
                 "the samples have seg_idx but no segment table; rebuild with --segments",
                 file=str(path),
             )
-        return np.load(path, mmap_mode=None)
+        return np.load(path)
 
     def last_before(self, live_id: np.ndarray, ts: np.ndarray, n: int) -> np.ndarray:
         """``[Q, n]`` int32: 1 + the rows of the last ``n`` segments of room ``live_id[q]`` with
@@ -145,11 +147,11 @@ class SegmentTable:
 
 def build_graph_stores(
     dataset_dir: Path, out: Path, meta: DatasetMeta, days: np.ndarray, k: int
-) -> dict[int, object]:
+) -> dict[int, NeighbourStore]:
     """One neighbour store per day of ``days`` (as of its 00:00), loaded."""
     from liverank.graph.store import NeighbourStore, build_neighbour_store
 
-    stores = {}
+    stores: dict[int, NeighbourStore] = {}
     for day in np.unique(days).tolist():
         path = graph_store_dir(out, day)
         as_of = meta.start_ts + day * enc.MS_PER_DAY
@@ -160,26 +162,24 @@ def build_graph_stores(
 
 
 def gie_columns(
-    stores: dict[int, object], day: np.ndarray, user_id: np.ndarray, author_id: np.ndarray
+    stores: dict[int, NeighbourStore],
+    day: np.ndarray,
+    user_id: np.ndarray,
+    author_id: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """``gie_<metapath> [Q, k]`` neighbour ids of each row from the store of its day."""
-    k = next(iter(stores.values())).k  # type: ignore[attr-defined]
+    k = next(iter(stores.values())).k
     out = {c: np.zeros((len(day), k), np.int64) for c in GIE_COLUMNS}
     for d in np.unique(day).tolist():
         rows = np.flatnonzero(day == d)
         store = stores[d]
         for m in USER_METAPATHS:
-            out[f"gie_{m}"][rows] = store.neighbours(m, user_id[rows])[0]  # type: ignore[attr-defined]
+            out[f"gie_{m}"][rows] = store.neighbours(m, user_id[rows])[0]
         for m in AUTHOR_METAPATHS:
-            out[f"gie_{m}"][rows] = store.neighbours(m, author_id[rows])[0]  # type: ignore[attr-defined]
+            out[f"gie_{m}"][rows] = store.neighbours(m, author_id[rows])[0]
     return out
 
 
-def check_mmbee_inputs(dataset_dir: Path, segments: int, graph_k: int) -> None:
+def check_mmbee_inputs(segments: int, graph_k: int) -> None:
     if segments < 0 or graph_k < 0:
         raise ConfigError(f"segments and graph_k must be >= 0, got {segments}, {graph_k}")
-    if segments and not table_path(dataset_dir, "segments").exists():
-        raise DataValidationError(
-            "--segments needs the 'segments' table (30 s multi-modal vectors)",
-            file=str(table_path(dataset_dir, "segments")),
-        )

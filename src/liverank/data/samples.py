@@ -153,7 +153,8 @@ def build_samples(
     _check_inputs(root)
     if shopping:
         shop.check_shopping_tables(root)
-    mmbee.check_mmbee_inputs(root, segments, graph_k)
+    mmbee.check_mmbee_inputs(segments, graph_k)
+    seg_table = mmbee.SegmentTable.read(root) if segments else None  # raises if it is missing
     if screen is None:
         screen = RowScreen.of(root, unknown_events)
 
@@ -175,7 +176,6 @@ def build_samples(
         categories = shop.product_categories(root)
     tasks = list(fmap.tasks)
     fmap.long_len = long_len
-    seg_table = mmbee.SegmentTable.read(root) if segments else None
     if seg_table is not None:
         fmap.segments, fmap.segment_dim = segments, seg_table.dim
     fmap.graph_k = graph_k
@@ -191,13 +191,8 @@ def build_samples(
         np.save(out / mmbee.SEGMENT_FILE, seg_table.vectors)
         store_files.append(mmbee.SEGMENT_FILE)
     ts_all = impressions["ts"].to_numpy()
-    graphs = (
-        mmbee.build_graph_stores(
-            root, out, meta, (ts_all - meta.start_ts) // enc.MS_PER_DAY, graph_k
-        )
-        if graph_k
-        else {}
-    )
+    days = (ts_all - meta.start_ts) // enc.MS_PER_DAY  # [N]
+    graphs = mmbee.build_graph_stores(root, out, meta, days, graph_k) if graph_k else {}
     n_shards = max(1, math.ceil(len(impressions) / shard_rows))
     live_hist = SortedHistory.empty({"author": np.int64, "category": np.int64, "action": np.int64})
     video_hist = SortedHistory.empty(
@@ -239,7 +234,7 @@ def build_samples(
         if graphs:
             extra |= mmbee.gie_columns(
                 graphs,
-                (q_ts - meta.start_ts) // enc.MS_PER_DAY,
+                days[lo:hi],
                 q_user,
                 chunk["author_id"].to_numpy(),
             )
@@ -261,7 +256,6 @@ def build_samples(
     fmap.save(out / "feature_map.json")
     screen.write(out)
     n = len(impressions)
-    days = (ts_all - meta.start_ts) // enc.MS_PER_DAY
     stats = SampleStats(
         rows=n,
         shards=n_shards,

@@ -14,12 +14,14 @@ is the ablation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
+
+from liverank.errors import ConfigError
 
 if TYPE_CHECKING:
     from liverank.models.layers.embedding import EmbeddingCollection
@@ -34,6 +36,19 @@ class ModuleOutput:
     representation: torch.Tensor  # [B, out_dim]
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # scalar tensors
     diagnostics: dict[str, torch.Tensor | float] = field(default_factory=dict)
+
+
+def check_choices(
+    owner: str, what: str, given: Sequence[str], allowed: Sequence[str]
+) -> tuple[str, ...]:
+    """``given`` as a tuple if it is a non-empty list of distinct names from ``allowed`` (e.g.
+    the parts an ablation keeps), else a :class:`ConfigError` naming ``owner`` and ``what``."""
+    unknown = [g for g in given if g not in allowed]
+    if unknown or not given or len(set(given)) != len(given):
+        raise ConfigError(
+            f"{owner}: {what} must be distinct names from {tuple(allowed)}, got {list(given)}"
+        )
+    return tuple(given)
 
 
 class FeatureModule(nn.Module):

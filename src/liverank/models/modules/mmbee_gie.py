@@ -37,18 +37,13 @@ from torch import nn
 from liverank.data.mmbee import AUTHOR_METAPATHS, GIE_COLUMNS, USER_METAPATHS
 from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
-from liverank.models.base import Batch, FeatureModule, ModuleOutput
+from liverank.models.base import Batch, FeatureModule, ModuleOutput, check_choices
 from liverank.models.layers.embedding import EmbeddingCollection
+from liverank.models.layers.pooling import masked_mean
 from liverank.models.registry import register_module
 
 log = logging.getLogger(__name__)
 METAPATHS = (*USER_METAPATHS, *AUTHOR_METAPATHS)
-
-
-def _mean_pool(vectors: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Mean of ``vectors [B, L, d]`` over the non-padding ids ``[B, L]`` (zero if none)."""
-    weights = (ids > 0).float().unsqueeze(-1)  # [B, L, 1]
-    return (vectors * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # [B, d]
 
 
 @register_module
@@ -84,12 +79,7 @@ class MMBeeGIE(FeatureModule):
                 "mmbee_gie reads metapath neighbours: build the samples with "
                 "`liverank build-samples --graph-k K` (data.graph_k in a config)"
             )
-        unknown = [m for m in metapaths if m not in METAPATHS]
-        if unknown or not metapaths or len(set(metapaths)) != len(metapaths):
-            raise ConfigError(
-                f"mmbee_gie: metapaths must be distinct names from {METAPATHS}, "
-                f"got {list(metapaths)}"
-            )
+        metapaths = check_choices("mmbee_gie", "metapaths", metapaths, METAPATHS)
         if dim < 1 or pretrain_epochs < 1 or pretrain_negatives < 1 or pretrain_lambda < 0:
             raise ConfigError(
                 "mmbee_gie: need dim, pretrain_epochs, pretrain_negatives >= 1 and "
@@ -121,13 +111,12 @@ class MMBeeGIE(FeatureModule):
         """Eq. 10 / 11 + 12: the mean of the node embeddings of the union of ``paths``."""
         ids = [batch[f"gie_{m}"] for m in paths]  # each [B, K]
         vectors = [self.nodes[GIE_COLUMNS[f"gie_{m}"]](i) for m, i in zip(paths, ids, strict=True)]
-        return _mean_pool(torch.cat(vectors, 1), torch.cat(ids, 1))  # [B, d]
+        return masked_mean(torch.cat(vectors, 1), torch.cat(ids, 1) > 0)  # [B, d]
 
     def forward(self, batch: Batch, emb: EmbeddingCollection) -> ModuleOutput:
-        b = len(batch[self.required_fields[0]])
-        zeros = torch.zeros(b, self.dim, device=self.nodes["user"].weight.device)
-        h_u = self._side(batch, self.user_paths) if self.user_paths else zeros
-        h_a = self._side(batch, self.author_paths) if self.author_paths else zeros
+        sides = [self._side(batch, p) if p else None for p in (self.user_paths, self.author_paths)]
+        present = next(h for h in sides if h is not None)  # [B, d] (metapaths is non-empty)
+        h_u, h_a = (torch.zeros_like(present) if h is None else h for h in sides)
         return ModuleOutput(torch.cat([h_u, h_a], dim=1))  # [B, 2 d]
 
     def pretrain(self, samples_dir: Path, as_of_day: int, seed: int = 0) -> dict[str, float]:

@@ -38,8 +38,9 @@ from torch import nn
 from liverank.data.mmbee import MODALITIES
 from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
-from liverank.models.base import Batch, FeatureModule, ModuleOutput
+from liverank.models.base import Batch, FeatureModule, ModuleOutput, check_choices
 from liverank.models.layers.embedding import EmbeddingCollection
+from liverank.models.layers.pooling import masked_mean
 from liverank.models.registry import register_module
 
 
@@ -84,18 +85,13 @@ class MMBeeMFQ(FeatureModule):
                 "mmbee_mfq reads the room's content segments: build the samples with "
                 "`liverank build-samples --segments N` (data.segments in a config)"
             )
-        unknown = [m for m in modalities if m not in MODALITIES]
-        if unknown or not modalities or len(set(modalities)) != len(modalities):
-            raise ConfigError(
-                f"mmbee_mfq: modalities must be distinct names from {MODALITIES}, "
-                f"got {list(modalities)}"
-            )
+        modalities = check_choices("mmbee_mfq", "modalities", modalities, MODALITIES)
         if dim < 1 or queries < 0 or heads < 1 or dim % heads:
             raise ConfigError(
                 f"mmbee_mfq: need dim >= 1 divisible by heads >= 1 and queries >= 0, got dim "
                 f"{dim}, heads {heads}, queries {queries}"
             )
-        self.modalities = tuple(modalities)
+        self.modalities = modalities
         self.dim, self.n_queries = dim, queries
         self.author_field = author_field
         self.project = nn.ModuleDict(
@@ -139,9 +135,7 @@ class MMBeeMFQ(FeatureModule):
         )
         gate = has_any.float()[:, None]  # [B, 1]
         if not self.n_queries:
-            weights = (~fused_pad).float().unsqueeze(-1)  # [B, M * N, 1]
-            pooled = (fused * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # [B, d]
-            return ModuleOutput(pooled * gate)
+            return ModuleOutput(masked_mean(fused, ~fused_pad) * gate)  # [B, d]
         author = batch[self.author_field]
         q = self.query_tokens(author).view(-1, self.n_queries, self.dim)  # [B, Q, d]
         h, _ = self.query_cross(q, fused, fused, key_padding_mask=fused_pad, need_weights=False)
