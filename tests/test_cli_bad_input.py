@@ -91,6 +91,10 @@ CASES: list[tuple[str, str]] = [
         "'Enter' x {enters:,}",
     ),
     ("build-samples --data {tiny} --out {file}", "is an existing file"),
+    (
+        "build-samples --data {tiny} --out {root}/b9 --mode exit --segments 5",
+        "--segments with a stream mode needs --mode moment",
+    ),
     ("train --config {root}/missing.yaml", "config file not found"),
     ("train --config {config}", "no_samples"),
     ("train --config {config} --epochs 0", "--epochs: must be >= 1, got 0"),

@@ -43,3 +43,45 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     p.write_text("- a list\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(p)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p.relative_to(ROOT) for p in (ROOT / "configs").rglob("*.yaml")), ids=str
+)
+def test_every_committed_config_names_a_model_that_parses(path: Path) -> None:
+    from liverank.train.experiment import ranker_config
+
+    cfg = load_config(ROOT / path)
+    assert ranker_config(cfg).modules
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_committed_experiment_loads_with_a_full_grid(path: Path) -> None:
+    from liverank.experiments.spec import ExperimentSpec
+    from liverank.train.experiment import ranker_config
+
+    spec = ExperimentSpec.load(path)
+    assert len(spec.grid.model_seeds) >= 5 and len(spec.grid.world.seeds) >= 2
+    for key in {k.config: k for k in spec.runs()}.values():
+        cfg = load_config(
+            ROOT / spec.configs[key.config].config, spec.configs[key.config].overrides
+        )
+        assert ranker_config(cfg).modules
+
+
+def test_moment_rows_refuse_samples_of_another_mode(tmp_path: Path) -> None:
+    from liverank.train.experiment import check_rows
+
+    samples = tmp_path / "s"
+    samples.mkdir()
+    (samples / "stats.json").write_text('{"mode": "exit"}')
+    cfg = load_config(ROOT / "configs" / "sim.yaml", {"data.samples": str(samples)})
+    with pytest.raises(ConfigError, match="holds exit rows"):
+        check_rows(cfg)
+    (samples / "stats.json").write_text('{"mode": "moment"}')
+    with pytest.raises(ConfigError, match="no start_ts"):
+        check_rows(cfg)
+    (samples / "stats.json").write_text('{"mode": "moment", "start_ts": 5}')
+    assert check_rows(cfg) == 5

@@ -137,14 +137,16 @@ def _add_build_samples(sub: argparse._SubParsersAction) -> None:
         type=non_negative_int,
         default=0,
         metavar="N",
-        help="offline: also the room's last N 30 s content segments (MMBee's MFQ reads them)",
+        help="also the room's last N 30 s content segments (MMBee's MFQ reads them): as of the "
+        "impression offline, as of the reported window with --mode moment (MMBee's "
+        "segment-level gift samples); not with exit / fast_slow",
     )
     p.add_argument(
         "--graph-k",
         type=non_negative_int,
         default=0,
         metavar="K",
-        help="offline: also the top-K metapath neighbours of the user and the author, from a "
+        help="also the top-K metapath neighbours of the user and the author, from a "
         "gifting graph rebuilt daily (MMBee's GIE reads them; docs/graph.md)",
     )
     add_unknown_events(p)
@@ -159,8 +161,11 @@ def cmd_build_samples(args: argparse.Namespace) -> int:
     if args.mode != "offline":
         from liverank.stream.samples import build_stream_samples
 
-        if args.segments or args.graph_k:
-            raise ConfigError("--segments and --graph-k are built for --mode offline only")
+        if args.segments and args.mode != "moment":
+            raise ConfigError(
+                f"--segments with a stream mode needs --mode moment (the rows that report a "
+                f"gift in its own 30 s segment), not --mode {args.mode}"
+            )
         if args.shopping:
             raise ConfigError(
                 "--shopping is built for --mode offline only (the stream modes do not report "
@@ -174,6 +179,8 @@ def cmd_build_samples(args: argparse.Namespace) -> int:
             long_len=args.long_len,
             features=args.features,
             unknown_events=args.unknown_events,
+            segments=args.segments,
+            graph_k=args.graph_k,
         )
     else:
         from liverank.data.samples import build_samples

@@ -147,18 +147,34 @@ def samples_dir(
 
 
 def stream_samples_dir(
-    world: Path, cache: Path, mode: str, seq_len: int = 50, long_len: int = 0
+    world: Path,
+    cache: Path,
+    mode: str,
+    seq_len: int = 50,
+    long_len: int = 0,
+    segments: int = 0,
+    graph_k: int = 0,
 ) -> Path:
     """The cached rows stream ``mode`` emits from ``world`` (with ``long_len`` long
-    histories), built on first use, with the label latency of its positive rows in
-    ``label_latency.json`` beside them."""
+    histories, MMBee's ``segments`` / ``graph_k`` columns), built on first use, with the label
+    latency of its positive rows in ``label_latency.json`` beside them."""
     from liverank.stream.samples import build_stream_samples
 
     suffix = f"-K{long_len}" if long_len else ""
+    suffix += (f"-S{segments}" if segments else "") + (f"-G{graph_k}" if graph_k else "")
     path = cache / "samples" / f"{world.name}-{mode}-L{seq_len}{suffix}"
     if not (path / "stats.json").exists():
         log.info("building %s stream samples %s", mode, path.name)
-        build_stream_samples(world, path, mode, seq_len=seq_len, progress=False, long_len=long_len)
+        build_stream_samples(
+            world,
+            path,
+            mode,
+            seq_len=seq_len,
+            progress=False,
+            long_len=long_len,
+            segments=segments,
+            graph_k=graph_k,
+        )
     if not (path / "label_latency.json").exists():
         (path / "label_latency.json").write_text(json.dumps(label_latency(path), indent=2))
     return path
@@ -201,6 +217,20 @@ def prepare(spec: ExperimentSpec, key: RunKey, cache: Path) -> dict[str, Path]:
     cfg = _config(spec, key, Path("unused"), device="cpu", threads=1)
     if key.stream_mode == "offline":
         data = cfg.data
+        if data.rows == "moment":  # offline protocol (day split) on the moment stream's rows
+            if data.shopping:
+                raise ConfigError(
+                    f"config '{key.config}': data.shopping is built for impression rows only"
+                )
+            samples = stream_samples_dir(
+                world,
+                cache,
+                "moment",
+                long_len=data.long_len,
+                segments=data.segments,
+                graph_k=data.graph_k,
+            )
+            return {"world": world, "samples": samples}
         samples = samples_dir(
             world,
             cache,
@@ -210,10 +240,10 @@ def prepare(spec: ExperimentSpec, key: RunKey, cache: Path) -> dict[str, Path]:
             graph_k=data.graph_k,
         )
         return {"world": world, "samples": samples}
-    if cfg.data.shopping or cfg.data.segments or cfg.data.graph_k:
+    if cfg.data.shopping or cfg.data.segments or cfg.data.graph_k or cfg.data.rows != "impression":
         raise ConfigError(
-            f"config '{key.config}': data.shopping / segments / graph_k samples are built for "
-            "offline arms only"
+            f"config '{key.config}': data.shopping / segments / graph_k / rows samples are built "
+            "for offline arms only (a stream arm's rows are its stream mode's)"
         )
     long_len = cfg.data.long_len
     train_dir = stream_samples_dir(world, cache, key.stream_mode, long_len=long_len)

@@ -116,7 +116,7 @@ def graphcl_pretrain(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total, batches = total + float(loss), batches + 1
+            total, batches = total + float(loss.detach()), batches + 1
         losses.append(total / max(batches, 1))
     weights = theta.detach().clone()
     weights[0] = 0.0

@@ -22,6 +22,12 @@ mmbee         sparse_features + din + mmbee_mfq +      as ``mmoe``
               mmbee_gie (MMBee; ``--segments`` and
               ``--graph-k`` samples); ``mmbee_mfq`` /
               ``mmbee_gie`` keep one of the two
+sim           sparse_features + din + moment_cross      as ``mmoe``
+              with the ``livelong`` search only (a
+              SIM-style GSU + ESU; ``long_len > 0``)
+sim_mmbee     ``sim`` + mmbee_mfq + mmbee_gie (MMBee's  as ``mmoe``
+              "SIM+Ours"); ``sim_mmbee_mfq`` /
+              ``sim_mmbee_gie`` keep one of the two
 ============  =======================================  ==================================
 
 Sizes are CPU-friendly defaults (embedding dim 16). ``get_config`` returns a fresh copy, so a
@@ -99,6 +105,38 @@ def _mmbee(mfq: bool, gie: bool) -> RankerConfig:
         cfg.modules.append(ModuleSpec(name="mmbee_mfq", params={"dim": 64, "queries": 4}))
     if gie:
         cfg.modules.append(ModuleSpec(name="mmbee_gie", params={"dim": 32}))
+    return cfg
+
+
+def _sim() -> RankerConfig:
+    """A SIM-style baseline (Pi et al., CIKM 2020; MMBee's foundational model): ``mmoe`` plus
+    one search over the user's long-term live history - a soft-search GSU keeps the
+    ``gsu_len`` rooms closest to the candidate, an ESU target attention pools them. Built from
+    Cross's ``livelong`` sequence alone with no contrastive term (needs ``long_len > 0``
+    samples)."""
+    cfg = _mmoe()
+    cfg.name = "sim"
+    cfg.modules.append(
+        ModuleSpec(
+            name="moment_cross",
+            params={
+                "gsu_len": 50,
+                "heads": 2,
+                "sequences": ["livelong"],
+                "contrastive_weight": 0.0,
+            },
+        )
+    )
+    return cfg
+
+
+def _sim_mmbee(mfq: bool, gie: bool) -> RankerConfig:
+    """MMBee as the paper deploys it (Table 1 "SIM+Ours"): ``sim`` with ``mmbee_mfq`` and / or
+    ``mmbee_gie``."""
+    cfg = _sim()
+    extra = _mmbee(mfq, gie)
+    cfg.name = "sim_" + extra.name
+    cfg.modules.extend(m for m in extra.modules if m.name.startswith("mmbee_"))
     return cfg
 
 
@@ -222,6 +260,10 @@ _CONFIGS: dict[str, Callable[[], RankerConfig]] = {
     "mmbee": lambda: _mmbee(True, True),
     "mmbee_mfq": lambda: _mmbee(True, False),
     "mmbee_gie": lambda: _mmbee(False, True),
+    "sim": _sim,
+    "sim_mmbee": lambda: _sim_mmbee(True, True),
+    "sim_mmbee_mfq": lambda: _sim_mmbee(True, False),
+    "sim_mmbee_gie": lambda: _sim_mmbee(False, True),
     "eliverec": _eliverec,
     "eliverec_vanilla": _eliverec_vanilla,
     "eliverec_single": _eliverec_single,

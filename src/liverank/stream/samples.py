@@ -22,6 +22,17 @@ name, unknown user / room / video: :mod:`liverank.data.dead_letters`) are left o
 emitted rows too, counted in ``stats.json`` (``set_aside``) and written to
 ``dead_letters.parquet`` of ``out_dir``.
 
+MMBee's columns (``segments = N``, ``graph_k = K``; :mod:`liverank.data.mmbee`). ``graph_k``
+adds the metapath neighbours of the impression's day (the graph of the gifts before that day's
+00:00, as offline). ``segments`` is for ``moment`` rows only and is taken **as of the reported
+window**, not the impression: the room's last ``N`` segments that started before ``emit_ts``
+(the end of the row's 30 s window), so a gift's row carries the segment in which the gift was
+sent and a negative row the segment of the exit - MMBee's segment-level first-only samples
+(``papers/mmbee.txt``, section 3). The segment is the room's broadcast content, which the
+ranker sees while it scores the room in that window; the user's own behaviour features stay as
+of the impression. The other modes report a gift at a fixed delay or at the exit, not in the
+gift's segment, so they refuse ``segments``.
+
 ``stay_ms`` is the visit's final stay (as in the offline samples) on every row; it is a
 regression target, known only once the visit has ended - use it only on rows emitted at or
 after the exit (e.g. ``exit`` mode), never as a feature.
@@ -41,6 +52,7 @@ from pathlib import Path
 import polars as pl
 from tqdm.auto import tqdm
 
+from liverank.data import mmbee
 from liverank.data.dead_letters import DEAD_LETTERS_FILE, RowScreen
 from liverank.data.io import read_meta, read_table, table_path
 from liverank.data.samples import SHARD_PATTERN, STATS_FILE, build_samples, day_summary
@@ -77,6 +89,8 @@ class StreamSampleStats:
     slow_rows: int
     seconds: float
     dataset: str = ""
+    #: the dataset's ``start_ts`` (day 0's 00:00): where the days of ``day`` / ``hour`` start
+    start_ts: int = 0
     features: str = "impression"
     order: str = "emit_ts, request_id, position, part"
     files: list[str] = field(default_factory=list)
@@ -104,6 +118,8 @@ def build_stream_samples(
     long_len: int = 0,
     features: str = "impression",
     unknown_events: str = "dead-letter",
+    segments: int = 0,
+    graph_k: int = 0,
 ) -> StreamSampleStats:
     """Build the samples directory ``out_dir`` of reporting ``mode`` from ``dataset_dir``.
 
@@ -122,6 +138,10 @@ def build_stream_samples(
             (:mod:`liverank.stream.emission_features`; read its leakage caveat first).
         unknown_events: ``"dead-letter"`` (default) sets rows with an unknown event name aside;
             ``"error"`` raises :class:`DataValidationError` naming them.
+        segments: ``N > 0`` (``moment`` only): the room's last ``N`` content segments as of the
+            row's window (``seg_idx`` and ``segments.npy``; module doc).
+        graph_k: ``K > 0``: the top-``K`` metapath neighbours of the user and the author
+            (``gie_<metapath>`` and the daily stores under ``graph/``).
 
     Returns:
         The :class:`StreamSampleStats` also written to ``stats.json``.
@@ -132,12 +152,19 @@ def build_stream_samples(
         raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
     if features not in FEATURE_TIMES:
         raise ConfigError(f"features must be one of {FEATURE_TIMES}, got '{features}'")
+    mmbee.check_mmbee_inputs(segments, graph_k)
+    if segments and mode != "moment":
+        raise ConfigError(
+            f"segments: only 'moment' rows carry the segment of the reported behaviour (MMBee's "
+            f"segment-level labels); '{mode}' reports at a fixed delay or at the exit"
+        )
     started = time.perf_counter()
     root, out = Path(dataset_dir), Path(out_dir)
     meta = read_meta(root)
     out.mkdir(parents=True, exist_ok=True)
 
     screen = RowScreen.of(root, unknown_events)
+    seg_table = mmbee.SegmentTable.read(root) if segments else None  # raises if it is missing
     with tempfile.TemporaryDirectory(dir=out, prefix=".offline-") as tmp:
         build_samples(
             root,
@@ -147,6 +174,8 @@ def build_stream_samples(
             long_len=long_len,
             unknown_events=unknown_events,
             screen=screen,
+            segments=segments,
+            graph_k=graph_k,
         )
         offline = pl.read_parquet(Path(tmp) / "part-*.parquet")
         fmap = FeatureMap.load(Path(tmp) / "feature_map.json")
@@ -154,6 +183,14 @@ def build_stream_samples(
         if long_len > 0:  # same store: the index columns point into it
             shutil.move(Path(tmp) / lh.STORE_DIR, out / lh.STORE_DIR)
         shutil.move(Path(tmp) / DEAD_LETTERS_FILE, out / DEAD_LETTERS_FILE)
+        for name in (mmbee.SEGMENT_FILE, mmbee.GRAPH_DIR):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+            if (Path(tmp) / name).exists():
+                shutil.move(Path(tmp) / name, target)
     rows = _emitted(screen, mode, meta.long_view_ms)
 
     feature_cols = offline.drop(*_LABELS, "day", "hour").rename({"sample_id": "_key"})
@@ -172,6 +209,13 @@ def build_stream_samples(
     def with_features(part: pl.DataFrame) -> pl.DataFrame:
         """The emitted rows ``part`` with their impression's features, in ``part``'s order."""
         joined = part.join(feature_cols, on="_key", how="inner", maintain_order="left")
+        if seg_table is not None:  # the segments current in the reported window
+            seg = seg_table.last_before(
+                joined["live_id"].to_numpy(), joined["emit_ts"].to_numpy() - 1, segments
+            )  # [r, N]
+            joined = joined.with_columns(
+                pl.Series(mmbee.SEGMENT_INDEX_COLUMN, seg, dtype=pl.Array(pl.Int32, segments))
+            )
         return joined.select(*columns)  # [r, C]
 
     for p in [*out.glob("part-*.parquet"), out / STATS_FILE]:
@@ -204,6 +248,7 @@ def build_stream_samples(
         slow_rows=int(rows["slow"].sum()),
         seconds=round(time.perf_counter() - started, 3),
         dataset=meta.name,
+        start_ts=int(meta.start_ts),
         features=features,
         files=files,
         by_day=day_summary(rows),

@@ -17,6 +17,7 @@ from liverank.config import ExperimentConfig
 from liverank.data.loader import SampleSet, split_by_day
 from liverank.errors import ConfigError
 from liverank.eval.evaluate import EvalResult, evaluate
+from liverank.features import encoders as enc
 from liverank.features.spec import FeatureMap
 from liverank.models.ranker import Ranker, RankerConfig
 from liverank.models.zoo import get_config
@@ -59,9 +60,40 @@ def ranker_config(cfg: ExperimentConfig) -> RankerConfig:
     return RankerConfig.parse(cfg.model, "model")
 
 
+def check_rows(cfg: ExperimentConfig) -> int | None:
+    """``data.rows: moment`` needs samples of the moment stream (``stats.json`` says which
+    mode built them): :class:`ConfigError` naming the samples directory otherwise. Returns the
+    dataset's ``start_ts`` for moment rows (``None`` for impression rows)."""
+    if cfg.data.rows != "moment":
+        return None
+    path = Path(cfg.data.samples) / "stats.json"
+    stats = json.loads(path.read_text()) if path.exists() else {}
+    mode = stats.get("mode")
+    if mode != "moment":
+        raise ConfigError(
+            f"data.rows is 'moment' but {cfg.data.samples} holds "
+            f"{'offline' if mode is None else mode} rows; build them with "
+            "`liverank build-samples --mode moment`"
+        )
+    if "start_ts" not in stats:
+        raise ConfigError(f"{path}: no start_ts (built by an older liverank); rebuild the samples")
+    return int(stats["start_ts"])
+
+
+def fold_spillover(data: SampleSet, start_ts: int) -> None:
+    """Stream rows are dated by emission: the visits still open at the data's end emit after
+    its last impression day, a sliver of a day that a day split would take for the test day.
+    Those rows join the last impression day (in place; the order stays sorted)."""
+    last = int((int(data["ts"].max()) - start_ts) // enc.MS_PER_DAY)
+    np.minimum(data["day"], last, out=data["day"])
+
+
 def load_splits(cfg: ExperimentConfig) -> tuple[FeatureMap, SampleSet, SampleSet, SampleSet]:
+    start_ts = check_rows(cfg)
     feature_map = FeatureMap.load(cfg.data.samples)
     data = SampleSet.load(cfg.data.samples, long_len=cfg.data.long_len)
+    if start_ts is not None:
+        fold_spillover(data, start_ts)
     train, val, test = split_by_day(data, val_days=cfg.data.val_days, test_days=cfg.data.test_days)
     log.info("samples: train %d, validation %d, test %d", len(train), len(val), len(test))
     return feature_map, train, val, test
