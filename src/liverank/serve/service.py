@@ -116,6 +116,22 @@ class StoreFeatureService:
         }
 
 
+def check_servable(model: Ranker, name: str) -> None:
+    """:class:`ConfigError` for a model that reads features the service cannot build yet:
+    MMBee's content segments (``seg_*``) and metapath neighbours (``gie_*``)."""
+    fmap = model.feature_map
+    missing = [
+        w
+        for w, on in (("content segments", fmap.segments), ("graph neighbours", fmap.graph_k))
+        if on
+    ]
+    if missing:
+        raise ConfigError(
+            f"model '{name}' reads MMBee's {' and '.join(missing)}, which liverank serve does "
+            "not build yet (issue #16); serve a model trained without --segments / --graph-k"
+        )
+
+
 def build_service(
     registry: str | Path,
     model: str,
@@ -147,6 +163,7 @@ def build_service(
             + (f": {holder.problem}" if holder.problem else "")
         )
     first = holder.current().model
+    check_servable(first, model)
     # a few slots more than the model reads: events in the request's own millisecond take a
     # buffer slot but are not returned (feature_store.py)
     n = seq_len or first.feature_map.seq_len + 5
