@@ -9,7 +9,13 @@ from liverank.errors import ConfigError, DataValidationError
 from liverank.models.ranker import Ranker
 from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
 from liverank.models.zoo import get_config
-from liverank.train.losses import fast_slow_loss, masked_bce, moment_loss, stream_loss
+from liverank.train.losses import (
+    PU_LOGIT_CAP,
+    fast_slow_loss,
+    masked_bce,
+    moment_loss,
+    stream_loss,
+)
 
 
 def _bce(z: float, y: float) -> float:
@@ -33,7 +39,7 @@ def test_fast_slow_pu_term_is_minus_logit() -> None:
     labels = torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
     masks = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
     slow = torch.tensor([0, 0, 1])
-    out = fast_slow_loss(logits, labels, masks, slow)
+    out = fast_slow_loss(logits, labels, masks, slow, pu_cap=None)  # the paper's eq. 3
     expected0 = (_bce(0.5, 0.0) + _bce(2.0, 1.0) + (-0.5)) / 3
     expected1 = (_bce(1.0, 0.0) + _bce(-1.0, 1.0)) / 2
     assert out[0].item() == pytest.approx(expected0, rel=1e-6)
@@ -41,16 +47,30 @@ def test_fast_slow_pu_term_is_minus_logit() -> None:
 
 
 def test_pu_cancels_false_negative_gradient() -> None:
-    """Fast negative + slow PU on the same logit = the gradient of a positive (eq. 3)."""
-    z = torch.tensor([[0.7], [0.7]], requires_grad=True)
+    """Fast negative + slow PU on the same logit = the gradient of a positive (eq. 3).
+
+    Holds below the cap (here z = -0.7 < PU_LOGIT_CAP), where rare-task logits live."""
+    z = torch.tensor([[-0.7], [-0.7]], requires_grad=True)
     out = fast_slow_loss(
         z, torch.tensor([[0.0], [1.0]]), torch.ones(2, 1), torch.tensor([0, 1])
     ).sum()
     out.backward()
-    p = torch.sigmoid(torch.tensor(0.7)).item()
+    p = torch.sigmoid(torch.tensor(-0.7)).item()
     # d/dz: (p - 0) / 2 from the fast negative, -1 / 2 from the PU term -> (p - 1) / 2
     assert z.grad is not None
     assert z.grad.sum().item() == pytest.approx((p - 1) / 2, rel=1e-6)
+
+
+def test_pu_term_is_capped_so_the_loss_is_bounded_below() -> None:
+    """Above the cap a slow row no longer pushes its logit up (uncapped: gradient -1 forever)."""
+    z = torch.tensor([[-2.0], [5.0], [50.0]], requires_grad=True)
+    out = fast_slow_loss(z, torch.ones(3, 1), torch.ones(3, 1), torch.ones(3)).sum()
+    out.backward()
+    assert z.grad is not None
+    assert z.grad[:, 0].tolist() == pytest.approx([-1 / 3, 0.0, 0.0])
+    assert out.item() == pytest.approx((2.0 - PU_LOGIT_CAP - PU_LOGIT_CAP) / 3)
+    uncapped = fast_slow_loss(z, torch.ones(3, 1), torch.ones(3, 1), torch.ones(3), pu_cap=None)
+    assert uncapped.item() == pytest.approx((2.0 - 5.0 - 50.0) / 3)
 
 
 def test_slow_negative_is_rejected() -> None:

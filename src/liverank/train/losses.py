@@ -13,6 +13,13 @@ References (digests in ``shared/papers``):
   ``L_slow = -sum_{xtr in missing} [log p - log(1 - p)]``, which cancels the false-negative
   gradient the fast row applied and adds the positive one. Since
   ``log sigmoid(z) - log(1 - sigmoid(z)) = z``, the slow term is simply ``-z`` (gradient -1).
+  That term is unbounded below, and the digest (section 8) advises clipping it. We cap it:
+  ``-min(z, PU_LOGIT_CAP)``, so a slow row stops pushing once its logit passes the cap
+  (``p > sigmoid(cap)`` = 0.5). Measured reason: uncapped, 18 of the 20 evidence-world
+  ``fast_slow`` runs of ``experiments/moment.yaml`` (code 2a38607) ended far below the exit
+  arm (CTR AUC 0.54-0.69 against >= 0.80), most as near-constant predictors; in world 0,
+  seed 0 the comment tower's logits reached +400 +- 2700 within 12 h of event time (nearly
+  every comment positive arrives slow). Capped, the same run stays stable.
 * L_moment (``moment_cross.md`` section 3.4, eq. 5): BCE over the *first* positive of each
   behaviour and the *exit* labels; every other label is masked. Given the stream's masks, this
   is the masked BCE over the moment rows.
@@ -36,6 +43,8 @@ from liverank.models.ranker import Ranker, RankerOutput
 
 LossKind = Literal["bce", "fast_slow", "moment"]
 LOSS_KINDS: tuple[str, ...] = ("bce", "fast_slow", "moment")
+#: logit above which a slow row's PU term stops pushing (see the module docstring)
+PU_LOGIT_CAP = 0.0
 
 
 def _per_task_mean(terms: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -66,13 +75,18 @@ def moment_loss(logits: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor)
 
 
 def fast_slow_loss(
-    logits: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, slow: torch.Tensor
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    masks: torch.Tensor,
+    slow: torch.Tensor,
+    pu_cap: float | None = PU_LOGIT_CAP,
 ) -> torch.Tensor:
-    """[T] fast BCE (eq. 2) on fast rows plus the PU correction (eq. 3) on slow rows.
+    """[T] fast BCE (eq. 2) on fast rows plus the capped PU correction (eq. 3) on slow rows.
 
     Args:
         logits, labels, masks: ``[B, T]``.
         slow: ``[B]``, 1 for a slow row (carries only missed positives, label 1 mask 1).
+        pu_cap: the slow term is ``-min(z, pu_cap)``; ``None`` is the paper's uncapped ``-z``.
 
     Raises:
         DataValidationError: a slow row has a labelled negative (the PU term is only defined
@@ -90,7 +104,8 @@ def fast_slow_loss(
             column="slow",
         )
     bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")  # [B, T]
-    pu = -logits  # [B, T]: -(log p - log(1 - p))
+    # [B, T]: -(log p - log(1 - p)) = -z, capped so it is bounded below
+    pu = -(logits if pu_cap is None else logits.clamp(max=pu_cap))
     terms = torch.where(is_slow, pu, bce) * m
     return _per_task_mean(terms, m.sum(0))  # [T]
 
