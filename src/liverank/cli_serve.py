@@ -34,7 +34,19 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="forward pass: TorchScript trace (auto: when the model can be traced) or eager",
     )
-    p.add_argument("--watch-interval", type=float, default=2.0, help="registry poll, seconds")
+    p.add_argument(
+        "--graph",
+        type=Path,
+        default=None,
+        help="neighbour store (liverank graph build --out DIR) for models that read MMBee's "
+        "metapath neighbours; reloaded when a new build is published there",
+    )
+    p.add_argument(
+        "--watch-interval",
+        type=float,
+        default=2.0,
+        help="registry and graph store poll, seconds",
+    )
     p.add_argument(
         "--max-body-bytes",
         type=int,
@@ -94,6 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         watch_interval_s=args.watch_interval,
         store=args.store,
         runtime=args.runtime,
+        graph=args.graph,
         **({} if args.max_body_bytes is None else {"max_body_bytes": args.max_body_bytes}),
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -144,18 +144,3 @@ def test_restart_with_a_corrupt_latest_serves_the_previous_version(
     (tmp_path / "reg" / "ple" / "v0001" / "model.pt").write_bytes(b"also bad")
     with pytest.raises(ConfigError, match="no servable version of model 'ple'"):
         build_service(tmp_path / "reg", "ple", data, watch_interval_s=60)
-
-
-def test_a_model_reading_mmbee_features_is_refused_by_name() -> None:
-    """The service builds no content-segment or graph-neighbour features yet: an MMBee model is
-    refused with its name and the reason, not served with zeros."""
-    from liverank.errors import ConfigError
-    from liverank.models.ranker import Ranker
-    from liverank.models.synthetic import synthetic_feature_map
-    from liverank.models.zoo import get_config
-    from liverank.serve.service import check_servable
-
-    model = Ranker(synthetic_feature_map(mmbee=True), get_config("mmbee"))
-    with pytest.raises(ConfigError, match="model 'gifts' reads MMBee's content segments and graph"):
-        check_servable(model, "gifts")
-    check_servable(Ranker(synthetic_feature_map(), get_config("mmoe")), "plain")

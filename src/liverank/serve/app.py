@@ -277,16 +277,23 @@ def create_app(
         log.debug("rank user=%d context=%s", req.user_id, req.context)
         return _response(served, info, items, timings)
 
+    # optional on a FeatureService: the feature side's own fields (e.g. the graph store's build)
+    feature_health = getattr(features, "health", dict)
+
     @app.get("/health")
     def health() -> dict[str, Any]:
         default = features.default_time()
-        return holder.health() | {
-            "feature_watermark_ts": features.watermark_ts(),
-            "default_ts": default.ts,
-            "default_ts_source": default.source,
-            "default_ts_note": default.note,
-            "max_body_bytes": max_body_bytes,
-        }
+        return (
+            holder.health()
+            | {
+                "feature_watermark_ts": features.watermark_ts(),
+                "default_ts": default.ts,
+                "default_ts_source": default.source,
+                "default_ts_note": default.note,
+                "max_body_bytes": max_body_bytes,
+            }
+            | feature_health()
+        )
 
     @app.get("/metrics")
     def prometheus() -> Response:

@@ -34,6 +34,7 @@ from liverank.models.ranker import Ranker
 from liverank.serve.app import MAX_BODY_BYTES, DefaultTime, create_app
 from liverank.serve.feature_store import MemoryFeatureStore, OnlineFeatureStore
 from liverank.serve.long_features import long_history_as_of, request_bounds
+from liverank.serve.mmbee_features import MMBeeFeatures, NeighbourStoreWatcher
 from liverank.serve.model_holder import ModelHolder
 from liverank.serve.online_features import assemble_request
 from liverank.serve.runtime import RUNTIMES, ModelRunner, make_runner
@@ -49,14 +50,20 @@ class StoreFeatureService:
         store: OnlineFeatureStore,
         holder: ModelHolder,
         long_history: LongHistory | None = None,
+        mmbee: MMBeeFeatures | None = None,
     ) -> None:
         self.store = store
         self.holder = holder
         self.long_history = long_history
+        self.mmbee = mmbee or MMBeeFeatures(None, None)
         self._default: tuple[int, DefaultTime] | None = None  # (watermark, its default time)
 
     def watermark_ts(self) -> int | None:
         return self.store.watermark_ts
+
+    def health(self) -> dict[str, Any]:
+        """Feature-side fields of ``/health`` (the graph store's build and reloads)."""
+        return self.mmbee.health()
 
     def default_time(self) -> DefaultTime:
         wm = self.store.watermark_ts
@@ -107,6 +114,10 @@ class StoreFeatureService:
                     "(restart liverank serve so that it builds them from --data)"
                 )
             batch |= request_bounds(self.long_history, user_id, ts, len(ids))
+        if fmap.segments or fmap.graph_k:
+            user = int(batch["user_id"][0])  # 0 when the user is unknown
+            authors = batch["author_id"].numpy()
+            batch |= self.mmbee.columns(fmap, user, authors, ids, ts)
         known = ~np.isin(ids, req.unknown_rooms)  # [C]
         return batch, info | {
             "user_known": req.user_known,
@@ -114,22 +125,6 @@ class StoreFeatureService:
             "on_air": known & ~np.isin(ids, req.off_air_rooms),
             "freshness_ms": req.feature_lag_ms,
         }
-
-
-def check_servable(model: Ranker, name: str) -> None:
-    """:class:`ConfigError` for a model that reads features the service cannot build yet:
-    MMBee's content segments (``seg_*``) and metapath neighbours (``gie_*``)."""
-    fmap = model.feature_map
-    missing = [
-        w
-        for w, on in (("content segments", fmap.segments), ("graph neighbours", fmap.graph_k))
-        if on
-    ]
-    if missing:
-        raise ConfigError(
-            f"model '{name}' reads MMBee's {' and '.join(missing)}, which liverank serve does "
-            "not build yet (issue #16); serve a model trained without --segments / --graph-k"
-        )
 
 
 def build_service(
@@ -143,6 +138,7 @@ def build_service(
     store: str = "memory",
     runtime: str = "auto",
     max_body_bytes: int = MAX_BODY_BYTES,
+    graph: str | Path | None = None,
 ):
     """The FastAPI app of ``liverank serve`` (store filled by replaying ``data``).
 
@@ -152,6 +148,9 @@ def build_service(
     When the registry's ``LATEST`` cannot be served, the newest servable version before it is
     (``/health`` says ``degraded`` and why); no servable version at all is a ConfigError.
     ``max_body_bytes``: larger request bodies are refused with a 413.
+    ``graph``: a neighbour store directory (``liverank graph build --out``) for models that
+    read MMBee's metapath neighbours; polled every ``watch_interval_s`` and reloaded when a new
+    build is published there (:mod:`liverank.serve.mmbee_features`).
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime '{runtime}'; choose one of {list(RUNTIMES)}")
@@ -163,35 +162,41 @@ def build_service(
             + (f": {holder.problem}" if holder.problem else "")
         )
     first = holder.current().model
-    check_servable(first, model)
+    mmbee = MMBeeFeatures(
+        data, None if graph is None else NeighbourStoreWatcher(graph, watch_interval_s)
+    )
+    mmbee.check(first.feature_map, model)
     # a few slots more than the model reads: events in the request's own millisecond take a
     # buffer slot but are not returned (feature_store.py)
     n = seq_len or first.feature_map.seq_len + 5
     shopping = "product" in first.feature_map.seq_fields
     backend = open_feature_store(store, data, n, as_of_ts, shopping=shopping)
     long_store = None
-    attach = None
     if first.feature_map.long_len > 0:
         # a model that reads long user histories (moment_cross): build them as of as_of and
         # give them to this and every later version before it is swapped in
         long_store = long_history_as_of(data, as_of_ts)
 
-        def attach(m: Ranker) -> None:
+    def attach(m: Ranker) -> None:
+        # every version before it is swapped in: a version that reads MMBee features this
+        # service has no source for is rejected (the one serving stays)
+        mmbee.check(m.feature_map, model)
+        if long_store is not None and m.feature_map.long_len > 0:
             m.attach_long_history(long_store, m.feature_map.long_len)
 
     def runner(m: Ranker) -> ModelRunner:
-        return make_runner(m, runtime, example_request(backend, m))
+        return make_runner(m, runtime, example_request(backend, m, mmbee=mmbee))
 
     holder.prepare(attach, runner)  # the first version too: its runner is built now
     log.info("serving %s/%s on %s", model, holder.version, holder.current().runtime)
     holder.start()
     room_stats = room_stats_as_of(data, as_of_ts)
-    features = StoreFeatureService(backend, holder, long_store)
+    features = StoreFeatureService(backend, holder, long_store, mmbee)
     return create_app(holder, features, room_stats, max_body_bytes=max_body_bytes)
 
 
 def example_request(
-    store: OnlineFeatureStore, model: Ranker, n: int = 8
+    store: OnlineFeatureStore, model: Ranker, n: int = 8, mmbee: MMBeeFeatures | None = None
 ) -> dict[str, torch.Tensor]:
     """A request batch for ``model`` from ``store`` (up to ``n`` rooms on air at the store's
     watermark, or at the last time rooms were on air before it, else room ids 1..n as
@@ -205,7 +210,11 @@ def example_request(
     ids = store.rooms_on_air(ts)[:n]
     if len(ids) == 0:
         ids = np.arange(1, n + 1, dtype=np.int64)
-    batch, _ = assemble_request(store, model.feature_map, 1, np.asarray(ids, np.int64), ts)
+    fmap = model.feature_map
+    batch, _ = assemble_request(store, fmap, 1, np.asarray(ids, np.int64), ts)
+    if mmbee is not None and (fmap.segments or fmap.graph_k):
+        user = int(batch["user_id"][0])
+        batch |= mmbee.columns(fmap, user, batch["author_id"].numpy(), batch["live_id"].numpy(), ts)
     return batch
 
 
