@@ -72,8 +72,10 @@ def test_an_empty_graph_gives_an_all_padding_store(
 def _copy_with_gifts(src: Path, dst: Path, extra: list[tuple[int, int, int]]) -> Path:
     """The dataset ``src`` plus gifts ``(ts, user_id, author_id)`` (value 52), re-sorted."""
     dst.mkdir()
-    for name in ("meta.json", "users.parquet", "authors.parquet"):
+    for name in ("meta.json", "users.parquet", "authors.parquet", "rooms.parquet"):
         shutil.copy(src / name, dst / name)
+    if (src / "segments.parquet").exists():
+        shutil.copy(src / "segments.parquet", dst / "segments.parquet")
     events = io.read_table(src, "live_events")
     template = events.filter(pl.col("event") == "gift").head(1)
     rows = [
@@ -113,3 +115,56 @@ def test_no_leak_gifts_at_or_after_as_of_change_nothing(tiny_world: Path, tmp_pa
     early_meta, early = _store(tmp_path / "early_store")
     assert early_meta["counts"]["gifts"] == base_meta["counts"]["gifts"] + len(late)
     assert any(not early[name].equals(base[name]) for name in METAPATHS)
+
+
+def test_author_attributes_are_the_mean_of_their_rooms_segments_before_as_of(
+    make_dataset: Callable[..., Path], tmp_path: Path
+) -> None:
+    """MMBee's author node attribute (section 5.1): the mean content vector of the author's
+    segments that started before the store's as_of; 0 for an author without one."""
+    root = make_dataset(GIFTS)
+    io.write_table(root, "rooms", pl.DataFrame({
+        "live_id": [1, 2, 3, 4], "author_id": [1, 2, 3, 1], "start_ts": 0, "end_ts": 10_000,
+        "category": 1,
+    }))  # fmt: skip
+    segments = [  # live_id, ts, visual, speech, text
+        (1, 0, [1.0, 0.0], [0.0, 1.0], [2.0, 2.0]),
+        (4, 30, [3.0, 0.0], [0.0, 3.0], [0.0, 0.0]),
+        (2, 0, [5.0, 5.0], [1.0, 1.0], [0.0, 7.0]),
+        (1, 100, [9.0, 9.0], [9.0, 9.0], [9.0, 9.0]),  # at as_of: not before it
+        (3, 500, [7.0, 7.0], [7.0, 7.0], [7.0, 7.0]),  # after as_of
+    ]
+    io.write_table(
+        root,
+        "segments",
+        pl.DataFrame(
+            {
+                "live_id": [s[0] for s in segments],
+                "ts": [s[1] for s in segments],
+                **{
+                    m: [s[2 + i] for s in segments]
+                    for i, m in enumerate(("visual", "speech", "text"))
+                },
+            },
+            schema_overrides={"ts": pl.Int64},
+        ),
+    )
+    meta = build_neighbour_store(root, tmp_path / "store", as_of_ts=100, k=3)
+    assert meta["author_attr_dim"] == 2
+    store = NeighbourStore.load(tmp_path / "store")
+    got = store.attributes(np.array([[1, 2], [3, 0]]))  # [2, 2, 3 * 2]
+    np.testing.assert_allclose(got[0, 0], [2.0, 0.0, 0.0, 2.0, 1.0, 1.0])  # rooms 1 and 4
+    np.testing.assert_allclose(got[0, 1], [5.0, 5.0, 1.0, 1.0, 0.0, 7.0])
+    np.testing.assert_array_equal(got[1], 0.0)  # author 3's only segment is after as_of; padding
+    np.testing.assert_array_equal(store.attributes(np.array([99])), 0.0)  # unknown author
+    # a dataset without segments: no attributes, and asking for them names why
+    plain = make_dataset(GIFTS)
+    assert (
+        build_neighbour_store(plain, tmp_path / "plain", as_of_ts=100, k=3)["author_attr_dim"] == 0
+    )
+    with pytest.raises(DataValidationError, match="no author attributes"):
+        NeighbourStore.load(tmp_path / "plain").attributes(np.array([1]))
+    # a torn attribute file is named
+    np.save(tmp_path / "store" / "author_attr.npy", np.zeros((5, 3, 4), np.float32))
+    with pytest.raises(DataValidationError, match="meta.json says dimension 2"):
+        NeighbourStore.load(tmp_path / "store")

@@ -84,17 +84,44 @@ def test_mfq_ablations_and_bad_configs() -> None:
         Ranker(synthetic_feature_map(), get_config("mmbee_gie"))
 
 
-def test_gie_mean_pools_the_union_of_each_sides_metapaths() -> None:
-    model = _model("mmbee_gie")
+@pytest.mark.parametrize("with_attributes", [True, False])
+def test_gie_mean_pools_the_union_of_each_sides_metapaths(with_attributes: bool) -> None:
+    """Eq. 10-12 written out: Theta(author a) = e_a + W x_a (its multi-modal attribute),
+    Theta(user u) = e_u; author_attributes=False leaves e_a alone."""
+    cfg = get_config("mmbee_gie")
+    cfg.modules[-1].params = {"author_attributes": with_attributes}
+    torch.manual_seed(0)
+    model = Ranker(FM, cfg).eval()
     gie = model.feature_modules["mmbee_gie"]
+    assert (gie.attr_proj is not None) is with_attributes
+    assert ("gie_attr_a2a" in gie.required_fields) is with_attributes
     batch = synthetic_batches(FM, 1, 8)[0]
     got = gie(batch, model.embeddings).representation  # [B, 2d]
     users, authors = gie.nodes["user"].weight, gie.nodes["author"].weight
+
+    def author(m: str, b: int, k: int) -> torch.Tensor:
+        e = authors[batch[f"gie_{m}"][b, k]]
+        if gie.attr_proj is None:
+            return e
+        x = batch[f"gie_attr_{m}"][b, k]  # [3 D]
+        assert x.abs().sum() > 0
+        return e + gie.attr_proj.weight @ x
+
     for b in range(8):
         vecs = [users[i] for i in batch["gie_u2a2u"][b] if i > 0]
-        vecs += [authors[i] for m in ("u2a2u2a", "u2a2a") for i in batch[f"gie_{m}"][b] if i > 0]
+        vecs += [
+            author(m, b, k)
+            for m in ("u2a2u2a", "u2a2a")
+            for k in range(FM.graph_k)
+            if batch[f"gie_{m}"][b, k] > 0
+        ]
         want_u = torch.stack(vecs).mean(0) if vecs else torch.zeros(gie.dim)
-        avecs = [authors[i] for m in ("a2a", "a2u2a") for i in batch[f"gie_{m}"][b] if i > 0]
+        avecs = [
+            author(m, b, k)
+            for m in ("a2a", "a2u2a")
+            for k in range(FM.graph_k)
+            if batch[f"gie_{m}"][b, k] > 0
+        ]
         want_a = torch.stack(avecs).mean(0) if avecs else torch.zeros(gie.dim)
         torch.testing.assert_close(got[b], torch.cat([want_u, want_a]))
 

@@ -41,6 +41,14 @@ def test_gie_columns_read_the_store_of_their_day_and_no_later_gift(
     store = NeighbourStore.load(tmp_path / "ref")
     want = store.neighbours("u2a2a", data["user_id"][rows])[0]
     np.testing.assert_array_equal(data["gie_u2a2a"][rows], want)
+    # the batch's author attributes are the row's day store's (the mean content before it)
+    assert data.feature_map.author_attr_dim == data.feature_map.segment_dim
+    batch = data.batch(rows[:50])
+    np.testing.assert_array_equal(
+        batch["gie_attr_u2a2a"].numpy(), store.attributes(data["gie_u2a2a"][rows[:50]])
+    )
+    assert batch["gie_attr_u2a2a"].shape == (min(50, rows.size), 5, 3 * store.author_attr.shape[2])
+    assert batch["gie_attr_u2a2a"].abs().sum() > 0
     # drop every gift from the last day's start on: the columns do not change
     events = pl.read_parquet(world / "live_events.parquet")
     cut = meta["start_ts"] + last * 86_400_000

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from liverank.data.loader import SampleSet
-from liverank.data.mmbee import GIE_COLUMNS, graph_store_dir
+from liverank.data.mmbee import AUTHOR_NODE_COLUMNS, GIE_COLUMNS, graph_store_dir
 from liverank.data.samples import build_samples
 from liverank.errors import ConfigError
 from liverank.graph.store import META_FILE, NeighbourStore, build_neighbour_store
@@ -62,7 +62,9 @@ def test_a_request_gets_the_training_rows_segment_and_neighbour_columns(
     app = build_service(reg, "gifts", data, as_of_ts=ts, watch_interval_s=60, graph=graph)
     try:
         batch, _ = app.state.features.assemble(user, [live], ts)
-        for column in (*GIE_COLUMNS, "seg_mask", "seg_visual", "seg_speech", "seg_text"):
+        attrs = [c.replace("gie_", "gie_attr_", 1) for c in AUTHOR_NODE_COLUMNS]
+        assert all(c in row for c in attrs)  # the tiny world has segments: authors have content
+        for column in (*GIE_COLUMNS, *attrs, "seg_mask", "seg_visual", "seg_speech", "seg_text"):
             np.testing.assert_array_equal(batch[column].numpy(), row[column], err_msg=column)
         assert row["seg_mask"].sum() > 0  # the room had content at that time
         client = TestClient(app)

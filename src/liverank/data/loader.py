@@ -33,7 +33,14 @@ import numpy as np
 import polars as pl
 import torch
 
-from liverank.data.mmbee import GIE_COLUMNS, SEGMENT_INDEX_COLUMN, SegmentTable
+from liverank.data.mmbee import (
+    AUTHOR_NODE_COLUMNS,
+    GIE_COLUMNS,
+    SEGMENT_INDEX_COLUMN,
+    SegmentTable,
+    gather_author_attributes,
+    load_author_attributes,
+)
 from liverank.data.shopping import SHOP_TASKS
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features.long_history import LongHistory
@@ -73,6 +80,7 @@ class SampleSet:
         long_len: int = 0,
         long_fields: LongFields = "lazy",
         segments: np.ndarray | None = None,
+        author_attr: np.ndarray | None = None,
     ) -> None:
         lengths = {k: len(v) for k, v in arrays.items()}
         if len(set(lengths.values())) > 1:
@@ -96,6 +104,9 @@ class SampleSet:
         #: MMBee's segment table ``[S + 1, 3, D]`` (shared, read-only); with it every batch
         #: turns ``seg_idx`` into ``seg_<modality>`` and ``seg_mask`` (:mod:`liverank.data.mmbee`)
         self.segments = segments if SEGMENT_INDEX_COLUMN in arrays else None
+        #: MMBee's per-day author attributes ``[days, A + 1, 3, D]`` (shared, read-only); with
+        #: them every batch adds ``gie_attr_<metapath>`` for the author-node ``gie_*`` columns
+        self.author_attr = author_attr if "day" in arrays else None
         self._n = next(iter(lengths.values()), 0)
 
     def _like(self, arrays: dict[str, np.ndarray]) -> SampleSet:
@@ -106,6 +117,7 @@ class SampleSet:
             self.long_len,
             self.long_fields,
             self.segments,
+            self.author_attr,
         )
 
     # ------------------------------------------------------------------ loading
@@ -186,10 +198,13 @@ class SampleSet:
         store = LongHistory.load(samples_dir) if long_len > 0 else None
         in_samples = SEGMENT_INDEX_COLUMN in arrays
         segments = SegmentTable.load_vectors(samples_dir) if in_samples else None
+        with_attr = fmap is not None and fmap.author_attr_dim > 0
+        with_attr = with_attr and any(c in arrays for c in AUTHOR_NODE_COLUMNS)
+        author_attr = load_author_attributes(samples_dir) if with_attr else None
         if fmap is not None:
             fmap = fmap.model_copy(update={"long_len": long_len})
         log.info("loaded %d samples x %d columns from %d shard(s)", n, len(wanted), len(paths))
-        return cls(arrays, fmap, store, long_len, long_fields, segments)
+        return cls(arrays, fmap, store, long_len, long_fields, segments, author_attr)
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -253,6 +268,8 @@ class SampleSet:
             out |= {k: torch.from_numpy(v) for k, v in fields.items()}
         if self.segments is not None:
             out |= SegmentTable.gather(self.segments, arrays[SEGMENT_INDEX_COLUMN])
+        if self.author_attr is not None:
+            out |= gather_author_attributes(self.author_attr, arrays["day"], arrays)
         return out
 
 

@@ -50,6 +50,8 @@ GIE_COLUMNS: dict[str, str] = {
     **{f"gie_{m}": "author" for m in ("u2a2u2a", "u2a2a", *AUTHOR_METAPATHS)},
 }
 GRAPH_DIR = "graph"
+#: the ``gie_*`` columns whose nodes are authors (they carry author attributes)
+AUTHOR_NODE_COLUMNS: tuple[str, ...] = tuple(c for c, t in GIE_COLUMNS.items() if t == "author")
 
 
 def graph_store_dir(samples_dir: str | Path, day: int) -> Path:
@@ -177,6 +179,50 @@ def gie_columns(
             out[f"gie_{m}"][rows] = store.neighbours(m, user_id[rows])[0]
         for m in AUTHOR_METAPATHS:
             out[f"gie_{m}"][rows] = store.neighbours(m, author_id[rows])[0]
+    return out
+
+
+def load_author_attributes(samples_dir: str | Path) -> np.ndarray:
+    """``[days, A + 1, 3, D]`` float32: the author attributes of each day's store under
+    ``graph/`` (index = day; a day without a store is all 0)."""
+    from liverank.graph.store import AUTHOR_ATTR_FILE
+
+    paths = sorted(Path(samples_dir, GRAPH_DIR).glob(f"day=*/{AUTHOR_ATTR_FILE}"))
+    if not paths:
+        raise DataValidationError(
+            "the feature map says the samples have author attributes but no graph store has "
+            f"{AUTHOR_ATTR_FILE}; rebuild the samples with --graph-k",
+            file=str(Path(samples_dir, GRAPH_DIR)),
+        )
+    by_day = {int(p.parent.name.split("=")[1]): np.load(p) for p in paths}
+    shapes = {a.shape for a in by_day.values()}
+    if len(shapes) != 1:
+        raise DataValidationError(
+            f"the daily stores' author attributes differ in shape: {sorted(shapes)}",
+            file=str(Path(samples_dir, GRAPH_DIR)),
+        )
+    out = np.zeros((max(by_day) + 1, *shapes.pop()), np.float32)
+    for day, attr in by_day.items():
+        out[day] = attr
+    return out
+
+
+def gather_author_attributes(
+    table: np.ndarray, day: np.ndarray, arrays: dict[str, np.ndarray]
+) -> dict[str, torch.Tensor]:
+    """``gie_attr_<metapath> [B, K, 3 D]`` for the author-node ``gie_*`` columns in ``arrays``:
+    row ``b`` reads the table of its ``day[b]`` (``table [days, A + 1, 3, D]``)."""
+    n_days, n_authors = table.shape[:2]
+    flat = table.reshape(n_days * n_authors, -1)  # [days (A + 1), 3 D]
+    d = np.clip(np.asarray(day, np.int64), 0, n_days - 1)[:, None]  # [B, 1]
+    out = {}
+    for column in AUTHOR_NODE_COLUMNS:
+        if column in arrays:
+            ids = np.asarray(arrays[column], np.int64)  # [B, K]
+            inside = (ids > 0) & (ids < n_authors)
+            picked = flat[np.where(inside, d * n_authors + ids, 0)]  # [B, K, 3 D]
+            picked[~inside] = 0.0
+            out[column.replace("gie_", "gie_attr_", 1)] = torch.from_numpy(picked)
     return out
 
 

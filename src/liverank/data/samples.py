@@ -193,6 +193,9 @@ def build_samples(
     ts_all = impressions["ts"].to_numpy()
     days = (ts_all - meta.start_ts) // enc.MS_PER_DAY  # [N]
     graphs = mmbee.build_graph_stores(root, out, meta, days, graph_k) if graph_k else {}
+    if graphs:
+        attr = next(iter(graphs.values())).author_attr
+        fmap.author_attr_dim = 0 if attr is None else int(attr.shape[2])
     n_shards = max(1, math.ceil(len(impressions) / shard_rows))
     live_hist = SortedHistory.empty({"author": np.int64, "category": np.int64, "action": np.int64})
     video_hist = SortedHistory.empty(

@@ -164,6 +164,9 @@ class FeatureMap(BaseModel):
     segments: int = Field(0, ge=0)
     segment_dim: int = Field(0, ge=0)
     graph_k: int = Field(0, ge=0)
+    #: MMBee's author attributes beside the ``gie_*`` columns (the per-day stores' ``D``; 0 =
+    #: none): batches then carry ``gie_attr_<metapath> [B, K, 3 D]`` for author metapaths
+    author_attr_dim: int = Field(0, ge=0)
 
     def table_size(self, table: str) -> int:
         if table in self.hash_buckets:

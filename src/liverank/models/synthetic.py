@@ -119,6 +119,7 @@ def synthetic_feature_map(
         segments=_SEGMENTS if mmbee else 0,
         segment_dim=_SEGMENT_DIM if mmbee else 0,
         graph_k=_GRAPH_K if mmbee else 0,
+        author_attr_dim=_SEGMENT_DIM if mmbee else 0,
         **extra,
     )
 
@@ -355,6 +356,21 @@ def _mmbee(
         cat = world.author_cat[author]
         out["gie_a2a"] = world.author_in(np.repeat(cat, k), rng).reshape(n, k)
         out["gie_a2u2a"] = world.author_in(np.repeat(cat, k), rng).reshape(n, k)
+        if fm.author_attr_dim:  # a fixed content vector per author (its category's, noisy)
+            d3 = 3 * fm.author_attr_dim
+            table = np.random.default_rng(77).standard_normal((world.author_cat.size, d3))
+            table += (
+                2
+                * np.random.default_rng(78).standard_normal((int(world.author_cat.max()) + 1, d3))[
+                    world.author_cat
+                ]
+            )
+            table[0] = 0
+            for c in ("gie_u2a2u2a", "gie_u2a2a", "gie_a2a", "gie_a2u2a"):
+                ids = out[c]
+                out[c.replace("gie_", "gie_attr_", 1)] = np.where(
+                    (ids > 0)[..., None], table[ids], 0
+                ).astype(np.float32)
         if planted:
             linked = (u2a2a == author[:, None]).any(1)
             extra = cols["evtr"].astype(bool) & linked & (rng.random(n) < 0.1)

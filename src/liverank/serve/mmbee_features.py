@@ -14,6 +14,8 @@ builder does, so that a request at time ``ts`` sees what a training row at ``ts`
   :class:`NeighbourStoreWatcher` reloads the store when a new build is published into ``DIR``
   (a build writes ``meta.json`` last, so a changed ``meta.json`` marks a complete build); a
   build that cannot be read leaves the previous one in service and is reported by ``/health``.
+  With ``feature_map.author_attr_dim > 0`` the author-node columns also get their authors'
+  multi-modal attributes ``gie_attr_<metapath> [C, K, 3 D]`` from the same store.
 
 Ids the model has no row for (newer than its feature map) become padding (0), as the service
 does for every other id column (:func:`liverank.serve.online_features.request_arrays`).
@@ -142,7 +144,15 @@ class MMBeeFeatures:
                     f"{feature_map.graph_k}): start the service with --graph DIR, a store "
                     "written by `liverank graph build --as-of TS --out DIR`"
                 )
-            k = self.graph.current().k
+            store = self.graph.current()
+            k = store.k
+            have = 0 if store.author_attr is None else int(store.author_attr.shape[2])
+            if have != feature_map.author_attr_dim and feature_map.author_attr_dim:
+                raise ConfigError(
+                    f"model '{name}' reads author attributes of dimension "
+                    f"{feature_map.author_attr_dim} but the graph store {self.graph.path} has "
+                    + ("none (built from a dataset without segments)" if not have else str(have))
+                )
             if k < feature_map.graph_k:
                 raise ConfigError(
                     f"model '{name}' reads {feature_map.graph_k} neighbours per metapath but "
@@ -199,6 +209,9 @@ class MMBeeFeatures:
                 size = feature_map.table_size(GIE_COLUMNS[column])
                 nb = np.where((nb > 0) & (nb < size), nb, 0)
                 out[column] = torch.from_numpy(np.ascontiguousarray(nb))
+                if feature_map.author_attr_dim and GIE_COLUMNS[column] == "author":
+                    attr = store.attributes(nb)  # [C, K, 3 D]
+                    out[f"gie_attr_{m}"] = torch.from_numpy(np.ascontiguousarray(attr))
         return out
 
     def health(self) -> dict[str, Any]:

@@ -19,10 +19,18 @@ pre-trained on the graph of the training days (the store the first held-out day 
 before it, so nothing of the validation or test days), :meth:`pretrain` being called by the
 trainer. ``pretrain=False`` is Table 4's "no pre-training" row.
 
-Our reading where the paper is silent: ``Theta`` also "retrieves the author's multi-modal
-attribute" (Eq. 10-11); we leave that attribute out (the authors' content reaches the ranker
-through MFQ), and a union holds duplicates if two metapaths reach the same node (it then counts
-twice in the mean, as a multiset).
+**Author attributes.** ``Theta`` is "the graph node embedding layer operation and author
+multi-modal attribute retrieval operation" (Eq. 10-11): an author node also carries "the
+attribute of aggregated multi-modal feature" (section 5.1). With samples that have them
+(``feature_map.author_attr_dim = D > 0``: the mean visual / speech / text vector of the author's
+segments before the store's day, :func:`liverank.graph.store.author_attributes`), an author
+node is ``Theta(a) = e_a + W x_a`` with ``x_a [3 D]`` and ``W`` a learned ``3 D -> d``
+projection; a user node is ``e_u``. The sum (not a concatenation) is our reading: the union of
+Eq. 10 mixes users and authors, so every node needs one width. ``author_attributes=False``
+switches it off.
+
+Our reading where the paper is silent: a union holds duplicates if two metapaths reach the
+same node (it then counts twice in the mean, as a multiset).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from liverank.data.mmbee import AUTHOR_METAPATHS, GIE_COLUMNS, USER_METAPATHS
+from liverank.data.mmbee import AUTHOR_METAPATHS, GIE_COLUMNS, MODALITIES, USER_METAPATHS
 from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch, FeatureModule, ModuleOutput, check_choices
@@ -58,6 +66,7 @@ class MMBeeGIE(FeatureModule):
         pretrain: initialise the node tables by GraphCL before training (:meth:`pretrain`).
         pretrain_epochs, pretrain_negatives, pretrain_lambda: Algorithm 1's ``gamma``, the
             random negatives per node and ``lambda`` of ``L_CE + lambda L_NCE``.
+        author_attributes: add ``W x_a`` to author nodes when the samples carry attributes.
     """
 
     name = "mmbee_gie"
@@ -72,6 +81,7 @@ class MMBeeGIE(FeatureModule):
         pretrain_epochs: int = 5,
         pretrain_negatives: int = 10,
         pretrain_lambda: float = 1.0,
+        author_attributes: bool = True,
     ) -> None:
         super().__init__()
         if feature_map.graph_k < 1:
@@ -104,13 +114,30 @@ class MMBeeGIE(FeatureModule):
             nn.init.normal_(table.weight, std=dim**-0.5)
             with torch.no_grad():
                 table.weight[0].zero_()
-        self.required_fields = tuple(f"gie_{m}" for m in (*self.user_paths, *self.author_paths))
+        used = (*self.user_paths, *self.author_paths)
+        self.required_fields = tuple(f"gie_{m}" for m in used)
+        #: ``W`` of ``Theta(a) = e_a + W x_a`` (None: no author attributes)
+        self.attr_proj: nn.Linear | None = None
+        if author_attributes and feature_map.author_attr_dim > 0:
+            width = len(MODALITIES) * feature_map.author_attr_dim
+            self.attr_proj = nn.Linear(width, dim, bias=False)
+            self.required_fields += tuple(
+                f"gie_attr_{m}" for m in used if GIE_COLUMNS[f"gie_{m}"] == "author"
+            )
+        elif author_attributes:
+            log.info("mmbee_gie: the samples have no author attributes (no segments table)")
         self.out_dim = 2 * dim
 
     def _side(self, batch: Batch, paths: tuple[str, ...]) -> torch.Tensor:
         """Eq. 10 / 11 + 12: the mean of the node embeddings of the union of ``paths``."""
         ids = [batch[f"gie_{m}"] for m in paths]  # each [B, K]
-        vectors = [self.nodes[GIE_COLUMNS[f"gie_{m}"]](i) for m, i in zip(paths, ids, strict=True)]
+        vectors = []
+        for m, i in zip(paths, ids, strict=True):
+            kind = GIE_COLUMNS[f"gie_{m}"]
+            v = self.nodes[kind](i)  # [B, K, d]
+            if self.attr_proj is not None and kind == "author":
+                v = v + self.attr_proj(batch[f"gie_attr_{m}"])  # + W x_a: [B, K, d]
+            vectors.append(v)
         return masked_mean(torch.cat(vectors, 1), torch.cat(ids, 1) > 0)  # [B, d]
 
     def forward(self, batch: Batch, emb: EmbeddingCollection) -> ModuleOutput:
