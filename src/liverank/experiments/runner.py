@@ -214,6 +214,10 @@ def label_latency(stream_dir: Path) -> dict[str, dict[str, float]]:
 def prepare(spec: ExperimentSpec, key: RunKey, cache: Path) -> dict[str, Path]:
     """Simulate / build everything ``key`` reads (in the parent, before the runs start)."""
     world = world_dir(spec, key, cache)
+    if key.stream_mode == "forecast":  # no samples: the arm reads the world's room statistics
+        _forecast_config(spec, key)  # a bad config fails here, before any run
+        base = dataclasses.replace(key, variant=next(iter(spec.grid.variants)))
+        return {"world": world, "windows": world_dir(spec, base, cache)}
     cfg = _config(spec, key, Path("unused"), device="cpu", threads=1)
     if key.stream_mode == "offline":
         data = cfg.data
@@ -291,6 +295,13 @@ def _config(spec: ExperimentSpec, key: RunKey, out: Path, device: str, threads: 
     return load_config(entry.config, overrides)
 
 
+def _forecast_config(spec: ExperimentSpec, key: RunKey):
+    from liverank.foresight.statistics import load_forecast_config
+
+    entry = spec.configs[key.config]
+    return load_forecast_config(entry.config, {**entry.overrides, "seed": key.model_seed})
+
+
 # ---------------------------------------------------------------------------------- one run
 def run_one(
     spec: ExperimentSpec,
@@ -303,12 +314,20 @@ def run_one(
 ) -> dict[str, Any]:
     """Train and test one cell of the grid; returns its record (not written)."""
     run_hash = key.hash(spec)
-    cfg = _config(spec, key, out / "runs" / run_hash, device, threads)
     peak_reset = _reset_peak_rss()
     started = time.perf_counter()
-    if key.stream_mode == "offline":
+    if key.stream_mode == "forecast":
+        import torch
+
+        from liverank.foresight.statistics import run_arm
+
+        torch.set_num_threads(threads)
+        body = run_arm(paths["world"], _forecast_config(spec, key), paths["windows"])
+    elif key.stream_mode == "offline":
+        cfg = _config(spec, key, out / "runs" / run_hash, device, threads)
         body = _run_offline(cfg, paths)
     else:
+        cfg = _config(spec, key, out / "runs" / run_hash, device, threads)
         body = _run_stream(spec, key, cfg, paths, threads, device)
     return {
         "hash": run_hash,
@@ -558,6 +577,11 @@ def run_grid(
     ]
     if limit is not None:
         todo = todo[:limit]
+    for key in {k.config: k for k in todo}.values():  # every config once: fail before any run
+        if key.stream_mode == "forecast":
+            _forecast_config(spec, key)
+        else:
+            _config(spec, key, Path("unused"), device="cpu", threads=1)
     log.info("%s: %d runs, %d done, %d to run", spec.name, len(spec.runs()), len(done), len(todo))
     columns = [
         TextColumn("{task.description}"),

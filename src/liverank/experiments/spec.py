@@ -43,7 +43,7 @@ from liverank.data.sim.config import PRESETS, SimConfig
 
 #: the minimum design of a claim (issue #14 / project rules): model seeds x worlds
 MIN_MODEL_SEEDS, MIN_WORLDS = 5, 2
-STREAM_MODES = ("offline", "exit", "fast_slow", "moment")
+STREAM_MODES = ("offline", "exit", "fast_slow", "moment", "forecast")
 
 
 class _Strict(BaseModel):
@@ -60,7 +60,9 @@ class ModelEntry(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict)
     #: how the arm trains: ``offline`` (epochs over the training days, early stopping on the
     #: validation day, test on the last day) or a stream mode (one prequential pass over the
-    #: rows that mode emits, every impression scored before its labels are trained on)
+    #: rows that mode emits, every impression scored before its labels are trained on), or
+    #: ``forecast``: a room-statistics forecaster arm (``config`` is a forecaster YAML,
+    #: :mod:`liverank.foresight.statistics`; no ranker)
     mode: str = "offline"
 
     @model_validator(mode="after")
