@@ -126,6 +126,11 @@ CASES: list[tuple[str, str]] = [
     ("experiment report {root}/missing.yaml", "experiment file not found"),
     ("experiment report {experiment} --out {root}/x0", "x0/results.jsonl: no results file"),
     ("experiment", "the following arguments are required: action"),
+    ("foresight train --data {root}/missing --out {root}/f0", "no meta.json"),
+    ("foresight train --data {tiny} --out {root}/f1 --window 0", "--window: must be >= 1, got 0"),
+    ("foresight train --data {tiny} --out {file}", "is an existing file"),
+    ("foresight show --model {root}/missing --data {tiny} --live-id 1", "not a forecaster"),
+    ("foresight", "the following arguments are required: action"),
     ("no-such-command", "invalid choice: 'no-such-command'"),
 ]
 

@@ -32,6 +32,7 @@ from liverank.cli_args import (
     positive_int,
 )
 from liverank.cli_experiment import add_experiment
+from liverank.cli_foresight import add_foresight
 from liverank.cli_graph import add_graph
 from liverank.cli_serve import add_serve
 from liverank.cli_stream import add_stream, add_train_stream
@@ -314,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_serve,
         add_experiment,
         add_graph,
+        add_foresight,
     ):
         add(sub)
     return parser

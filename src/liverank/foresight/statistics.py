@@ -36,9 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from liverank.config import _set_dotted, read_yaml_mapping, validate_as
 from liverank.data.io import read_meta, read_table
-from liverank.errors import DataValidationError
+from liverank.errors import DataValidationError, UnknownIdError
 from liverank.features.encoders import MS_PER_DAY
-from liverank.features.store import RoomStatsStore
+from liverank.features.store import RoomStatsSource, RoomStatsStore
 from liverank.models.layers.forecast import StatisticTransformer
 from liverank.stream.room_stats import ROOM_STATS, WINDOW_MS, on_air_windows
 
@@ -395,3 +395,39 @@ def run_arm(
         "examples": {"train": len(train), "val": len(val), "test": len(test)},
         "method_seconds": round(seconds, 2),
     }
+
+
+def forecast_room(
+    forecaster: StatisticForecaster, store: RoomStatsSource, live_id: int, as_of_ts: int
+) -> dict[str, Any]:
+    """A room's last ``T`` windows of every statistic as of ``as_of_ts`` (point in time) and
+    the forecast of the next ``K``: ``{as_of_ts, windows, forecast_windows, history: {stat:
+    [T]}, forecast: {stat: [K]}, known}`` (``known`` False: an unknown room, all zeros)."""
+    cfg = forecaster.cfg
+    hist, known = store.history_batch(np.array([live_id]), np.array([as_of_ts]), cfg.window)
+    x = np.ascontiguousarray(hist.transpose(0, 2, 1), dtype=np.float32)  # [1, N, T]
+    pred = forecaster.predict(x)[0][0]  # [N, K]
+    last = as_of_ts // WINDOW_MS - 1  # the last complete window
+    return {
+        "live_id": int(live_id),
+        "as_of_ts": int(as_of_ts),
+        "known": bool(known[0]),
+        "windows": list(range(last - cfg.window + 1, last + 1)),
+        "forecast_windows": list(range(last + 1, last + 1 + cfg.horizon)),
+        "history": {s: x[0, i].tolist() for i, s in enumerate(ROOM_STATS)},
+        "forecast": {s: pred[i].tolist() for i, s in enumerate(ROOM_STATS)},
+    }
+
+
+def room_forecast(
+    forecaster: StatisticForecaster, data: str | Path, live_id: int, as_of_ts: int | None = None
+) -> dict[str, Any]:
+    """:func:`forecast_room` on a dataset (``as_of_ts`` default: the middle of the room's
+    show); :class:`UnknownIdError` for a room the dataset does not have."""
+    rooms = read_table(data, "rooms")
+    row = rooms.filter(pl.col("live_id") == live_id)
+    if row.height == 0:
+        raise UnknownIdError(f"room {live_id} is not in {data}")
+    if as_of_ts is None:
+        as_of_ts = (int(row["start_ts"][0]) + int(row["end_ts"][0])) // 2
+    return forecast_room(forecaster, RoomStatsStore.from_dataset(data), live_id, as_of_ts)

@@ -1,0 +1,121 @@
+"""``liverank foresight``: LiveForesighter's room statistic forecaster (docs/foresight.md).
+Registered in :mod:`liverank.cli`.
+
+* ``liverank foresight train --data DATASET --out DIR [--config configs/foresight.yaml]
+  [--window T] [--horizon K] [--epochs E] [--seed S]``: train on the dataset's rooms (every
+  ``stride``-th on-air window, days split train / validation / test) and print the test
+  day's standardised MSE next to the last-value and mean-value forecasts; writes the
+  forecaster and ``report.json`` to ``DIR``.
+* ``liverank foresight show --model DIR --data DATASET --live-id ID [--ts MS]``: a room's last
+  windows of every statistic (point in time: events before ``ts``; default the middle of the
+  room's show) and the forecast of the next ``K`` windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from liverank.cli_args import non_negative_int, positive_int
+
+
+def add_foresight(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("foresight", help="LiveForesighter: forecast room statistic sequences")
+    actions = p.add_subparsers(dest="action", required=True)
+    train = actions.add_parser("train", help="train the statistic forecaster and compare it")
+    train.add_argument("--data", type=Path, required=True, help="canonical dataset directory")
+    train.add_argument("--out", type=Path, required=True, help="forecaster directory to write")
+    train.add_argument("--config", type=Path, help="forecaster YAML (configs/foresight.yaml)")
+    train.add_argument("--window", type=positive_int, help="T: input windows of 30 s")
+    train.add_argument("--horizon", type=positive_int, help="K: windows to forecast")
+    train.add_argument("--epochs", type=positive_int, help="training epochs (early stopping)")
+    train.add_argument("--seed", type=non_negative_int, help="model seed")
+    train.set_defaults(func=cmd_foresight_train)
+    show = actions.add_parser("show", help="a room's recent statistics and their forecast")
+    show.add_argument("--model", type=Path, required=True, help="a `foresight train` --out")
+    show.add_argument("--data", type=Path, required=True, help="canonical dataset directory")
+    show.add_argument("--live-id", type=positive_int, required=True, help="the room")
+    show.add_argument(
+        "--ts", type=non_negative_int, help="epoch ms (default: the middle of the room's show)"
+    )
+    show.set_defaults(func=cmd_foresight_show)
+
+
+def cmd_foresight_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from liverank.errors import ConfigError
+    from liverank.foresight.statistics import (
+        FAMILIES,
+        ForecastConfig,
+        load_forecast_config,
+        train_and_evaluate,
+    )
+
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is an existing file; give a directory")
+    overrides = {
+        k: v
+        for k, v in (
+            ("window", args.window),
+            ("horizon", args.horizon),
+            ("epochs", args.epochs),
+            ("seed", args.seed),
+        )
+        if v is not None
+    }
+    if args.config is not None:
+        cfg = load_forecast_config(args.config, overrides)
+    else:
+        cfg = ForecastConfig(**overrides)
+    if cfg.method != "foresighter":
+        raise ConfigError(f"{args.config}: method '{cfg.method}' is a baseline; nothing to train")
+    report = train_and_evaluate(args.data, args.out, cfg)
+    table = Table(title=f"test day(s) {report['test_days']}: standardised MSE (lower is better)")
+    table.add_column("forecast")
+    table.add_column("all", justify="right")
+    for family in FAMILIES:
+        table.add_column(family, justify="right")
+    for step in range(cfg.horizon):
+        table.add_column(f"t+{step + 1}", justify="right")
+    for name, err in report["test"].items():
+        cells = [err["mse"], *err["families"].values(), *err["steps"]]
+        table.add_row(name, *(f"{x:.4f}" for x in cells))
+    console = Console()
+    console.print(table)
+    n = report["examples"]
+    console.print(
+        f"examples: {n['train']:,} train, {n['val']:,} validation, {n['test']:,} test; "
+        f"{len(report['history'])} epochs; forecaster and report.json in {args.out}"
+    )
+    return 0
+
+
+def cmd_foresight_show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from liverank.foresight.statistics import StatisticForecaster, room_forecast
+
+    forecaster = StatisticForecaster.load(args.model)
+    view = room_forecast(forecaster, args.data, args.live_id, args.ts)
+    shown = 5  # the last few windows of history, then the forecast
+    table = Table(
+        title=f"room {args.live_id} as of {view['as_of_ts']}: the last {shown} windows of 30 s "
+        f"(0 = the last complete one) and the forecast (+1..+{forecaster.cfg.horizon}, "
+        "clamped at 0)"
+    )
+    table.add_column("statistic")
+    for j in range(-shown + 1, 1):
+        table.add_column(str(j), justify="right")
+    for j in range(1, forecaster.cfg.horizon + 1):
+        table.add_column(f"+{j}", justify="right", style="bold")
+    for name, hist in view["history"].items():
+        cells = [f"{x:g}" for x in hist[-shown:]]
+        cells += [f"{max(x, 0.0):.1f}" for x in view["forecast"][name]]
+        table.add_row(name, *cells)
+    Console().print(table)
+    if not view["known"]:
+        Console().print(f"room {args.live_id} has no statistics in the store (all zeros)")
+    return 0
