@@ -296,10 +296,10 @@ def _config(spec: ExperimentSpec, key: RunKey, out: Path, device: str, threads: 
 
 
 def _forecast_config(spec: ExperimentSpec, key: RunKey):
-    from liverank.foresight.statistics import load_forecast_config
+    from liverank.foresight.arms import load_arm_config
 
     entry = spec.configs[key.config]
-    return load_forecast_config(entry.config, {**entry.overrides, "seed": key.model_seed})
+    return load_arm_config(entry.config, {**entry.overrides, "seed": key.model_seed})
 
 
 # ---------------------------------------------------------------------------------- one run
@@ -319,10 +319,10 @@ def run_one(
     if key.stream_mode == "forecast":
         import torch
 
-        from liverank.foresight.statistics import run_arm
+        from liverank.foresight.arms import run_forecast_arm
 
         torch.set_num_threads(threads)
-        body = run_arm(paths["world"], _forecast_config(spec, key), paths["windows"])
+        body = run_forecast_arm(paths["world"], _forecast_config(spec, key), paths["windows"])
     elif key.stream_mode == "offline":
         cfg = _config(spec, key, out / "runs" / run_hash, device, threads)
         body = _run_offline(cfg, paths)

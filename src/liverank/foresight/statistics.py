@@ -60,6 +60,7 @@ class ForecastConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    target: Literal["statistics"] = "statistics"
     window: int = Field(60, ge=2, description="T: input windows of 30 s")
     horizon: int = Field(3, ge=1, description="k: windows forecast (3 as deployed)")
     stride: int = Field(2, ge=1, description="every stride-th on-air window is an anchor")

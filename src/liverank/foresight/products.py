@@ -1,0 +1,242 @@
+"""Forecasting the next product's category (LiveForesighter section 2.3, Eq. 4-5).
+
+Examples. Every product a room introduces (``room_products``: ``live_id``, ``ts``,
+``product_id``) is one example: the input is the room's previous ``L`` products (strictly
+before ``ts``, from :meth:`~liverank.features.store.RoomStatsStore.products_batch`, each
+``[product, cat1, cat2, cat3]``, most recent last) and the target the introduced product's
+finest category ``cat3``. A room's first product has no history: it is left out (the
+baselines have nothing to say about it either), and counted. Days split as for the statistic
+forecaster (by the introduction's day).
+
+Model: :class:`~liverank.models.layers.forecast.ProductTransformer` with a softmax over the
+finest categories, trained with cross entropy (Eq. 4), early stopping on the validation loss.
+Baselines (Table 6): the room's most frequent finest category so far (ties: the most recent)
+and the latest one. Metric: hit rate at 1 and at 5 (the model's top 5; a baseline's top 5 is
+its ranking of the room's past categories: by frequency, or by recency).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from liverank.data.io import has_table, read_meta, read_table
+from liverank.errors import ConfigError, DataValidationError
+from liverank.features.encoders import MS_PER_DAY
+from liverank.features.store import RoomStatsStore
+from liverank.foresight.statistics import split_days
+from liverank.models.layers.forecast import ProductTransformer
+
+log = logging.getLogger(__name__)
+HITS_AT = (1, 5)
+
+
+class ProductConfig(BaseModel):
+    """Settings of the next-category model (validated)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: Literal["products"] = "products"
+    length: int = Field(20, ge=1, description="L: previous products read")
+    #: embedding table sizes of cat1 / cat2 / cat3 (the paper's 50 / 1,000 / 5,000); the
+    #: product table is sized from the data
+    categories: tuple[int, int, int] = (50, 1000, 5000)
+    dim: int = Field(32, ge=1)
+    layers: int = Field(1, ge=1)
+    heads: int = Field(2, ge=1)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    patience: int = Field(3, ge=1)
+    val_days: int = Field(1, ge=1)
+    test_days: int = Field(1, ge=1)
+    seed: int = 0
+    method: Literal["foresighter", "most_frequent", "latest"] = "foresighter"
+
+
+@dataclass(frozen=True)
+class ProductExamples:
+    """``seq [M, L, 4]`` int64 histories, ``target [M]`` finest categories, ``live_id``,
+    ``ts`` and ``day`` per example."""
+
+    seq: np.ndarray
+    target: np.ndarray
+    live_id: np.ndarray
+    ts: np.ndarray
+    day: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+    def take(self, rows: np.ndarray) -> ProductExamples:
+        return ProductExamples(
+            self.seq[rows], self.target[rows], self.live_id[rows], self.ts[rows], self.day[rows]
+        )
+
+
+def build_examples(data: str | Path, cfg: ProductConfig) -> tuple[ProductExamples, int]:
+    """The examples of a dataset (module doc) and the number of first products left out."""
+    if not (has_table(data, "room_products") and has_table(data, "products")):
+        raise DataValidationError(
+            "next-product forecasting needs the room_products and products tables",
+            file=str(data),
+        )
+    meta = read_meta(data)
+    store = RoomStatsStore.from_dataset(data)
+    intro = read_table(data, "room_products").sort("live_id", "ts")
+    catalog = read_table(data, "products")
+    cat3 = dict(zip(catalog["product_id"].to_list(), catalog["cat3"].to_list(), strict=True))
+    live = intro["live_id"].to_numpy()
+    ts = intro["ts"].to_numpy()
+    products = intro["product_id"].to_numpy()
+    unknown = [p for p in np.unique(products).tolist() if p not in cat3]
+    if unknown:
+        raise DataValidationError(
+            f"room_products names {len(unknown)} products the products table does not have "
+            f"(e.g. {unknown[0]})",
+            file=str(data),
+            column="product_id",
+        )
+    seq, _ = store.products_batch(live, ts, cfg.length)  # [M, L, 4]
+    has_history = seq[:, -1, 0] > 0
+    target = np.array([cat3[p] for p in products.tolist()], dtype=np.int64)
+    keep = np.flatnonzero(has_history)
+    examples = ProductExamples(
+        seq=seq[keep],
+        target=target[keep],
+        live_id=live[keep],
+        ts=ts[keep],
+        day=(ts[keep] - meta.start_ts) // MS_PER_DAY,
+    )
+    return examples, int((~has_history).sum())
+
+
+def baseline_ranking(seq: np.ndarray, method: str, top: int) -> np.ndarray:
+    """``[M, top]`` finest categories ranked by the room's history (``seq [M, L, 4]``): by
+    frequency (ties: the most recent first) or by recency; 0 pads a shorter history."""
+    out = np.zeros((len(seq), top), dtype=np.int64)
+    cats = seq[..., 3]  # [M, L] most recent last, 0 = padding
+    for i in range(len(seq)):  # M is a few thousand; L is small
+        row = cats[i][cats[i] > 0][::-1]  # most recent first
+        seen, order = np.unique(row, return_index=True)  # first (most recent) position of each
+        if method == "latest":
+            ranked = seen[np.argsort(order)]
+        else:  # most_frequent
+            counts = np.array([(row == c).sum() for c in seen])
+            ranked = seen[np.lexsort((order, -counts))]
+        ranked = ranked[:top]
+        out[i, : ranked.size] = ranked
+    return out
+
+
+def hit_rates(ranked: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """``{hit@k}``: the share of examples whose target is among the first ``k`` of ``ranked``."""
+    return {
+        f"hit@{k}": float((ranked[:, :k] == target[:, None]).any(axis=1).mean())
+        if len(target)
+        else math.nan
+        for k in HITS_AT
+    }
+
+
+def _sizes(cfg: ProductConfig, examples: ProductExamples, n_products: int) -> tuple[int, ...]:
+    sizes = (n_products, *cfg.categories)
+    highest = [int(examples.seq[..., i].max(initial=0)) for i in range(4)]
+    highest[3] = max(highest[3], int(examples.target.max(initial=0)))
+    for name, size, top in zip(("product", "cat1", "cat2", "cat3"), sizes, highest, strict=True):
+        if top >= size:
+            raise ConfigError(f"{name} ids reach {top} but its table has {size} rows; raise it")
+    return sizes
+
+
+def fit(
+    train: ProductExamples, val: ProductExamples, cfg: ProductConfig, n_products: int
+) -> tuple[ProductTransformer, list[dict[str, float]]]:
+    """Cross-entropy training (Eq. 4) with early stopping on the validation loss."""
+    if len(train) == 0 or len(val) == 0:
+        raise DataValidationError("no training or validation product examples")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = ProductTransformer(
+        _sizes(cfg, train, n_products), cfg.length, cfg.dim, cfg.layers, cfg.heads
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    history: list[dict[str, float]] = []
+    best, best_state, since = math.inf, None, 0
+    val_seq, val_y = torch.from_numpy(val.seq), torch.from_numpy(val.target)
+    for epoch in range(cfg.epochs):
+        start = time.perf_counter()
+        model.train()
+        order = rng.permutation(len(train))
+        total = 0.0
+        for s in range(0, len(order), cfg.batch_size):
+            rows = order[s : s + cfg.batch_size]
+            logits, _ = model(torch.from_numpy(train.seq[rows]))
+            loss = F.cross_entropy(logits, torch.from_numpy(train.target[rows]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(rows)
+        model.eval()
+        with torch.no_grad():
+            val_loss = float(F.cross_entropy(model(val_seq)[0], val_y))
+        history.append(
+            {
+                "epoch": epoch,
+                "train_ce": total / len(train),
+                "val_ce": val_loss,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        if val_loss < best:
+            best, since = val_loss, 0
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            since += 1
+            if since >= cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return model, history
+
+
+def run_arm(world: str | Path, cfg: ProductConfig) -> dict[str, Any]:
+    """One experiment arm: hit rates of ``cfg.method`` on the test days' introductions."""
+    examples, firsts = build_examples(world, cfg)
+    is_train, is_val, is_test = split_days(examples.day, cfg.val_days, cfg.test_days)
+    train, val, test = (examples.take(np.flatnonzero(m)) for m in (is_train, is_val, is_test))
+    top = max(HITS_AT)
+    history: list[dict[str, float]] = []
+    if cfg.method == "foresighter":
+        n_products = int(read_table(world, "products")["product_id"].max()) + 1
+        model, history = fit(train, val, cfg, n_products)
+        with torch.no_grad():
+            logits, _ = model(torch.from_numpy(test.seq))
+        ranked = torch.topk(logits, top, dim=1).indices.numpy()
+    else:
+        ranked = baseline_ranking(test.seq, cfg.method, top)
+    metrics = hit_rates(ranked, test.target) | {"count": float(len(test))}
+    trained = sum(h["seconds"] for h in history)
+    return {
+        "metrics": {"all": {"next_category": metrics}},
+        "history": history,
+        "epochs_run": len(history) or None,
+        "best_epoch": int(np.argmin([h["val_ce"] for h in history])) if history else None,
+        "train_samples_per_s": len(train) * len(history) / trained if trained else None,
+        "examples": {
+            "train": len(train),
+            "val": len(val),
+            "test": len(test),
+            "first_products_left_out": firsts,
+        },
+    }
