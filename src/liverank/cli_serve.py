@@ -42,6 +42,13 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "metapath neighbours; reloaded when a new build is published there",
     )
     p.add_argument(
+        "--forecaster",
+        type=Path,
+        default=None,
+        help="LiveForesighter statistic forecaster (liverank foresight train --out DIR): "
+        "GET /rooms/{id}/forecast and the web page then show the forecast",
+    )
+    p.add_argument(
         "--watch-interval",
         type=float,
         default=2.0,
@@ -107,6 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store=args.store,
         runtime=args.runtime,
         graph=args.graph,
+        forecaster=args.forecaster,
         **({} if args.max_body_bytes is None else {"max_body_bytes": args.max_body_bytes}),
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

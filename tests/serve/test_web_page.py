@@ -16,6 +16,8 @@ from fastapi.testclient import TestClient
 
 from liverank.data.io import read_table
 from liverank.features.store import RoomStatsStore
+from liverank.foresight.statistics import ForecastConfig, StatisticForecaster
+from liverank.models.layers.forecast import StatisticTransformer
 from liverank.models.ranker import Ranker
 from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
 from liverank.models.zoo import get_config
@@ -74,8 +76,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     holder = ModelHolder(reg.root, "mlp", FM)
     holder.refresh()
     stats = room_stats_as_of(root / "data", as_of)
-    app = create_app(holder, FakeFeatures(on_air_ids, as_of), stats)
-    return {"data": root / "data", "as_of": as_of, "on_air": on_air_ids, "app": app}
+    cfg = ForecastConfig(window=10, horizon=3, dim=8, layers=1)
+    net = StatisticTransformer(len(ROOM_STATS), 10, 3, dim=8, layers=1)
+    forecaster = StatisticForecaster(net, np.ones(len(ROOM_STATS), np.float32), cfg)
+    app = create_app(holder, FakeFeatures(on_air_ids, as_of), stats, forecaster=forecaster)
+    return {
+        "data": root / "data",
+        "as_of": as_of,
+        "on_air": on_air_ids,
+        "app": app,
+        "stats": stats,
+        "forecaster": forecaster,
+    }
 
 
 def test_history_matches_the_batch_room_stats_before_as_of(world: dict[str, Any]) -> None:
@@ -84,7 +96,6 @@ def test_history_matches_the_batch_room_stats_before_as_of(world: dict[str, Any]
     r = c.get(f"/rooms/{live_id}/forecast", params={"n": 30})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["forecast"] is None and body["forecast_note"] == FORECAST_NOTE
     assert body["as_of_ts"] == as_of and body["window_ms"] == WINDOW_MS
     starts = body["window_start"]
     assert len(starts) == 30 and starts[-1] + WINDOW_MS <= as_of < starts[-1] + 2 * WINDOW_MS
@@ -102,6 +113,14 @@ def test_history_matches_the_batch_room_stats_before_as_of(world: dict[str, Any]
         expected = joined[f"{s}_ref"].fill_null(0).cast(pl.Float64).to_numpy()
         np.testing.assert_allclose(joined[s].to_numpy(), expected, err_msg=s)
     assert sum(body["stats"]["exposure"]) > 0  # a room on air at a busy time was shown
+    # the forecast: the forecaster on the room's last T = 10 windows, clamped at 0, for the
+    # 3 windows after the last complete one
+    hist, _ = world["stats"].history(live_id, as_of, 10)  # [10, N]
+    want = world["forecaster"].predict(np.ascontiguousarray(hist.T[None], dtype=np.float32))[0][0]
+    got = np.array([body["forecast"][s] for s in ROOM_STATS])  # [N, 3]
+    np.testing.assert_allclose(got, np.maximum(want, 0.0), rtol=1e-5, atol=1e-6)
+    assert body["forecast_window_start"] == [starts[-1] + (j + 1) * WINDOW_MS for j in range(3)]
+    assert body["forecast_note"].startswith("LiveForesighter: the next 3 windows")
 
 
 def test_history_errors(world: dict[str, Any], tmp_path: Path) -> None:
@@ -162,6 +181,8 @@ def test_history_explicit_ts_and_store_cut() -> None:
     assert body["stats"]["exposure"] == [0.0, 0.0, 0.0, 3.0]
     body = c.get("/rooms/7/forecast", params={"n": 4, "ts": t0 + 3 * WINDOW_MS - 1}).json()
     assert body["stats"]["exposure"] == [0.0, 0.0, 0.0, 0.0]  # window 2 still open
+    # no forecaster in this app: history only, and the note says how to get a forecast
+    assert body["forecast"] is None and body["forecast_note"] == FORECAST_NOTE
 
 
 # ------------------------------------------------------------------------- the browser page
@@ -191,9 +212,15 @@ def test_page_in_headless_chromium(
     assert rows == [str(it["live_id"]) for it in expected["items"]], dom[:3000]
     assert "p_ctr" in dom and f"{expected['items'][0]['probs']['ctr']:.4f}" in dom
     assert "rooms on air at " in dom  # the request time the ranking is for
-    # the history plot: one polyline point per window, and the note about the forecast
+    # the history plot: one polyline point per window; the forecast continues it (the last
+    # complete window, then the 3 forecast windows), and the note names the forecaster
     points = re.search(r'id="history-line"[^>]*points="([^"]*)"', dom)
     assert points is not None, dom[-3000:]
     assert len(points.group(1).split()) == 60
-    assert FORECAST_NOTE in dom
+    ahead = re.search(r'id="forecast-line"[^>]*points="([^"]*)"', dom)
+    assert ahead is not None, dom[-3000:]
+    hist_pts, ahead_pts = points.group(1).split(), ahead.group(1).split()
+    assert len(ahead_pts) == 4 and ahead_pts[0] == hist_pts[-1]
+    assert float(ahead_pts[-1].split(",")[0]) > float(hist_pts[-1].split(",")[0])
+    assert "LiveForesighter: the next 3 windows" in dom
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000

@@ -16,7 +16,8 @@ into the endpoints
 * ``GET /health`` and ``GET /metrics`` (Prometheus text: requests by outcome, latency
   histogram by stage, model version, feature lag);
 * ``GET /rooms/{live_id}/forecast``: a room's 30 s statistic history from a
-  :class:`~liverank.features.store.RoomStatsSource` (``room_stats``), forecast still null
+  :class:`~liverank.features.store.RoomStatsSource` (``room_stats``) and, with a forecaster,
+  LiveForesighter's forecast of the next windows
   (:mod:`liverank.serve.web`);
 * ``GET /``: the web page (``static/index.html``, :mod:`liverank.serve.web`).
 
@@ -52,6 +53,7 @@ from starlette.concurrency import run_in_threadpool
 
 from liverank.errors import LiverankError
 from liverank.features.store import RoomStatsSource
+from liverank.foresight.statistics import StatisticForecaster
 from liverank.serve.http_guard import INT64_MAX, BodySizeLimit, validation_details
 from liverank.serve.model_holder import ModelHolder
 from liverank.serve.web import add_web_routes
@@ -188,10 +190,11 @@ def create_app(
     room_stats: RoomStatsSource | None = None,
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
+    forecaster: StatisticForecaster | None = None,
 ) -> FastAPI:
     """The ranking service over ``holder`` and ``features`` (module doc); ``room_stats``
     serves ``GET /rooms/{live_id}/forecast`` (None: that endpoint answers 503); a request body
-    over ``max_body_bytes`` is a 413."""
+    over ``max_body_bytes`` is a 413; ``forecaster`` adds LiveForesighter's forecast there."""
     app = FastAPI(title="liverank ranking service", version="1")
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     metrics = _Metrics()
@@ -305,7 +308,7 @@ def create_app(
             metrics.lag.set(max(0.0, time.time() - wm / 1e3))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    add_web_routes(app, room_stats, lambda: features.default_time().ts)
+    add_web_routes(app, room_stats, lambda: features.default_time().ts, forecaster)
     return app
 
 

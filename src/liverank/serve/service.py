@@ -139,6 +139,7 @@ def build_service(
     runtime: str = "auto",
     max_body_bytes: int = MAX_BODY_BYTES,
     graph: str | Path | None = None,
+    forecaster: str | Path | None = None,
 ):
     """The FastAPI app of ``liverank serve`` (store filled by replaying ``data``).
 
@@ -151,6 +152,8 @@ def build_service(
     ``graph``: a neighbour store directory (``liverank graph build --out``) for models that
     read MMBee's metapath neighbours; polled every ``watch_interval_s`` and reloaded when a new
     build is published there (:mod:`liverank.serve.mmbee_features`).
+    ``forecaster``: a ``liverank foresight train`` output; ``GET /rooms/{id}/forecast`` then
+    returns LiveForesighter's forecast of the next windows.
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime '{runtime}'; choose one of {list(RUNTIMES)}")
@@ -192,7 +195,14 @@ def build_service(
     holder.start()
     room_stats = room_stats_as_of(data, as_of_ts)
     features = StoreFeatureService(backend, holder, long_store, mmbee)
-    return create_app(holder, features, room_stats, max_body_bytes=max_body_bytes)
+    foresight = None
+    if forecaster is not None:
+        from liverank.foresight.statistics import StatisticForecaster
+
+        foresight = StatisticForecaster.load(forecaster)
+    return create_app(
+        holder, features, room_stats, max_body_bytes=max_body_bytes, forecaster=foresight
+    )
 
 
 def example_request(

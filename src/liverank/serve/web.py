@@ -7,9 +7,12 @@
 * ``GET /rooms/{live_id}/forecast?n=120&ts=...``: the room's last ``n`` complete 30 s windows
   (ROOM_STATS, :mod:`liverank.stream.room_stats`) before ``ts`` (default: the service's default
   request time, the one ``POST /rank`` uses, see ``/health``), read point-in-time from a
-  :class:`~liverank.features.store.RoomStatsSource`. The forecast (LiveForesighter, issue #6)
-  is not built yet: ``"forecast": null`` and a ``forecast_note`` say so. Unknown room: 404;
-  ``live_id`` outside 1 .. 2**63-1 or ``ts`` outside 0 .. 2**63-1: 422.
+  :class:`~liverank.features.store.RoomStatsSource`, and, when the service has a forecaster
+  (``liverank serve --forecaster DIR``, a ``liverank foresight train`` output), LiveForesighter's
+  forecast of the next ``K`` windows from the room's last ``T`` (Eq. 3; clamped at 0, the
+  statistics are counts and sums) with their window starts. Without one ``"forecast": null``
+  and ``forecast_note`` says how to get it. Unknown room: 404; ``live_id`` outside
+  1 .. 2**63-1 or ``ts`` outside 0 .. 2**63-1: 422.
 """
 
 from __future__ import annotations
@@ -25,11 +28,15 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from liverank.features.store import RoomStatsSource
+from liverank.foresight.statistics import StatisticForecaster, forecast_room
 from liverank.serve.http_guard import INT64_MAX
 from liverank.stream.room_stats import WINDOW_MS
 
 STATIC_DIR = Path(__file__).parent / "static"
-FORECAST_NOTE = "LiveForesighter (issue 6) not built yet: history only"
+FORECAST_NOTE = (
+    "no forecaster loaded: history only (start liverank serve with --forecaster DIR, "
+    "a `liverank foresight train` output)"
+)
 MAX_WINDOWS = 2_880  # one day of 30 s windows
 
 
@@ -41,7 +48,12 @@ class RoomHistory(BaseModel):
     window_ms: int
     window_start: list[int] = Field(description="epoch ms of each window, oldest first")
     stats: dict[str, list[float]] = Field(description="statistic -> [n] values per window")
-    forecast: dict[str, list[float]] | None = None
+    forecast: dict[str, list[float]] | None = Field(
+        None, description="statistic -> [K] forecast of the next windows (null: no forecaster)"
+    )
+    forecast_window_start: list[int] | None = Field(
+        None, description="epoch ms of each forecast window"
+    )
     forecast_note: str = FORECAST_NOTE
 
 
@@ -49,10 +61,13 @@ def add_web_routes(
     app: FastAPI,
     room_stats: RoomStatsSource | None,
     now_ts: Callable[[], int | None],
+    forecaster: StatisticForecaster | None = None,
 ) -> None:
     """Register ``GET /`` and ``GET /rooms/{live_id}/forecast`` on ``app``; ``now_ts`` gives
-    the default history time (the service's default request time; None: the wall clock)."""
+    the default history time (the service's default request time; None: the wall clock);
+    ``forecaster`` adds the forecast."""
     app.state.room_stats = room_stats
+    app.state.forecaster = forecaster
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
@@ -76,10 +91,20 @@ def add_web_routes(
             raise HTTPException(404, f"unknown room live_id={live_id}: not in the room store")
         k_last = ts // WINDOW_MS - 1  # last window complete at ts (features/store.py)
         starts = (np.arange(k_last - n + 1, k_last + 1, dtype=np.int64) * WINDOW_MS).tolist()
-        return RoomHistory(
+        out = RoomHistory(
             live_id=live_id,
             as_of_ts=ts,
             window_ms=WINDOW_MS,
             window_start=starts,
             stats={s: values[:, j].tolist() for j, s in enumerate(room_stats.stat_names)},
         )
+        if forecaster is not None:
+            view = forecast_room(forecaster, room_stats, live_id, ts)
+            cfg = forecaster.cfg
+            out.forecast = {s: [max(0.0, x) for x in v] for s, v in view["forecast"].items()}
+            out.forecast_window_start = [w * WINDOW_MS for w in view["forecast_windows"]]
+            out.forecast_note = (
+                f"LiveForesighter: the next {cfg.horizon} windows forecast from the last "
+                f"{cfg.window} (clamped at 0)"
+            )
+        return out
