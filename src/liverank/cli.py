@@ -150,6 +150,21 @@ def _add_build_samples(sub: argparse._SubParsersAction) -> None:
         help="also the top-K metapath neighbours of the user and the author, from a "
         "gifting graph rebuilt daily (MMBee's GIE reads them; docs/graph.md)",
     )
+    p.add_argument(
+        "--room-stats",
+        type=non_negative_int,
+        default=0,
+        metavar="T",
+        help="(offline) also the room's last T windows of 30 s statistics as of the impression "
+        "(LiveForesighter; docs/foresight.md)",
+    )
+    p.add_argument(
+        "--room-products",
+        type=non_negative_int,
+        default=0,
+        metavar="L",
+        help="(offline) also the room's last L products before the impression (LiveForesighter)",
+    )
     add_unknown_events(p)
     p.set_defaults(func=cmd_build_samples)
 
@@ -172,6 +187,8 @@ def cmd_build_samples(args: argparse.Namespace) -> int:
                 "--shopping is built for --mode offline only (the stream modes do not report "
                 "the goods-bag / product-click labels yet)"
             )
+        if args.room_stats or args.room_products:
+            raise ConfigError("--room-stats / --room-products are built for --mode offline only")
         stats = build_stream_samples(
             args.data,
             args.out,
@@ -197,6 +214,8 @@ def cmd_build_samples(args: argparse.Namespace) -> int:
             shopping=args.shopping,
             segments=args.segments,
             graph_k=args.graph_k,
+            room_stats=args.room_stats,
+            room_products=args.room_products,
         )
     print_samples_summary(stats, args.out)
     return 0

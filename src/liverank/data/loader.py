@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from liverank.data import room_sequences
 from liverank.data.mmbee import (
     AUTHOR_NODE_COLUMNS,
     GIE_COLUMNS,
@@ -81,6 +82,7 @@ class SampleSet:
         long_fields: LongFields = "lazy",
         segments: np.ndarray | None = None,
         author_attr: np.ndarray | None = None,
+        room_tables: dict[str, np.ndarray] | None = None,
     ) -> None:
         lengths = {k: len(v) for k, v in arrays.items()}
         if len(set(lengths.values())) > 1:
@@ -107,6 +109,9 @@ class SampleSet:
         #: MMBee's per-day author attributes ``[days, A + 1, 3, D]`` (shared, read-only); with
         #: them every batch adds ``gie_attr_<metapath>`` for the author-node ``gie_*`` columns
         self.author_attr = author_attr if "day" in arrays else None
+        #: LiveForesighter's room tables (``stats`` / ``products``, shared, read-only): batches
+        #: then add ``room_stats`` / ``room_products`` (:mod:`liverank.data.room_sequences`)
+        self.room_tables = room_tables or {}
         self._n = next(iter(lengths.values()), 0)
 
     def _like(self, arrays: dict[str, np.ndarray]) -> SampleSet:
@@ -118,6 +123,7 @@ class SampleSet:
             self.long_fields,
             self.segments,
             self.author_attr,
+            self.room_tables,
         )
 
     # ------------------------------------------------------------------ loading
@@ -201,10 +207,17 @@ class SampleSet:
         with_attr = fmap is not None and fmap.author_attr_dim > 0
         with_attr = with_attr and any(c in arrays for c in AUTHOR_NODE_COLUMNS)
         author_attr = load_author_attributes(samples_dir) if with_attr else None
+        room_tables = {}
+        if fmap is not None and fmap.room_stats_window and "rs_end" in arrays:
+            room_tables["stats"] = room_sequences.load_table(samples_dir, room_sequences.STATS_FILE)
+        if fmap is not None and fmap.room_products_len and "rp_end" in arrays:
+            room_tables["products"] = room_sequences.load_table(
+                samples_dir, room_sequences.PRODUCTS_FILE
+            )
         if fmap is not None:
             fmap = fmap.model_copy(update={"long_len": long_len})
         log.info("loaded %d samples x %d columns from %d shard(s)", n, len(wanted), len(paths))
-        return cls(arrays, fmap, store, long_len, long_fields, segments, author_attr)
+        return cls(arrays, fmap, store, long_len, long_fields, segments, author_attr, room_tables)
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -270,6 +283,21 @@ class SampleSet:
             out |= SegmentTable.gather(self.segments, arrays[SEGMENT_INDEX_COLUMN])
         if self.author_attr is not None:
             out |= gather_author_attributes(self.author_attr, arrays["day"], arrays)
+        fmap = self.feature_map
+        if "stats" in self.room_tables and fmap is not None:
+            out["room_stats"] = room_sequences.gather_stats(
+                self.room_tables["stats"],
+                arrays["rs_end"],
+                arrays["rs_first"],
+                fmap.room_stats_window,
+            )
+        if "products" in self.room_tables and fmap is not None:
+            out["room_products"] = room_sequences.gather_products(
+                self.room_tables["products"],
+                arrays["rp_end"],
+                arrays["rp_first"],
+                fmap.room_products_len,
+            )
         return out
 
 

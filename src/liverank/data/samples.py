@@ -41,7 +41,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from liverank.data import mmbee
+from liverank.data import mmbee, room_sequences
 from liverank.data import shopping as shop
 from liverank.data.dead_letters import DEAD_LETTERS_FILE, RowScreen, check_policy
 from liverank.data.io import read_meta, read_table, table_path
@@ -121,6 +121,8 @@ def build_samples(
     shopping: bool = False,
     segments: int = 0,
     graph_k: int = 0,
+    room_stats: int = 0,
+    room_products: int = 0,
 ) -> SampleStats:
     """Build the samples directory ``out_dir`` from the canonical dataset at ``dataset_dir``.
 
@@ -137,15 +139,21 @@ def build_samples(
     ``segments = N > 0`` adds the room's last ``N`` content segments (``seg_idx``, and the
     segment table ``segments.npy``) and ``graph_k = K > 0`` the top-``K`` metapath neighbours
     of the user and the author from a graph rebuilt daily (``gie_*``, stores under ``graph/``):
-    what MMBee reads (:mod:`liverank.data.mmbee`).
+    what MMBee reads (:mod:`liverank.data.mmbee`). ``room_stats = T > 0`` / ``room_products =
+    L > 0`` add the room's last ``T`` windows of statistics and last ``L`` products as of the
+    impression (pointers into ``room_stats.npy`` / ``room_products.npy``): what LiveForesighter
+    reads (:mod:`liverank.data.room_sequences`).
     Raises :class:`ConfigError` on a bad argument and :class:`DataValidationError` if a required
     table or column is missing, unreadable or of a wrong dtype, or an impression key
     ``(request_id, position)`` is duplicated.
     """
     if seq_len < 1 or shard_rows < 1:
         raise ConfigError(f"seq_len and shard_rows must be >= 1, got {seq_len}, {shard_rows}")
-    if long_len < 0:
-        raise ConfigError(f"long_len must be >= 0, got {long_len}")
+    if long_len < 0 or room_stats < 0 or room_products < 0:
+        raise ConfigError(
+            f"long_len, room_stats and room_products must be >= 0, got {long_len}, "
+            f"{room_stats}, {room_products}"
+        )
     check_policy(unknown_events)
     started = time.perf_counter()
     root, out = Path(dataset_dir), Path(out_dir)
@@ -179,6 +187,7 @@ def build_samples(
     if seg_table is not None:
         fmap.segments, fmap.segment_dim = segments, seg_table.dim
     fmap.graph_k = graph_k
+    fmap.room_stats_window, fmap.room_products_len = room_stats, room_products
     static = _static_tables(root, rooms)
 
     _clear_outputs(out)
@@ -190,6 +199,10 @@ def build_samples(
     if seg_table is not None:
         np.save(out / mmbee.SEGMENT_FILE, seg_table.vectors)
         store_files.append(mmbee.SEGMENT_FILE)
+    flat = None
+    if room_stats or room_products:
+        flat = room_sequences.room_store(root).flat()
+        store_files += room_sequences.write_tables(out, flat, room_stats > 0, room_products > 0)
     ts_all = impressions["ts"].to_numpy()
     days = (ts_all - meta.start_ts) // enc.MS_PER_DAY  # [N]
     graphs = mmbee.build_graph_stores(root, out, meta, days, graph_k) if graph_k else {}
@@ -234,6 +247,10 @@ def build_samples(
         if seg_table is not None:
             live_ids = chunk["live_id"].to_numpy()
             extra[mmbee.SEGMENT_INDEX_COLUMN] = seg_table.last_before(live_ids, q_ts, segments)
+        if flat is not None and room_stats:
+            extra |= room_sequences.stat_rows(flat, chunk["live_id"].to_numpy(), q_ts)
+        if flat is not None and room_products:
+            extra |= room_sequences.product_rows(flat, chunk["live_id"].to_numpy(), q_ts)
         if graphs:
             extra |= mmbee.gie_columns(
                 graphs,

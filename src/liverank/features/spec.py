@@ -167,6 +167,10 @@ class FeatureMap(BaseModel):
     #: MMBee's author attributes beside the ``gie_*`` columns (the per-day stores' ``D``; 0 =
     #: none): batches then carry ``gie_attr_<metapath> [B, K, 3 D]`` for author metapaths
     author_attr_dim: int = Field(0, ge=0)
+    #: LiveForesighter (:mod:`liverank.data.room_sequences`): the room statistic windows ``T``
+    #: and room products ``L`` of ``room_stats [B, 12, T]`` / ``room_products [B, L, 4]`` (0 = none)
+    room_stats_window: int = Field(0, ge=0)
+    room_products_len: int = Field(0, ge=0)
 
     def table_size(self, table: str) -> int:
         if table in self.hash_buckets:

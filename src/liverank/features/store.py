@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -246,6 +247,23 @@ class RoomStatsStore(RoomStatsSource):
         room_of = np.repeat(np.arange(len(rooms)), np.diff(np.append(starts, len(self._p_ts))))
         self._p_key = room_of * self._p_span + (self._p_ts - self._p_t0)  # [P], sorted
 
+    def flat(self) -> FlatRoomTables:
+        """The statistics and product arrays as they stand (watchers refreshed), read-only."""
+        self._refresh_watchers()
+        return FlatRoomTables(
+            stats=self._values[:-1],
+            live_ids=self._live_ids,
+            first_window=self._first,
+            n_windows=self._len,
+            offset=self._offset,
+            products=self._p_fields,
+            product_rooms=self._p_rooms,
+            product_start=self._p_start,
+            product_key=self._p_key,
+            product_t0=self._p_t0,
+            product_span=self._p_span,
+        )
+
     # ------------------------------------------------------------------------------ reading
     def history_batch(
         self, live_ids: np.ndarray, as_of_ts: np.ndarray, n_windows: int
@@ -287,3 +305,25 @@ def _empty_catalog() -> pl.DataFrame:
 
 def _empty_room_products() -> pl.DataFrame:
     return pl.DataFrame(schema={"live_id": pl.Int64, "ts": pl.Int64, "product_id": pl.Int64})
+
+
+@dataclass(frozen=True)
+class FlatRoomTables:
+    """The store's arrays, for sample builders that index them (:mod:`liverank.data.room_sequences`).
+
+    ``stats [W, S]`` one row per (room, on-air window), rooms in ``live_ids`` order, a room's
+    windows contiguous from ``offset``; ``products [P, 4]`` the room product sequence sorted by
+    (room, ts) with ``product_key`` (room rank * span + ts - t0) and each room's ``product_start``.
+    """
+
+    stats: np.ndarray
+    live_ids: np.ndarray
+    first_window: np.ndarray
+    n_windows: np.ndarray
+    offset: np.ndarray
+    products: np.ndarray
+    product_rooms: np.ndarray
+    product_start: np.ndarray
+    product_key: np.ndarray
+    product_t0: int
+    product_span: int
