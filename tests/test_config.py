@@ -49,8 +49,12 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     "path", sorted(p.relative_to(ROOT) for p in (ROOT / "configs").rglob("*.yaml")), ids=str
 )
 def test_every_committed_config_names_a_model_that_parses(path: Path) -> None:
+    from liverank.foresight.arms import load_arm_config
     from liverank.train.experiment import ranker_config
 
+    if path.parts[1] == "foresight":  # forecaster configs (LiveForesighter), not rankers
+        assert load_arm_config(ROOT / path).method == "foresighter"
+        return
     cfg = load_config(ROOT / path)
     assert ranker_config(cfg).modules
 
@@ -65,9 +69,13 @@ def test_every_committed_experiment_loads_with_a_full_grid(path: Path) -> None:
     spec = ExperimentSpec.load(path)
     assert len(spec.grid.model_seeds) >= 5 and len(spec.grid.world.seeds) >= 2
     for key in {k.config: k for k in spec.runs()}.values():
-        cfg = load_config(
-            ROOT / spec.configs[key.config].config, spec.configs[key.config].overrides
-        )
+        entry = spec.configs[key.config]
+        if entry.mode == "forecast":
+            from liverank.foresight.arms import load_arm_config
+
+            assert load_arm_config(ROOT / entry.config, entry.overrides).method
+            continue
+        cfg = load_config(ROOT / entry.config, entry.overrides)
         assert ranker_config(cfg).modules
 
 

@@ -1,7 +1,7 @@
 """``liverank foresight``: LiveForesighter's room statistic forecaster (docs/foresight.md).
 Registered in :mod:`liverank.cli`.
 
-* ``liverank foresight train --data DATASET --out DIR [--config configs/foresight.yaml]
+* ``liverank foresight train --data DATASET --out DIR [--config configs/foresight/statistics.yaml]
   [--window T] [--horizon K] [--epochs E] [--seed S]``: train on the dataset's rooms (every
   ``stride``-th on-air window, days split train / validation / test) and print the test
   day's standardised MSE next to the last-value and mean-value forecasts; writes the
@@ -25,7 +25,9 @@ def add_foresight(sub: argparse._SubParsersAction) -> None:
     train = actions.add_parser("train", help="train the statistic forecaster and compare it")
     train.add_argument("--data", type=Path, required=True, help="canonical dataset directory")
     train.add_argument("--out", type=Path, required=True, help="forecaster directory to write")
-    train.add_argument("--config", type=Path, help="forecaster YAML (configs/foresight.yaml)")
+    train.add_argument(
+        "--config", type=Path, help="forecaster YAML (configs/foresight/statistics.yaml)"
+    )
     train.add_argument("--window", type=positive_int, help="T: input windows of 30 s")
     train.add_argument("--horizon", type=positive_int, help="K: windows to forecast")
     train.add_argument("--epochs", type=positive_int, help="training epochs (early stopping)")

@@ -47,6 +47,10 @@ class DataConfig(_Strict):
     #: segments and the top-K metapath neighbours of the user and author (0 = none)
     segments: int = Field(0, ge=0)
     graph_k: int = Field(0, ge=0)
+    #: LiveForesighter's columns (``build-samples --room-stats T --room-products L``): the
+    #: room's last T windows of statistics and last L products as of the impression (0 = none)
+    room_stats: int = Field(0, ge=0)
+    room_products: int = Field(0, ge=0)
     #: the rows of the samples: "impression" (one per impression, labels over the whole
     #: visit) or "moment" (the first-only rows of the moment stream, one per impression and
     #: 30 s window with something to report; with ``segments``, MMBee's segment-level gift

@@ -14,7 +14,7 @@ from liverank.experiments.runner import read_results, run_grid
 from liverank.experiments.spec import ExperimentSpec
 
 ROOT = Path(__file__).resolve().parents[2]
-CFG = str(ROOT / "configs/foresight.yaml")
+CFG = str(ROOT / "configs/foresight/statistics.yaml")
 
 
 def _spec(tmp_path: Path, foresighter: dict) -> ExperimentSpec:
@@ -75,3 +75,37 @@ def test_a_bad_forecast_config_is_refused_before_any_run(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="horizon"):
         run_grid(spec, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
     assert read_results(tmp_path / "out") == []
+
+
+@pytest.mark.slow
+def test_a_foresighter_ranker_trains_offline_on_room_sequence_samples(tmp_path: Path) -> None:
+    quick = {"train.epochs": 1, "train.max_batches_per_epoch": 5, "train.batch_size": 256}
+    room = {"data.room_stats": 10, "data.room_products": 4}
+    raw = {
+        "name": "tiny_foresight_rank",
+        "claim": "smoke test of a foresighter ranker arm",
+        "baseline": "mmoe",
+        "headline": "foresighter",
+        "configs": {
+            "mmoe": {"config": str(ROOT / "configs/mmoe.yaml"), "overrides": quick | room},
+            "foresighter": {
+                "config": str(ROOT / "configs/foresighter.yaml"),
+                "overrides": quick | room,
+            },
+        },
+        "grid": {
+            "model_seeds": [0],
+            "world": {"preset": "tiny", "seeds": [0]},
+            "variants": {"base": {"n_days": 3}},
+        },
+        "underpowered_ok": True,
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    spec = ExperimentSpec.load(path)
+    assert run_grid(spec, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False) == 2
+    records = {r["config"]: r for r in read_results(tmp_path / "out")}
+    for rec in records.values():
+        assert 0 < rec["metrics"]["all"]["ctr"]["gauc"] < 1
+    samples = list((tmp_path / "cache" / "samples").glob("*-RS10-RP4"))
+    assert len(samples) == 1  # both arms read one samples directory

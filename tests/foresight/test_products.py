@@ -66,7 +66,7 @@ def test_examples_read_only_earlier_products(world: Path) -> None:
 
 
 def test_a_model_arm_and_its_config(world: Path) -> None:
-    cfg = load_arm_config(ROOT / "configs/foresight_products.yaml", {"epochs": 2, "length": 5})
+    cfg = load_arm_config(ROOT / "configs/foresight/products.yaml", {"epochs": 2, "length": 5})
     assert isinstance(cfg, ProductConfig)
     body = run_forecast_arm(world, cfg, None)
     m = body["metrics"]["all"]["next_category"]

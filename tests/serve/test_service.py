@@ -144,3 +144,13 @@ def test_restart_with_a_corrupt_latest_serves_the_previous_version(
     (tmp_path / "reg" / "ple" / "v0001" / "model.pt").write_bytes(b"also bad")
     with pytest.raises(ConfigError, match="no servable version of model 'ple'"):
         build_service(tmp_path / "reg", "ple", data, watch_interval_s=60)
+
+
+def test_a_model_reading_room_sequences_is_refused_by_name() -> None:
+    from liverank.errors import ConfigError
+    from liverank.models.synthetic import synthetic_feature_map
+    from liverank.serve.mmbee_features import MMBeeFeatures
+
+    with pytest.raises(ConfigError, match="model 'fs' reads LiveForesighter's room sequences"):
+        MMBeeFeatures(None, None).check(synthetic_feature_map(foresight=True), "fs")
+    MMBeeFeatures(None, None).check(synthetic_feature_map(), "plain")

@@ -33,8 +33,21 @@ from liverank.stream.room_stats import WINDOW_MS
 
 STATS_FILE = "room_stats.npy"
 PRODUCTS_FILE = "room_products.npy"
+#: feature-map tables the product model sizes its embeddings from -> the products column
+PRODUCT_TABLES = {"product": "product_id", "product_cat1": "cat1", "product_cat2": "cat2",
+                  "product_cat": "cat3"}  # fmt: skip
 STATS_COLUMNS = ("rs_end", "rs_first")
 PRODUCT_COLUMNS = ("rp_end", "rp_first")
+
+
+def max_id(root: str | Path, column: str) -> int:
+    """The largest ``column`` of the dataset's ``products`` table (0 without one)."""
+    from liverank.data.io import has_table, read_table
+
+    if not has_table(root, "products"):
+        return 0
+    values = read_table(root, "products", [column])[column]
+    return int(values.max()) if values.len() else 0
 
 
 def stat_rows(flat: FlatRoomTables, live_id: np.ndarray, ts: np.ndarray) -> dict[str, np.ndarray]:

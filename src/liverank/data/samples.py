@@ -188,6 +188,9 @@ def build_samples(
         fmap.segments, fmap.segment_dim = segments, seg_table.dim
     fmap.graph_k = graph_k
     fmap.room_stats_window, fmap.room_products_len = room_stats, room_products
+    if room_products:  # the product model's table sizes (ids 0 = padding)
+        for name, column in room_sequences.PRODUCT_TABLES.items():
+            fmap.tables.setdefault(name, room_sequences.max_id(root, column) + 1)
     static = _static_tables(root, rooms)
 
     _clear_outputs(out)

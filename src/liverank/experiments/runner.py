@@ -123,13 +123,19 @@ def samples_dir(
     shopping: bool = False,
     segments: int = 0,
     graph_k: int = 0,
+    room_stats: int = 0,
+    room_products: int = 0,
 ) -> Path:
     """The cached offline samples of ``world`` (with ``long_len`` long histories, with the
-    shopping columns, with MMBee's ``segments`` / ``graph_k`` columns), built on first use."""
+    shopping columns, with MMBee's ``segments`` / ``graph_k`` columns, with LiveForesighter's
+    ``room_stats`` / ``room_products`` columns), built on first use."""
     from liverank.data.samples import build_samples
 
     suffix = (f"-K{long_len}" if long_len else "") + ("-shop" if shopping else "")
     suffix += (f"-S{segments}" if segments else "") + (f"-G{graph_k}" if graph_k else "")
+    suffix += (f"-RS{room_stats}" if room_stats else "") + (
+        f"-RP{room_products}" if room_products else ""
+    )
     path = cache / "samples" / f"{world.name}-offline-L{seq_len}{suffix}"
     if not (path / "feature_map.json").exists():
         log.info("building samples %s", path.name)
@@ -142,6 +148,8 @@ def samples_dir(
             shopping=shopping,
             segments=segments,
             graph_k=graph_k,
+            room_stats=room_stats,
+            room_products=room_products,
         )
     return path
 
@@ -222,9 +230,10 @@ def prepare(spec: ExperimentSpec, key: RunKey, cache: Path) -> dict[str, Path]:
     if key.stream_mode == "offline":
         data = cfg.data
         if data.rows == "moment":  # offline protocol (day split) on the moment stream's rows
-            if data.shopping:
+            if data.shopping or data.room_stats or data.room_products:
                 raise ConfigError(
-                    f"config '{key.config}': data.shopping is built for impression rows only"
+                    f"config '{key.config}': data.shopping / room_stats / room_products are "
+                    "built for impression rows only"
                 )
             samples = stream_samples_dir(
                 world,
@@ -242,11 +251,21 @@ def prepare(spec: ExperimentSpec, key: RunKey, cache: Path) -> dict[str, Path]:
             shopping=data.shopping,
             segments=data.segments,
             graph_k=data.graph_k,
+            room_stats=data.room_stats,
+            room_products=data.room_products,
         )
         return {"world": world, "samples": samples}
-    if cfg.data.shopping or cfg.data.segments or cfg.data.graph_k or cfg.data.rows != "impression":
+    d = cfg.data
+    if (
+        d.shopping
+        or d.segments
+        or d.graph_k
+        or d.room_stats
+        or d.room_products
+        or (d.rows != "impression")
+    ):
         raise ConfigError(
-            f"config '{key.config}': data.shopping / segments / graph_k / rows samples are built "
+            f"config '{key.config}': data.shopping / segments / graph_k / room_stats / room_products / rows samples are built "
             "for offline arms only (a stream arm's rows are its stream mode's)"
         )
     long_len = cfg.data.long_len

@@ -81,7 +81,7 @@ class ForecastConfig(BaseModel):
 def load_forecast_config(
     path: str | Path, overrides: dict[str, Any] | None = None
 ) -> ForecastConfig:
-    """A forecaster YAML (``configs/foresight*.yaml``: :class:`ForecastConfig` fields) with
+    """A forecaster YAML (``configs/foresight/*.yaml``: :class:`ForecastConfig` fields) with
     dotted ``overrides``; errors name the file and the field."""
     raw = read_yaml_mapping(path, "forecaster config")
     for dotted, value in (overrides or {}).items():

@@ -49,6 +49,9 @@ _LONG_SEEN_EFFECT = 2.0
 _SEGMENTS, _SEGMENT_DIM, _GRAPH_K = 5, 16, 6
 #: products per category of the shopping fields
 _PRODUCTS_PER_CAT = 6
+#: LiveForesighter fields of ``synthetic_feature_map(foresight=True)``: statistic windows T,
+#: room products L
+_ROOM_STATS_T, _ROOM_PRODUCTS_L = 13, 6
 
 
 def synthetic_feature_map(
@@ -61,13 +64,15 @@ def synthetic_feature_map(
     long_len: int = 0,
     shopping: bool = False,
     mmbee: bool = False,
+    foresight: bool = False,
 ) -> FeatureMap:
     """A feature map with the standard sparse and sequence fields of ``features/spec.py``.
 
     With ``long_len > 0``, :func:`synthetic_batches` also fills the long-history fields of
     ``FeatureMap.long_fields`` (``[B, long_len]``, see :func:`_long_history`); with
     ``shopping``, the product sequence, room product fields and shopping tasks (module doc);
-    with ``mmbee``, MMBee's segment and metapath-neighbour fields (:func:`_mmbee`).
+    with ``mmbee``, MMBee's segment and metapath-neighbour fields (:func:`_mmbee`); with
+    ``foresight``, LiveForesighter's room statistics and room products (:func:`_foresight`).
     """
     if n_authors < n_categories:
         raise ConfigError(f"need at least one author per category ({n_authors} < {n_categories})")
@@ -108,6 +113,10 @@ def synthetic_feature_map(
                 **ROOM_PRODUCT_FIELDS,
             },
         }
+    if foresight:
+        tables.setdefault("product", n_categories * _PRODUCTS_PER_CAT + 1)
+        tables |= {"product_cat1": 3, "product_cat2": n_categories + 1}
+        tables.setdefault("product_cat", n_categories + 1)
     default_tasks = [*TASKS, *SHOP_TASKS] if shopping else list(TASKS)
     return FeatureMap(
         seq_len=seq_len,
@@ -120,6 +129,8 @@ def synthetic_feature_map(
         segment_dim=_SEGMENT_DIM if mmbee else 0,
         graph_k=_GRAPH_K if mmbee else 0,
         author_attr_dim=_SEGMENT_DIM if mmbee else 0,
+        room_stats_window=_ROOM_STATS_T if foresight else 0,
+        room_products_len=_ROOM_PRODUCTS_L if foresight else 0,
         **extra,
     )
 
@@ -313,7 +324,33 @@ def _draw(fm: FeatureMap, world: _World, n: int, seed: int, planted: bool) -> di
         cols |= _shopping(world, np.random.default_rng([seed, 11]), fav, cols, length, ctr)
     if fm.segments or fm.graph_k:
         cols |= _mmbee(fm, world, np.random.default_rng([seed, 13]), fav, cols, planted)
+    if fm.room_stats_window or fm.room_products_len:
+        cols |= _foresight(fm, np.random.default_rng([seed, 17]), n)
     return cols
+
+
+def _foresight(fm: FeatureMap, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """``room_stats [n, 12, T]`` (Poisson counts around a per-row level, zeros before a random
+    start) and ``room_products [n, L, 4]`` (a random number of products, left-padded; cat1 /
+    cat2 / cat3 consistent per category). No planted signal: the fields only need to flow."""
+    out: dict[str, np.ndarray] = {}
+    if fm.room_stats_window:
+        t = fm.room_stats_window
+        level = rng.gamma(2.0, 3.0, (n, 12, 1))  # [n, 12, 1]
+        stats = rng.poisson(level, (n, 12, t)).astype(np.float32)
+        start = rng.integers(0, t, n)  # windows before the room went on air are zeros
+        stats *= (np.arange(t)[None, None, :] >= start[:, None, None]).astype(np.float32)
+        out["room_stats"] = stats
+    if fm.room_products_len:
+        length, n_cat = fm.room_products_len, fm.tables["product_cat"] - 1
+        cat3 = rng.integers(1, n_cat + 1, (n, length))
+        per_cat = max((fm.tables["product"] - 1) // max(n_cat, 1), 1)
+        product = (cat3 - 1) * per_cat + rng.integers(1, per_cat + 1, (n, length))
+        seq = np.stack([product, (cat3 - 1) % 2 + 1, cat3, cat3], axis=-1)  # [n, L, 4]
+        count = rng.integers(0, length + 1, n)
+        seq[np.arange(length)[None, :] < (length - count)[:, None]] = 0
+        out["room_products"] = seq.astype(np.int64)
+    return out
 
 
 def _mmbee(

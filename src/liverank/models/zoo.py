@@ -28,6 +28,9 @@ sim           sparse_features + din + moment_cross      as ``mmoe``
 sim_mmbee     ``sim`` + mmbee_mfq + mmbee_gie (MMBee's  as ``mmoe``
               "SIM+Ours"); ``sim_mmbee_mfq`` /
               ``sim_mmbee_gie`` keep one of the two
+foresighter   sparse_features + din + foresighter      as ``mmoe``
+              (LiveForesighter; ``--room-stats`` /
+              ``--room-products`` samples)
 ============  =======================================  ==================================
 
 Sizes are CPU-friendly defaults (embedding dim 16). ``get_config`` returns a fresh copy, so a
@@ -105,6 +108,15 @@ def _mmbee(mfq: bool, gie: bool) -> RankerConfig:
         cfg.modules.append(ModuleSpec(name="mmbee_mfq", params={"dim": 64, "queries": 4}))
     if gie:
         cfg.modules.append(ModuleSpec(name="mmbee_gie", params={"dim": 32}))
+    return cfg
+
+
+def _foresighter() -> RankerConfig:
+    """LiveForesighter (``papers/liveforesighter.txt``) on ``mmoe``: the ``foresighter``
+    module's stop-gradient room features (needs ``--room-stats T --room-products L`` samples)."""
+    cfg = _mmoe()
+    cfg.name = "foresighter"
+    cfg.modules.append(ModuleSpec(name="foresighter", params={}))
     return cfg
 
 
@@ -257,6 +269,7 @@ _CONFIGS: dict[str, Callable[[], RankerConfig]] = {
     "farm": _farm,
     "cgc": _cgc,
     "moment_cross_cgc": _moment_cross_cgc,
+    "foresighter": _foresighter,
     "mmbee": lambda: _mmbee(True, True),
     "mmbee_mfq": lambda: _mmbee(True, False),
     "mmbee_gie": lambda: _mmbee(False, True),

@@ -135,6 +135,12 @@ class MMBeeFeatures:
     def check(self, feature_map: FeatureMap, name: str) -> None:
         """:class:`ConfigError` now (not at the first request) when ``name`` reads a feature
         this service has no source for; loads the segment table if it is needed."""
+        if feature_map.room_stats_window or feature_map.room_products_len:
+            raise ConfigError(
+                f"model '{name}' reads LiveForesighter's room sequences (room_stats / "
+                "room_products), which liverank serve does not build for a request yet; serve "
+                "a model trained without --room-stats / --room-products"
+            )
         if feature_map.segments:
             self.segments()
         if feature_map.graph_k:

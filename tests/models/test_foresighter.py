@@ -1,0 +1,101 @@
+"""The ``foresighter`` FeatureModule (LiveForesighter Eq. 2-5 in the ranker): conformance, the
+self-supervised auxiliary losses inside the observed window, stop-gradient features, the
+frozen mode and its checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conformance import check_ranker
+
+from liverank.errors import ConfigError
+from liverank.foresight.statistics import ForecastConfig, StatisticForecaster
+from liverank.models.layers.forecast import StatisticTransformer
+from liverank.models.ranker import Ranker
+from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
+from liverank.models.zoo import get_config
+from liverank.stream.room_stats import ROOM_STATS
+
+FM = synthetic_feature_map(n_categories=6, foresight=True)
+
+
+def test_foresighter_conforms(tmp_path: Path) -> None:
+    check_ranker(get_config("foresighter"), FM, tmp_path=tmp_path, train_samples=16_384)
+
+
+def _model(**params: object) -> Ranker:
+    cfg = get_config("foresighter")
+    cfg.modules[-1].params = dict(params)
+    torch.manual_seed(0)
+    return Ranker(FM, cfg)
+
+
+def test_aux_losses_in_training_only_and_the_features_are_stopped() -> None:
+    model = _model(categories=(3, 7, 7))
+    module = model.feature_modules["foresighter"]
+    batch = synthetic_batches(FM, 1, 64)[0]
+    model.train()
+    out = module(batch, model.embeddings)
+    assert set(out.aux_losses) == {"statistics", "products"}
+    assert all(torch.isfinite(v) for v in out.aux_losses.values())
+    # the ranker's gradient reaches the ranker-owned category table, never the forecasters
+    out.representation.sum().backward()
+    assert module.category_table.weight.grad is not None
+    assert module.category_table.weight.grad.abs().sum() > 0
+    for p in (*module.stats.parameters(), *module.products.parameters()):
+        assert p.grad is None or p.grad.abs().sum() == 0
+    # the auxiliary losses train the forecasters
+    model.zero_grad()
+    module(batch, model.embeddings).aux_losses["statistics"].backward()
+    assert module.stats.embed.weight.grad.abs().sum() > 0
+    model.eval()
+    assert module(batch, model.embeddings).aux_losses == {}
+    assert out.representation.shape == (64, module.out_dim)
+
+
+def test_eq2_uses_only_the_observed_window() -> None:
+    """The statistic loss forecasts the window's last k windows from the T - k before them:
+    changing a statistic's last window changes the loss, never the forecast features' input
+    at training time beyond what Eq. 3 reads."""
+    model = _model(products=False)
+    module = model.feature_modules["foresighter"].train()
+    batch = synthetic_batches(FM, 1, 16)[0]
+    base = module(batch, model.embeddings)
+    changed = dict(batch)
+    stats = batch["room_stats"].clone()
+    stats[:, :, -1] += 50.0
+    changed["room_stats"] = stats
+    again = module(changed, model.embeddings)
+    assert not torch.allclose(again.aux_losses["statistics"], base.aux_losses["statistics"])
+
+
+def test_frozen_mode_loads_a_trained_forecaster(tmp_path: Path) -> None:
+    window, k = FM.room_stats_window - 3, 3
+    cfg = ForecastConfig(window=window, horizon=k, dim=8, layers=1)
+    net = StatisticTransformer(len(ROOM_STATS), window, k, dim=8, layers=1)
+    StatisticForecaster(net, np.ones(len(ROOM_STATS), np.float32), cfg).save(tmp_path / "fc")
+    model = _model(mode="frozen", forecaster=str(tmp_path / "fc"), dim=8, layers=1, products=False)
+    module = model.feature_modules["foresighter"]
+    assert not any(p.requires_grad for p in module.stats.parameters())
+    torch.testing.assert_close(module.stats.embed.weight, net.embed.weight)
+    module.train()
+    assert "statistics" not in module(synthetic_batches(FM, 1, 8)[0], model.embeddings).aux_losses
+    bad = ForecastConfig(window=window + 1, horizon=k, dim=8, layers=1)
+    net2 = StatisticTransformer(len(ROOM_STATS), window + 1, k, dim=8, layers=1)
+    StatisticForecaster(net2, np.ones(len(ROOM_STATS), np.float32), bad).save(tmp_path / "bad")
+    with pytest.raises(ConfigError, match="reads 11 windows"):
+        _model(mode="frozen", forecaster=str(tmp_path / "bad"), products=False)
+
+
+def test_bad_configs_name_the_problem() -> None:
+    with pytest.raises(ConfigError, match="--room-stats"):
+        Ranker(synthetic_feature_map(), get_config("foresighter"))
+    with pytest.raises(ConfigError, match="statistics, products or both"):
+        _model(statistics=False, products=False)
+    with pytest.raises(ConfigError, match="too small"):
+        _model(categories=(1, 7, 7))
+    with pytest.raises(ConfigError, match="needs forecaster"):
+        _model(mode="frozen")
