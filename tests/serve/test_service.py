@@ -146,11 +146,11 @@ def test_restart_with_a_corrupt_latest_serves_the_previous_version(
         build_service(tmp_path / "reg", "ple", data, watch_interval_s=60)
 
 
-def test_a_model_reading_room_sequences_is_refused_by_name() -> None:
+def test_a_model_reading_room_sequences_needs_a_room_store() -> None:
     from liverank.errors import ConfigError
     from liverank.models.synthetic import synthetic_feature_map
     from liverank.serve.mmbee_features import MMBeeFeatures
 
     with pytest.raises(ConfigError, match="model 'fs' reads LiveForesighter's room sequences"):
-        MMBeeFeatures(None, None).check(synthetic_feature_map(foresight=True), "fs")
+        MMBeeFeatures(None, None).check(synthetic_feature_map(foresight=True), "fs")  # no store
     MMBeeFeatures(None, None).check(synthetic_feature_map(), "plain")

@@ -1,4 +1,5 @@
-"""MMBee's request features: the room's content segments and the metapath neighbours.
+"""MMBee's and LiveForesighter's request features: content segments, metapath neighbours and
+the room sequences.
 
 A model trained on ``build-samples --segments N --graph-k K`` rows (:mod:`liverank.data.mmbee`)
 reads two kinds of columns besides the usual ones. The service builds them the way the sample
@@ -16,6 +17,12 @@ builder does, so that a request at time ``ts`` sees what a training row at ``ts`
   build that cannot be read leaves the previous one in service and is reported by ``/health``.
   With ``feature_map.author_attr_dim > 0`` the author-node columns also get their authors'
   multi-modal attributes ``gie_attr_<metapath> [C, K, 3 D]`` from the same store.
+
+LiveForesighter's ``room_stats [C, 12, T]`` and ``room_products [C, L, 4]`` come from the
+service's room statistics store (:func:`liverank.serve.service.room_stats_as_of`, the events
+before ``--as-of``), read as of the request time exactly as the sample builder reads them
+(:mod:`liverank.data.room_sequences`); with ``--store redis://`` that store is not updated
+after the start.
 
 Ids the model has no row for (newer than its feature map) become padding (0), as the service
 does for every other id column (:func:`liverank.serve.online_features.request_arrays`).
@@ -40,6 +47,7 @@ from liverank.data.mmbee import (
 )
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features.spec import FeatureMap
+from liverank.features.store import RoomStatsSource
 from liverank.graph.store import META_FILE, NeighbourStore
 from liverank.serve.model_holder import one_line
 
@@ -126,20 +134,27 @@ class MMBeeFeatures:
         graph: a :class:`NeighbourStoreWatcher`, or ``None`` when no store was given.
     """
 
-    def __init__(self, data: str | Path | None, graph: NeighbourStoreWatcher | None) -> None:
+    def __init__(
+        self,
+        data: str | Path | None,
+        graph: NeighbourStoreWatcher | None,
+        room_stats: RoomStatsSource | None = None,
+    ) -> None:
         self.data = None if data is None else Path(data)
         self.graph = graph
+        self.room_stats = room_stats
         self._segments: SegmentTable | None = None
         self._segments_lock = threading.Lock()
 
     def check(self, feature_map: FeatureMap, name: str) -> None:
         """:class:`ConfigError` now (not at the first request) when ``name`` reads a feature
         this service has no source for; loads the segment table if it is needed."""
-        if feature_map.room_stats_window or feature_map.room_products_len:
+        if (feature_map.room_stats_window or feature_map.room_products_len) and (
+            self.room_stats is None
+        ):
             raise ConfigError(
                 f"model '{name}' reads LiveForesighter's room sequences (room_stats / "
-                "room_products), which liverank serve does not build for a request yet; serve "
-                "a model trained without --room-stats / --room-products"
+                "room_products) but this service has no room statistics store"
             )
         if feature_map.segments:
             self.segments()
@@ -190,6 +205,18 @@ class MMBeeFeatures:
         """
         out: dict[str, torch.Tensor] = {}
         c = len(live_ids)
+        if feature_map.room_stats_window or feature_map.room_products_len:
+            if self.room_stats is None:
+                raise ConfigError("the served model reads room sequences: no room store")
+            ids, when = np.asarray(live_ids, np.int64), np.full(c, ts, np.int64)
+            if feature_map.room_stats_window:
+                hist, _ = self.room_stats.history_batch(ids, when, feature_map.room_stats_window)
+                out["room_stats"] = torch.from_numpy(
+                    np.ascontiguousarray(hist.transpose(0, 2, 1), dtype=np.float32)
+                )  # [C, 12, T]
+            if feature_map.room_products_len:
+                seq, _ = self.room_stats.products_batch(ids, when, feature_map.room_products_len)
+                out["room_products"] = torch.from_numpy(seq.astype(np.int64))  # [C, L, 4]
         if feature_map.segments:
             table = self.segments()
             if table.dim != feature_map.segment_dim:

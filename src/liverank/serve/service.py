@@ -114,7 +114,7 @@ class StoreFeatureService:
                     "(restart liverank serve so that it builds them from --data)"
                 )
             batch |= request_bounds(self.long_history, user_id, ts, len(ids))
-        if fmap.segments or fmap.graph_k:
+        if fmap.segments or fmap.graph_k or fmap.room_stats_window or fmap.room_products_len:
             user = int(batch["user_id"][0])  # 0 when the user is unknown
             authors = batch["author_id"].numpy()
             batch |= self.mmbee.columns(fmap, user, authors, ids, ts)
@@ -165,8 +165,11 @@ def build_service(
             + (f": {holder.problem}" if holder.problem else "")
         )
     first = holder.current().model
+    room_stats = room_stats_as_of(data, as_of_ts)
     mmbee = MMBeeFeatures(
-        data, None if graph is None else NeighbourStoreWatcher(graph, watch_interval_s)
+        data,
+        None if graph is None else NeighbourStoreWatcher(graph, watch_interval_s),
+        room_stats,
     )
     mmbee.check(first.feature_map, model)
     # a few slots more than the model reads: events in the request's own millisecond take a
@@ -193,7 +196,6 @@ def build_service(
     holder.prepare(attach, runner)  # the first version too: its runner is built now
     log.info("serving %s/%s on %s", model, holder.version, holder.current().runtime)
     holder.start()
-    room_stats = room_stats_as_of(data, as_of_ts)
     features = StoreFeatureService(backend, holder, long_store, mmbee)
     foresight = None
     if forecaster is not None:
@@ -222,7 +224,8 @@ def example_request(
         ids = np.arange(1, n + 1, dtype=np.int64)
     fmap = model.feature_map
     batch, _ = assemble_request(store, fmap, 1, np.asarray(ids, np.int64), ts)
-    if mmbee is not None and (fmap.segments or fmap.graph_k):
+    reads = fmap.segments or fmap.graph_k or fmap.room_stats_window or fmap.room_products_len
+    if mmbee is not None and reads:
         user = int(batch["user_id"][0])
         batch |= mmbee.columns(fmap, user, batch["author_id"].numpy(), batch["live_id"].numpy(), ts)
     return batch
