@@ -51,7 +51,6 @@ def cmd_foresight_train(args: argparse.Namespace) -> int:
     from liverank.foresight.statistics import (
         FAMILIES,
         ForecastConfig,
-        load_forecast_config,
         train_and_evaluate,
     )
 
@@ -68,7 +67,11 @@ def cmd_foresight_train(args: argparse.Namespace) -> int:
         if v is not None
     }
     if args.config is not None:
-        cfg = load_forecast_config(args.config, overrides)
+        from liverank.foresight.arms import load_arm_config
+
+        cfg = load_arm_config(args.config, overrides)
+        if not isinstance(cfg, ForecastConfig):
+            raise ConfigError(f"{args.config}: a {cfg.target} config; train needs a statistics one")
     else:
         cfg = ForecastConfig(**overrides)
     if cfg.method != "foresighter":

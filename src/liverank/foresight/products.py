@@ -27,23 +27,21 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from liverank.data.io import has_table, read_meta, read_table
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features.encoders import MS_PER_DAY
 from liverank.features.store import RoomStatsStore
-from liverank.foresight.statistics import split_days
+from liverank.foresight.statistics import TrainSplit, split_days
 from liverank.models.layers.forecast import ProductTransformer
 
 log = logging.getLogger(__name__)
 HITS_AT = (1, 5)
 
 
-class ProductConfig(BaseModel):
+class ProductConfig(TrainSplit):
     """Settings of the next-category model (validated)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     target: Literal["products"] = "products"
     length: int = Field(20, ge=1, description="L: previous products read")
@@ -55,11 +53,7 @@ class ProductConfig(BaseModel):
     heads: int = Field(2, ge=1)
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0)
     patience: int = Field(3, ge=1)
-    val_days: int = Field(1, ge=1)
-    test_days: int = Field(1, ge=1)
-    seed: int = 0
     method: Literal["foresighter", "most_frequent", "latest"] = "foresighter"
 
 

@@ -34,7 +34,6 @@ import polars as pl
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from liverank.config import _set_dotted, read_yaml_mapping, validate_as
 from liverank.data.io import read_meta, read_table
 from liverank.errors import DataValidationError, UnknownIdError
 from liverank.features.encoders import MS_PER_DAY
@@ -55,10 +54,19 @@ FORECASTER_FILE = "forecaster.pt"
 CONFIG_FILE = "forecaster.json"
 
 
-class ForecastConfig(BaseModel):
-    """Settings of the statistic forecaster (validated)."""
+class TrainSplit(BaseModel):
+    """What every forecaster config shares: the day split, the learning rate and the seed."""
 
     model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(1e-3, gt=0)
+    val_days: int = Field(1, ge=1)
+    test_days: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class ForecastConfig(TrainSplit):
+    """Settings of the statistic forecaster (validated)."""
 
     target: Literal["statistics"] = "statistics"
     window: int = Field(60, ge=2, description="T: input windows of 30 s")
@@ -69,24 +77,9 @@ class ForecastConfig(BaseModel):
     heads: int = Field(2, ge=1)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(256, ge=1)
-    lr: float = Field(1e-3, gt=0)
     patience: int = Field(2, ge=1)
-    val_days: int = Field(1, ge=1)
-    test_days: int = Field(1, ge=1)
-    seed: int = 0
     #: what an experiment arm forecasts with: the trained model or a baseline (Table 5)
     method: Literal["foresighter", "last_value", "mean_value"] = "foresighter"
-
-
-def load_forecast_config(
-    path: str | Path, overrides: dict[str, Any] | None = None
-) -> ForecastConfig:
-    """A forecaster YAML (``configs/foresight/*.yaml``: :class:`ForecastConfig` fields) with
-    dotted ``overrides``; errors name the file and the field."""
-    raw = read_yaml_mapping(path, "forecaster config")
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
-    return validate_as(ForecastConfig, raw, str(path))
 
 
 @dataclass(frozen=True)
@@ -159,6 +152,13 @@ def last_value(x: np.ndarray, horizon: int) -> np.ndarray:
 def mean_value(x: np.ndarray, horizon: int) -> np.ndarray:
     """``[M, N, h]``: the mean of the input window repeated."""
     return np.repeat(x.mean(axis=2, keepdims=True), horizon, axis=2)
+
+
+def target_scale(y: np.ndarray) -> np.ndarray:
+    """``[N]`` float32: each statistic's standard deviation over the targets ``y [M, N, h]``
+    (1 where it is 0): the divisor of the standardised MSE."""
+    scale = y.transpose(1, 0, 2).reshape(y.shape[1], -1).std(axis=1)
+    return np.where(scale > 0, scale, 1.0).astype(np.float32)
 
 
 def standardised_errors(pred: np.ndarray, y: np.ndarray, scale: np.ndarray) -> dict[str, Any]:
@@ -241,8 +241,7 @@ def fit(
         raise DataValidationError("no training or validation examples (rooms too short?)")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    scale = train.y.transpose(1, 0, 2).reshape(len(ROOM_STATS), -1).std(axis=1)  # [N]
-    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    scale = target_scale(train.y)
     model = _model(cfg)
     forecaster = StatisticForecaster(model, scale, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -369,8 +368,7 @@ def run_arm(
         forecaster, history = fit(train, val, cfg, progress=False)
         pred, scale = forecaster.predict(test.x)[0], forecaster.scale
     else:
-        scale = train.y.transpose(1, 0, 2).reshape(len(ROOM_STATS), -1).std(axis=1)
-        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        scale = target_scale(train.y)
         baseline = last_value if cfg.method == "last_value" else mean_value
         pred = baseline(test.x, cfg.horizon)
     seconds = time.perf_counter() - started
