@@ -191,19 +191,14 @@ class MMBeeFeatures:
             return self._segments
 
     def columns(
-        self,
-        feature_map: FeatureMap,
-        user_id: int,
-        author_ids: np.ndarray,
-        live_ids: np.ndarray,
-        ts: int,
+        self, feature_map: FeatureMap, batch: dict[str, torch.Tensor], ts: int
     ) -> dict[str, torch.Tensor]:
-        """The MMBee columns of ``C`` candidates (empty when the map reads none).
-
-        ``user_id``: the request's user (0 when unknown); ``author_ids [C]`` and
-        ``live_ids [C]``: the candidates' authors and rooms; ``ts``: the request time.
+        """The MMBee / LiveForesighter columns of a request batch of ``C`` candidates (empty
+        when the map reads none): ``batch`` is the request's assembled batch (its ``user_id``,
+        0 when unknown, ``author_id [C]`` and ``live_id [C]``), ``ts`` the request time.
         """
         out: dict[str, torch.Tensor] = {}
+        live_ids = batch["live_id"].numpy()  # [C]
         c = len(live_ids)
         if feature_map.room_stats_window or feature_map.room_products_len:
             if self.room_stats is None:
@@ -233,8 +228,8 @@ class MMBeeFeatures:
                 raise ConfigError("the served model reads metapath neighbours: use --graph DIR")
             store = self.graph.current()
             k = feature_map.graph_k
-            users = np.full(c, user_id, np.int64)  # [C]
-            authors = np.asarray(author_ids, np.int64)  # [C]
+            users = np.full(c, int(batch["user_id"][0]), np.int64)  # [C]
+            authors = batch["author_id"].numpy().astype(np.int64)  # [C]
             for m in (*USER_METAPATHS, *AUTHOR_METAPATHS):
                 ids = users if m in USER_METAPATHS else authors
                 nb = store.neighbours(m, ids)[0][:, :k]  # [C, K]

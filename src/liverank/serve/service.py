@@ -114,10 +114,7 @@ class StoreFeatureService:
                     "(restart liverank serve so that it builds them from --data)"
                 )
             batch |= request_bounds(self.long_history, user_id, ts, len(ids))
-        if fmap.segments or fmap.graph_k or fmap.room_stats_window or fmap.room_products_len:
-            user = int(batch["user_id"][0])  # 0 when the user is unknown
-            authors = batch["author_id"].numpy()
-            batch |= self.mmbee.columns(fmap, user, authors, ids, ts)
+        batch |= self.mmbee.columns(fmap, batch, ts)
         known = ~np.isin(ids, req.unknown_rooms)  # [C]
         return batch, info | {
             "user_known": req.user_known,
@@ -224,10 +221,8 @@ def example_request(
         ids = np.arange(1, n + 1, dtype=np.int64)
     fmap = model.feature_map
     batch, _ = assemble_request(store, fmap, 1, np.asarray(ids, np.int64), ts)
-    reads = fmap.segments or fmap.graph_k or fmap.room_stats_window or fmap.room_products_len
-    if mmbee is not None and reads:
-        user = int(batch["user_id"][0])
-        batch |= mmbee.columns(fmap, user, batch["author_id"].numpy(), batch["live_id"].numpy(), ts)
+    if mmbee is not None:
+        batch |= mmbee.columns(fmap, batch, ts)
     return batch
 
 
