@@ -33,7 +33,7 @@ from liverank.data.io import has_table, read_meta, read_table
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features.encoders import MS_PER_DAY
 from liverank.features.store import RoomStatsStore
-from liverank.foresight.statistics import TrainSplit, split_days
+from liverank.foresight.statistics import Examples, TrainSplit
 from liverank.models.layers.forecast import ProductTransformer
 
 log = logging.getLogger(__name__)
@@ -58,23 +58,12 @@ class ProductConfig(TrainSplit):
 
 
 @dataclass(frozen=True)
-class ProductExamples:
-    """``seq [M, L, 4]`` int64 histories, ``target [M]`` finest categories, ``live_id``,
-    ``ts`` and ``day`` per example."""
+class ProductExamples(Examples):
+    """``seq [M, L, 4]`` int64 histories and ``target [M]`` finest categories; ``ts`` is the
+    introduction time."""
 
     seq: np.ndarray
     target: np.ndarray
-    live_id: np.ndarray
-    ts: np.ndarray
-    day: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.target.shape[0])
-
-    def take(self, rows: np.ndarray) -> ProductExamples:
-        return ProductExamples(
-            self.seq[rows], self.target[rows], self.live_id[rows], self.ts[rows], self.day[rows]
-        )
 
 
 def build_examples(data: str | Path, cfg: ProductConfig) -> tuple[ProductExamples, int]:
@@ -207,8 +196,7 @@ def fit(
 def run_arm(world: str | Path, cfg: ProductConfig) -> dict[str, Any]:
     """One experiment arm: hit rates of ``cfg.method`` on the test days' introductions."""
     examples, firsts = build_examples(world, cfg)
-    is_train, is_val, is_test = split_days(examples.day, cfg.val_days, cfg.test_days)
-    train, val, test = (examples.take(np.flatnonzero(m)) for m in (is_train, is_val, is_test))
+    train, val, test = examples.split(cfg.val_days, cfg.test_days)
     top = max(HITS_AT)
     history: list[dict[str, float]] = []
     if cfg.method == "foresighter":

@@ -21,13 +21,14 @@ repeated and the mean of the input window (the paper's Table 5).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 import polars as pl
@@ -83,23 +84,36 @@ class ForecastConfig(TrainSplit):
 
 
 @dataclass(frozen=True)
-class StatExamples:
-    """``x [M, N, T]`` inputs, ``y [M, N, h]`` targets (float32), and per example its
-    ``live_id``, anchor time ``ts`` (ms) and ``day``."""
+class Examples:
+    """Per-example arrays of one length ``M``: every forecaster's ``live_id``, time ``ts``
+    (ms) and ``day``, plus what a subclass adds."""
 
-    x: np.ndarray
-    y: np.ndarray
     live_id: np.ndarray
     ts: np.ndarray
     day: np.ndarray
 
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.day.shape[0])
 
-    def take(self, rows: np.ndarray) -> StatExamples:
-        return StatExamples(
-            self.x[rows], self.y[rows], self.live_id[rows], self.ts[rows], self.day[rows]
+    def take(self, rows: np.ndarray) -> Self:
+        """The examples ``rows`` of every array."""
+        return dataclasses.replace(
+            self, **{f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)}
         )
+
+    def split(self, val_days: int, test_days: int) -> tuple[Self, Self, Self]:
+        """``(train, val, test)`` by :func:`split_days`."""
+        masks = split_days(self.day, val_days, test_days)
+        train, val, test = (self.take(np.flatnonzero(m)) for m in masks)
+        return train, val, test
+
+
+@dataclass(frozen=True)
+class StatExamples(Examples):
+    """``x [M, N, T]`` inputs, ``y [M, N, h]`` targets (float32); ``ts`` is the anchor time."""
+
+    x: np.ndarray
+    y: np.ndarray
 
 
 def anchors(rooms: pl.DataFrame, horizon: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +126,19 @@ def anchors(rooms: pl.DataFrame, horizon: int, stride: int) -> tuple[np.ndarray,
     room = np.repeat(np.arange(len(first)), count)
     offset = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
     return grid["live_id"].to_numpy()[room], first[room] + offset * stride
+
+
+def dataset_examples(data: str | Path, cfg: ForecastConfig) -> StatExamples:
+    """:func:`build_examples` over every room of the dataset ``data`` (a clear error when no
+    room is on air long enough for one example)."""
+    start_ts = read_meta(data).start_ts  # first: a directory without meta.json says so
+    store = RoomStatsStore.from_dataset(data)
+    examples = build_examples(store, read_table(data, "rooms"), cfg, start_ts)
+    if len(examples) == 0:
+        raise DataValidationError(
+            f"no room is on air for more than horizon = {cfg.horizon} windows", file=str(data)
+        )
+    return examples
 
 
 def build_examples(
@@ -296,17 +323,8 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Build the examples of ``data``, train, and compare with the last-value and mean-value
     forecasts on the test days; writes the forecaster and ``report.json`` to ``out``."""
-    meta = read_meta(data)
     started = time.perf_counter()
-    store = RoomStatsStore.from_dataset(data)
-    rooms = read_table(data, "rooms")
-    examples = build_examples(store, rooms, cfg, meta.start_ts)
-    if len(examples) == 0:
-        raise DataValidationError(
-            f"no room is on air for more than horizon = {cfg.horizon} windows", file=str(data)
-        )
-    is_train, is_val, is_test = split_days(examples.day, cfg.val_days, cfg.test_days)
-    train, val, test = (examples.take(np.flatnonzero(m)) for m in (is_train, is_val, is_test))
+    train, val, test = dataset_examples(data, cfg).split(cfg.val_days, cfg.test_days)
     built = time.perf_counter() - started
     log.info(
         "forecast examples: %d train, %d val, %d test (%.1f s)",
@@ -357,11 +375,7 @@ def run_arm(
     days, and its metrics on all test examples and on those whose forecast period meets a
     highlight window of ``windows_world`` (the base world of the same seed: on a
     highlights-off world the same windows are a placebo) and those outside."""
-    meta = read_meta(world)
-    store = RoomStatsStore.from_dataset(world)
-    examples = build_examples(store, read_table(world, "rooms"), cfg, meta.start_ts)
-    is_train, is_val, is_test = split_days(examples.day, cfg.val_days, cfg.test_days)
-    train, val, test = (examples.take(np.flatnonzero(m)) for m in (is_train, is_val, is_test))
+    train, val, test = dataset_examples(world, cfg).split(cfg.val_days, cfg.test_days)
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     if cfg.method == "foresighter":
