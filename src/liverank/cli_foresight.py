@@ -9,6 +9,11 @@ Registered in :mod:`liverank.cli`.
 * ``liverank foresight show --model DIR --data DATASET --live-id ID [--ts MS]``: a room's last
   windows of every statistic (point in time: events before ``ts``; default the middle of the
   room's show) and the forecast of the next ``K`` windows.
+* ``liverank foresight trace --with MODEL --without MODEL --samples S --data DATASET --out DIR
+  [--live-id ID ...] [--rooms N] [--bin-minutes M]``: the paper's Figure 5, ours: a few rooms'
+  empirical and predicted CTR over the test day(s) with and without the ``foresighter``
+  module, their ground-truth excitement and highlight windows; ``trace.png``,
+  ``trace.parquet`` and ``summary.json`` in ``DIR`` (:mod:`liverank.foresight.trace`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,19 @@ def add_foresight(sub: argparse._SubParsersAction) -> None:
         "--ts", type=non_negative_int, help="epoch ms (default: the middle of the room's show)"
     )
     show.set_defaults(func=cmd_foresight_show)
+    trace = actions.add_parser(
+        "trace", help="Figure 5: rooms' true and predicted CTR with and without the module"
+    )
+    trace.add_argument("--with", dest="model_with", type=Path, required=True, help="a ranker")
+    trace.add_argument("--without", dest="model_without", type=Path, required=True)
+    trace.add_argument("--samples", type=Path, required=True, help="samples both models read")
+    trace.add_argument("--data", type=Path, required=True, help="the simulated dataset")
+    trace.add_argument("--out", type=Path, required=True, help="directory to write")
+    trace.add_argument("--live-id", type=positive_int, nargs="+", help="rooms (default: busiest)")
+    trace.add_argument("--rooms", type=positive_int, default=3, help="how many (default 3)")
+    trace.add_argument("--bin-minutes", type=positive_int, default=3, help="bin (default 3)")
+    trace.add_argument("--test-days", type=positive_int, default=1)
+    trace.set_defaults(func=cmd_foresight_trace)
 
 
 def cmd_foresight_train(args: argparse.Namespace) -> int:
@@ -123,4 +141,52 @@ def cmd_foresight_show(args: argparse.Namespace) -> int:
     Console().print(table)
     if not view["known"]:
         Console().print(f"room {args.live_id} has no statistics in the store (all zeros)")
+    return 0
+
+
+def cmd_foresight_trace(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from liverank.errors import ConfigError
+    from liverank.foresight.trace import MINUTE_MS, trace_rooms
+
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is an existing file; give a directory")
+    traces = trace_rooms(
+        args.model_with,
+        args.model_without,
+        args.samples,
+        args.data,
+        rooms=args.live_id,
+        n_rooms=args.rooms,
+        bin_ms=args.bin_minutes * MINUTE_MS,
+        test_days=args.test_days,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    traces.figure().savefig(args.out / "trace.png", dpi=110)
+    traces.bins.write_parquet(args.out / "trace.parquet")
+    summary = {"with": str(args.model_with), "without": str(args.model_without), **traces.summary}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = Table(
+        title=f"within-room temporal CTR AUC and bin correlation ({args.bin_minutes} min)"
+    )
+    for col in ("room", "impressions", "AUC with", "AUC without", "corr with", "corr without"):
+        table.add_column(col, justify="right")
+    for r in traces.summary["rooms"]:
+        table.add_row(
+            str(r["live_id"]),
+            f"{r['impressions']:,}",
+            *(f"{r[k]:.3f}" for k in ("room_auc_with", "room_auc_without")),
+            *(f"{r[k]:.3f}" for k in ("bin_corr_with", "bin_corr_without")),
+        )
+    a = traces.summary["all_rooms"]
+    table.add_row(
+        "all", f"{a['impressions']:,}", f"{a['room_auc_with']:.3f}", f"{a['room_auc_without']:.3f}"
+    )
+    console = Console()
+    console.print(table)
+    console.print(f"trace.png, trace.parquet and summary.json in {args.out}")
     return 0

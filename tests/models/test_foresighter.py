@@ -99,3 +99,29 @@ def test_bad_configs_name_the_problem() -> None:
         _model(categories=(1, 7, 7))
     with pytest.raises(ConfigError, match="needs forecaster"):
         _model(mode="frozen")
+    with pytest.raises(ConfigError, match="families must be"):
+        _model(families=["out_room", "weather"])
+    with pytest.raises(ConfigError, match="families must be"):
+        _model(families=[])
+
+
+def test_families_read_only_their_statistics() -> None:
+    """Table 7's arms: with ``families: [convert]`` the module reads the four convert
+    statistics; changing any other statistic changes nothing it returns."""
+    model = _model(products=False, families=["convert"])
+    module = model.feature_modules["foresighter"].eval()
+    convert = [ROOM_STATS.index(s) for s in ("gifts", "gift_value", "orders", "gmv")]
+    assert module.stat_rows == convert
+    assert module.out_dim == 4 * 3 + 4 * module.stats.dim
+    batch = synthetic_batches(FM, 1, 16)[0]
+    base = module(batch, model.embeddings).representation
+    others = dict(batch)
+    stats = batch["room_stats"].clone()
+    stats[:, ROOM_STATS.index("exposure")] += 40.0
+    stats[:, ROOM_STATS.index("likes")] *= 3.0
+    others["room_stats"] = stats
+    assert torch.equal(module(others, model.embeddings).representation, base)
+    stats = batch["room_stats"].clone()
+    stats[:, ROOM_STATS.index("gmv")] += 40.0
+    others["room_stats"] = stats
+    assert not torch.equal(module(others, model.embeddings).representation, base)

@@ -40,17 +40,10 @@ from liverank.errors import DataValidationError, UnknownIdError
 from liverank.features.encoders import MS_PER_DAY
 from liverank.features.store import RoomStatsSource, RoomStatsStore
 from liverank.models.layers.forecast import StatisticTransformer
-from liverank.stream.room_stats import ROOM_STATS, WINDOW_MS, on_air_windows
+from liverank.stream.room_stats import FAMILIES, ROOM_STATS, WINDOW_MS, on_air_windows
 
 log = logging.getLogger(__name__)
 
-#: the paper's four statistic families (section 2.2) over our statistics
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "out_room": ("exposure", "entering", "watchers"),
-    "convert": ("gifts", "gift_value", "orders", "gmv"),
-    "interaction": ("likes", "comments"),
-    "in_room": ("cart_clicks", "bag_opens", "product_clicks"),
-}
 FORECASTER_FILE = "forecaster.pt"
 CONFIG_FILE = "forecaster.json"
 

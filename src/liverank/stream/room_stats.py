@@ -67,6 +67,14 @@ ROOM_STATS: tuple[str, ...] = (
     "product_clicks",
 )
 
+#: LiveForesighter's four statistic families (section 2.2) over :data:`ROOM_STATS`
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "out_room": ("exposure", "entering", "watchers"),
+    "convert": ("gifts", "gift_value", "orders", "gmv"),
+    "interaction": ("likes", "comments"),
+    "in_room": ("cart_clicks", "bag_opens", "product_clicks"),
+}
+
 #: Additive per-window columns produced by :func:`window_deltas` (``watchers`` -> its delta).
 DELTA_COLUMNS: tuple[str, ...] = tuple(
     "watcher_delta" if s == "watchers" else s for s in ROOM_STATS

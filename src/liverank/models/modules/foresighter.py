@@ -23,7 +23,9 @@ impression; :mod:`liverank.data.room_sequences`) and gives the ranker stop-gradi
 
 ``mode="frozen"`` takes a statistic forecaster trained alone (``liverank foresight train``;
 its ``window`` must be ``T - k`` and its ``horizon`` ``k``) and does not train it; the product
-model is then still trained jointly. ``statistics`` / ``products`` switch either part off.
+model is then still trained jointly. ``statistics`` / ``products`` switch either part off;
+``families`` keeps only some of the four statistic families (``FAMILIES``: out-room, convert,
+interaction, in-room; the paper's Table 7 adds one family at a time).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from liverank.models.base import Batch, FeatureModule, ModuleOutput
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.forecast import ProductTransformer, StatisticTransformer
 from liverank.models.registry import register_module
-from liverank.stream.room_stats import ROOM_STATS
+from liverank.stream.room_stats import FAMILIES, ROOM_STATS
 
 
 @register_module
@@ -60,6 +62,7 @@ class Foresighter(FeatureModule):
             the feature map; ranker_dim: ``d`` of ``C~3``.
         mode: ``joint`` (Eq. 2 / 4 as auxiliary losses) or ``frozen`` (a pre-trained statistic
             forecaster from ``forecaster``, a ``liverank foresight train`` directory).
+        families: the statistic families read (names of :data:`FAMILIES`; all by default).
     """
 
     name = "foresighter"
@@ -80,6 +83,7 @@ class Foresighter(FeatureModule):
         ranker_dim: int = 16,
         mode: str = "joint",
         forecaster: str | None = None,
+        families: list[str] | None = None,
     ) -> None:
         super().__init__()
         if not (statistics or products):
@@ -102,7 +106,8 @@ class Foresighter(FeatureModule):
         self.products: ProductTransformer | None = None
         fields: list[str] = []
         out_dim = 0
-        n = len(ROOM_STATS)
+        self.stat_rows = self._stat_rows(families)
+        n = len(self.stat_rows)
         if statistics:
             self.stats = StatisticTransformer(n, window - horizon, horizon, dim, layers, heads)
             if mode == "frozen":
@@ -111,6 +116,10 @@ class Foresighter(FeatureModule):
             out_dim += n * horizon + n * self.stats.dim
         elif mode == "frozen":
             raise ConfigError("foresighter: mode 'frozen' freezes the statistic forecaster")
+        if mode == "frozen" and n != len(ROOM_STATS):
+            raise ConfigError(
+                "foresighter: a frozen forecaster reads all twelve statistics; drop 'families'"
+            )
         if products:
             need = [feature_map.tables.get(t, 0) for t in PRODUCT_TABLES]  # product, cat1..3
             short = [
@@ -127,6 +136,20 @@ class Foresighter(FeatureModule):
             out_dim += ranker_dim + (length - 1) * product_dim
         self.required_fields = tuple(fields)
         self.out_dim = out_dim
+
+    @staticmethod
+    def _stat_rows(families: list[str] | None) -> list[int]:
+        """Rows of ``room_stats`` the module reads, in :data:`ROOM_STATS` order."""
+        if families is None:
+            return list(range(len(ROOM_STATS)))
+        unknown = sorted(set(families) - set(FAMILIES))
+        if unknown or not families:
+            raise ConfigError(
+                f"foresighter: families must be a non-empty subset of {sorted(FAMILIES)}, "
+                f"got {families!r}"
+            )
+        keep = {s for f in families for s in FAMILIES[f]}
+        return [i for i, s in enumerate(ROOM_STATS) if s in keep]
 
     def _load_frozen(self, path: str | None, window: int, horizon: int) -> None:
         from liverank.foresight.statistics import StatisticForecaster
@@ -149,7 +172,9 @@ class Foresighter(FeatureModule):
         parts: list[torch.Tensor] = []
         aux: dict[str, torch.Tensor] = {}
         if self.stats is not None:
-            x = batch["room_stats"].float()  # [B, N, T]
+            x = batch["room_stats"].float()  # [B, 12, T]
+            if len(self.stat_rows) < x.shape[1]:
+                x = x[:, self.stat_rows]  # [B, N, T], the chosen families
             k = self.horizon
             if self.training and self.mode == "joint":
                 past, future = x[:, :, :-k], x[:, :, -k:]  # Eq. 2: inside the observed window
