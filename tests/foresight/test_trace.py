@@ -38,9 +38,7 @@ def _pred(seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
                 }
             )
         )
-    ticks = pl.DataFrame(
-        {"live_id": [7, 7, 8], "ts": [0, HOUR, 0], "excitement": [0.2, 1.5, 0.2]}
-    )
+    ticks = pl.DataFrame({"live_id": [7, 7, 8], "ts": [0, HOUR, 0], "excitement": [0.2, 1.5, 0.2]})
     windows = pl.DataFrame({"live_id": [7], "start_ts": [HOUR], "end_ts": [2 * HOUR]})
     return pl.concat(rows), ticks, windows
 
@@ -54,9 +52,10 @@ def test_a_model_that_follows_the_room_reads_better() -> None:
     assert room["room_auc_with"] > 0.6 > room["room_auc_without"] > 0.4
     assert room["bin_corr_with"] > 0.8 and abs(room["bin_corr_without"]) < 0.8
     b = traces.bins
-    assert b["impressions"].sum() == 4000 and b["clicks"].sum() == pred.filter(
-        pl.col("live_id") == 7
-    )["ctr"].sum()
+    assert (
+        b["impressions"].sum() == 4000
+        and b["clicks"].sum() == pred.filter(pl.col("live_id") == 7)["ctr"].sum()
+    )
     late = b.filter(pl.col("bin_ts") >= HOUR)
     assert late["ctr"].mean() == pytest.approx(0.3, abs=0.05)
     assert traces.windows.height == 1 and traces.ticks["live_id"].unique().to_list() == [7]
