@@ -6,9 +6,12 @@ Registered in :mod:`liverank.cli`.
   ``stride``-th on-air window, days split train / validation / test) and print the test
   day's standardised MSE next to the last-value and mean-value forecasts; writes the
   forecaster and ``report.json`` to ``DIR``.
-* ``liverank foresight show --model DIR --data DATASET --live-id ID [--ts MS]``: a room's last
-  windows of every statistic (point in time: events before ``ts``; default the middle of the
-  room's show) and the forecast of the next ``K`` windows.
+  With ``--config configs/foresight/products.yaml`` it trains the next-product model instead
+  and prints its hit rates next to the most-frequent and latest category.
+* ``liverank foresight show --model DIR --data DATASET --live-id ID [--ts MS] [--product-model
+  DIR]``: a room's last windows of every statistic (point in time: events before ``ts``;
+  default the middle of the room's show) and the forecast of the next ``K`` windows; with a
+  product model also the room's most likely next categories.
 * ``liverank foresight trace --with MODEL --without MODEL --samples S --data DATASET --out DIR
   [--live-id ID ...] [--rooms N] [--bin-minutes M]``: the paper's Figure 5, ours: a few rooms'
   empirical and predicted CTR over the test day(s) with and without the ``foresighter``
@@ -31,7 +34,7 @@ def add_foresight(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--data", type=Path, required=True, help="canonical dataset directory")
     train.add_argument("--out", type=Path, required=True, help="forecaster directory to write")
     train.add_argument(
-        "--config", type=Path, help="forecaster YAML (configs/foresight/statistics.yaml)"
+        "--config", type=Path, help="configs/foresight/statistics.yaml (default) or products.yaml"
     )
     train.add_argument("--window", type=positive_int, help="T: input windows of 30 s")
     train.add_argument("--horizon", type=positive_int, help="K: windows to forecast")
@@ -44,6 +47,9 @@ def add_foresight(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--live-id", type=positive_int, required=True, help="the room")
     show.add_argument(
         "--ts", type=non_negative_int, help="epoch ms (default: the middle of the room's show)"
+    )
+    show.add_argument(
+        "--product-model", type=Path, help="a next-product `foresight train` --out (optional)"
     )
     show.set_defaults(func=cmd_foresight_show)
     trace = actions.add_parser(
@@ -86,10 +92,11 @@ def cmd_foresight_train(args: argparse.Namespace) -> int:
     }
     if args.config is not None:
         from liverank.foresight.arms import load_arm_config
+        from liverank.foresight.products import ProductConfig
 
         cfg = load_arm_config(args.config, overrides)
-        if not isinstance(cfg, ForecastConfig):
-            raise ConfigError(f"{args.config}: a {cfg.target} config; train needs a statistics one")
+        if isinstance(cfg, ProductConfig):
+            return _train_products(args, cfg)
     else:
         cfg = ForecastConfig(**overrides)
     if cfg.method != "foresighter":
@@ -110,6 +117,31 @@ def cmd_foresight_train(args: argparse.Namespace) -> int:
     n = report["examples"]
     console.print(
         f"examples: {n['train']:,} train, {n['val']:,} validation, {n['test']:,} test; "
+        f"{len(report['history'])} epochs; forecaster and report.json in {args.out}"
+    )
+    return 0
+
+
+def _train_products(args: argparse.Namespace, cfg: object) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from liverank.foresight.products import HITS_AT, ProductConfig, train_and_save
+
+    assert isinstance(cfg, ProductConfig)  # --window / --horizon were refused by its loader
+    report = train_and_save(args.data, args.out, cfg)
+    table = Table(title=f"test day(s) {report['test_days']}: next finest category hit rate")
+    table.add_column("forecast")
+    for k in HITS_AT:
+        table.add_column(f"hit@{k}", justify="right")
+    for name, hits in report["test"].items():
+        table.add_row(name, *(f"{hits[f'hit@{k}']:.3f}" for k in HITS_AT))
+    console = Console()
+    console.print(table)
+    n = report["examples"]
+    console.print(
+        f"examples: {n['train']:,} train, {n['val']:,} validation, {n['test']:,} test "
+        f"({n['first_products_left_out']:,} first products left out); "
         f"{len(report['history'])} epochs; forecaster and report.json in {args.out}"
     )
     return 0
@@ -141,6 +173,21 @@ def cmd_foresight_show(args: argparse.Namespace) -> int:
     Console().print(table)
     if not view["known"]:
         Console().print(f"room {args.live_id} has no statistics in the store (all zeros)")
+    if args.product_model is not None:
+        from liverank.features.store import RoomStatsStore
+        from liverank.foresight.products import ProductForecaster, next_categories
+
+        products = ProductForecaster.load(args.product_model)
+        nxt = next_categories(
+            products, RoomStatsStore.from_dataset(args.data), args.live_id, view["as_of_ts"]
+        )
+        if not nxt["recent"]:
+            Console().print(f"room {args.live_id} has shown no product yet: no next category")
+        else:
+            recent = ", ".join(str(r[3]) for r in nxt["recent"][-5:])
+            best = ", ".join(f"{n['cat3']} ({n['probability']:.3f})" for n in nxt["next"])
+            Console().print(f"last categories (cat3, most recent last): {recent}")
+            Console().print(f"next category, most likely first: {best}")
     return 0
 
 

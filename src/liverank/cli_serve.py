@@ -49,6 +49,14 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "GET /rooms/{id}/forecast and the web page then show the forecast",
     )
     p.add_argument(
+        "--product-forecaster",
+        type=Path,
+        default=None,
+        help="LiveForesighter next-product model (liverank foresight train --config "
+        "configs/foresight/products.yaml --out DIR): the forecast endpoint and the web page "
+        "then show a room's most likely next product categories",
+    )
+    p.add_argument(
         "--watch-interval",
         type=float,
         default=2.0,
@@ -115,6 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         graph=args.graph,
         forecaster=args.forecaster,
+        product_forecaster=args.product_forecaster,
         **({} if args.max_body_bytes is None else {"max_body_bytes": args.max_body_bytes}),
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

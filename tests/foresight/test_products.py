@@ -74,3 +74,66 @@ def test_a_model_arm_and_its_config(world: Path) -> None:
     assert body["epochs_run"] == 2
     with pytest.raises(ConfigError, match="cat3 ids reach"):
         run_forecast_arm(world, cfg.model_copy(update={"categories": (50, 1000, 2)}), None)
+
+
+def test_train_save_load_and_the_commands(world: Path, tmp_path: Path) -> None:
+    """``foresight train --config products.yaml`` trains, compares and saves; the loaded model
+    gives the same probabilities; ``next_categories`` reads the room's earlier products; ``show
+    --product-model`` prints them."""
+    from liverank.cli import main
+    from liverank.features.store import RoomStatsStore
+    from liverank.foresight.products import ProductForecaster, next_categories
+
+    cfg_path = str(ROOT / "configs/foresight/products.yaml")
+    out = tmp_path / "pm"
+    assert main(["foresight", "train", "--data", str(world), "--out", str(out),
+                 "--config", cfg_path, "--epochs", "2"]) == 0  # fmt: skip
+    report = (out / "report.json").read_text()
+    assert '"most_frequent"' in report and '"latest"' in report
+    loaded = ProductForecaster.load(out)
+    assert loaded.cfg.epochs == 2
+    ex, _ = build_examples(world, loaded.cfg)
+    p = loaded.probabilities(ex.seq[:20])  # [20, C3]
+    assert p.shape == (20, loaded.sizes[3]) and np.allclose(p.sum(1), 1, atol=1e-5)
+    again = ProductForecaster.load(out).probabilities(ex.seq[:20])
+    np.testing.assert_allclose(p, again, rtol=1e-6)
+    # a room as of an introduction: its earlier products, the model's most likely categories
+    store = RoomStatsStore.from_dataset(world)
+    live, ts = int(ex.live_id[0]), int(ex.ts[0])
+    view = next_categories(loaded, store, live, ts, top=3)
+    assert view["recent"] == [r for r in ex.seq[0].tolist() if r[0] > 0]
+    assert [n["cat3"] for n in view["next"]] == np.argsort(-p[0], kind="stable")[:3].tolist()
+    # before the room's first product there is nothing to go on
+    first = read_table(world, "room_products").filter(pl.col("live_id") == live)["ts"].min()
+    assert next_categories(loaded, store, live, int(first))["next"] == []
+    assert (
+        main(
+            ["foresight", "show", "--model", str(out), "--data", str(world), "--live-id", str(live)]
+        )
+        != 0
+    )  # a product model is not a statistic forecaster
+    assert main(["foresight", "train", "--data", str(world), "--out", str(tmp_path / "fc"),
+                 "--window", "10", "--epochs", "1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "foresight",
+                "show",
+                "--model",
+                str(tmp_path / "fc"),
+                "--data",
+                str(world),
+                "--live-id",
+                str(live),
+                "--ts",
+                str(ts),
+                "--product-model",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    with pytest.raises(Exception, match="next-product forecaster directory"):
+        ProductForecaster.load(tmp_path)
+    assert main(["foresight", "train", "--data", str(world), "--out", str(tmp_path / "x"),
+                 "--config", cfg_path, "--window", "5"]) != 0  # fmt: skip

@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 
 from liverank.data.io import read_table
 from liverank.features.store import RoomStatsStore
+from liverank.foresight.products import ProductConfig, ProductForecaster
 from liverank.foresight.statistics import ForecastConfig, StatisticForecaster
-from liverank.models.layers.forecast import StatisticTransformer
+from liverank.models.layers.forecast import ProductTransformer, StatisticTransformer
 from liverank.models.ranker import Ranker
 from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
 from liverank.models.zoo import get_config
@@ -79,8 +80,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cfg = ForecastConfig(window=10, horizon=3, dim=8, layers=1)
     net = StatisticTransformer(len(ROOM_STATS), 10, 3, dim=8, layers=1)
     forecaster = StatisticForecaster(net, np.ones(len(ROOM_STATS), np.float32), cfg)
-    app = create_app(holder, FakeFeatures(on_air_ids, as_of), stats, forecaster=forecaster)
+    n_products = int(read_table(root / "data", "products")["product_id"].max()) + 1
+    pcfg = ProductConfig(length=4, dim=8)
+    sizes = (n_products, *pcfg.categories)
+    products = ProductForecaster(ProductTransformer(sizes, 4, 8, 1), pcfg, sizes)
+    app = create_app(
+        holder,
+        FakeFeatures(on_air_ids, as_of),
+        stats,
+        forecaster=forecaster,
+        product_forecaster=products,
+    )
+    shop = [r for r in on_air["live_id"].to_list() if stats.products(r, as_of, 4)[0][-1, 0] > 0]
+    assert shop, "no room on air in the tiny world has shown a product before as_of"
     return {
+        "shop_room": shop[0],
+        "products": products,
         "data": root / "data",
         "as_of": as_of,
         "on_air": on_air_ids,
@@ -121,6 +136,25 @@ def test_history_matches_the_batch_room_stats_before_as_of(world: dict[str, Any]
     np.testing.assert_allclose(got, np.maximum(want, 0.0), rtol=1e-5, atol=1e-6)
     assert body["forecast_window_start"] == [starts[-1] + (j + 1) * WINDOW_MS for j in range(3)]
     assert body["forecast_note"].startswith("LiveForesighter: the next 3 windows")
+
+
+def test_next_categories_of_a_shopping_room(world: dict[str, Any]) -> None:
+    """The room's products before as_of (the store's, most recent last) and the next-product
+    model's five most likely finest categories; a room with no product gets none."""
+    c = TestClient(world["app"])
+    room, as_of = world["shop_room"], world["as_of"]
+    body = c.get(f"/rooms/{room}/forecast", params={"n": 5}).json()
+    seq, _ = world["stats"].products(room, as_of, 4)  # [4, 4]
+    assert body["recent_products"] == [r for r in seq.tolist() if r[0] > 0]
+    prob = world["products"].probabilities(seq[None])[0]
+    best = np.argsort(-prob, kind="stable")[:5]
+    assert [n["cat3"] for n in body["next_categories"]] == best.tolist()
+    np.testing.assert_allclose([n["probability"] for n in body["next_categories"]], prob[best])
+    assert body["next_note"].startswith("LiveForesighter: the next product's")
+    quiet = [r for r in world["on_air"] if world["stats"].products(r, as_of, 4)[0][-1, 0] == 0]
+    body = c.get(f"/rooms/{quiet[0]}/forecast", params={"n": 5}).json()
+    assert body["recent_products"] == [] and body["next_categories"] == []
+    assert "no product yet" in body["next_note"]
 
 
 def test_history_errors(world: dict[str, Any], tmp_path: Path) -> None:
@@ -201,7 +235,7 @@ def test_the_page_is_served_without_external_resources(world: dict[str, Any]) ->
 def test_page_in_headless_chromium(
     server: str, world: dict[str, Any], tmp_path: Path, headless_chromium
 ) -> None:
-    room = world["on_air"][0]
+    room = world["shop_room"]
     url = f"{server}/?user=5&room={room}&n=60"
     dom, png = headless_chromium(
         url, tmp_path, size="1000,1400", timeout=60, extra=("--virtual-time-budget=5000",)
@@ -223,4 +257,5 @@ def test_page_in_headless_chromium(
     assert len(ahead_pts) == 4 and ahead_pts[0] == hist_pts[-1]
     assert float(ahead_pts[-1].split(",")[0]) > float(hist_pts[-1].split(",")[0])
     assert "LiveForesighter: the next 3 windows" in dom
+    assert "next category, most likely first: " in dom  # the next-product model's line
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000

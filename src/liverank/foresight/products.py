@@ -13,10 +13,17 @@ finest categories, trained with cross entropy (Eq. 4), early stopping on the val
 Baselines (Table 6): the room's most frequent finest category so far (ties: the most recent)
 and the latest one. Metric: hit rate at 1 and at 5 (the model's top 5; a baseline's top 5 is
 its ranking of the room's past categories: by frequency, or by recency).
+
+A trained model is a :class:`ProductForecaster` (``liverank foresight train --config
+configs/foresight/products.yaml --out DIR``: :func:`train_and_save`); :func:`next_categories`
+reads a room's products from a :class:`~liverank.features.store.RoomStatsSource` as of a time
+and gives the most likely next finest categories (the service's ``GET /rooms/{id}/forecast``
+and ``liverank foresight show``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -32,12 +39,14 @@ from pydantic import Field
 from liverank.data.io import has_table, read_meta, read_table
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features.encoders import MS_PER_DAY
-from liverank.features.store import RoomStatsStore
+from liverank.features.store import RoomStatsSource, RoomStatsStore
 from liverank.foresight.statistics import Examples, TrainSplit
 from liverank.models.layers.forecast import ProductTransformer
 
 log = logging.getLogger(__name__)
 HITS_AT = (1, 5)
+MODEL_FILE = "product_forecaster.pt"
+CONFIG_FILE = "product_forecaster.json"
 
 
 class ProductConfig(TrainSplit):
@@ -221,4 +230,115 @@ def run_arm(world: str | Path, cfg: ProductConfig) -> dict[str, Any]:
             "test": len(test),
             "first_products_left_out": firsts,
         },
+    }
+
+
+class ProductForecaster:
+    """A trained :class:`ProductTransformer` with its config and table sizes; save / load."""
+
+    def __init__(self, model: ProductTransformer, cfg: ProductConfig, sizes: tuple[int, ...]):
+        self.model, self.cfg, self.sizes = model, cfg, tuple(int(x) for x in sizes)
+
+    @torch.no_grad()
+    def probabilities(self, seq: np.ndarray) -> np.ndarray:
+        """``seq [M, L, 4]`` (most recent last, 0 = padding) -> ``[M, C3]`` next-category
+        probabilities (eval mode). Ids beyond the trained tables read as padding (an unseen
+        product or category has no embedding)."""
+        self.model.eval()
+        x = np.asarray(seq, dtype=np.int64).copy()  # [M, L, 4]
+        for i, size in enumerate(self.sizes):
+            x[..., i] = np.where(x[..., i] < size, x[..., i], 0)
+        logits, _ = self.model(torch.from_numpy(x))
+        return logits.softmax(-1).numpy()
+
+    def save(self, out: str | Path) -> None:
+        root = Path(out)
+        root.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), root / MODEL_FILE)
+        meta = {"config": self.cfg.model_dump(), "sizes": list(self.sizes)}
+        (root / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, out: str | Path) -> ProductForecaster:
+        root = Path(out)
+        try:
+            meta = json.loads((root / CONFIG_FILE).read_text())
+            cfg = ProductConfig(**meta["config"])
+            sizes = tuple(int(x) for x in meta["sizes"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise DataValidationError(
+                f"not a next-product forecaster directory ({exc!r}); train one with "
+                "`liverank foresight train --config configs/foresight/products.yaml`",
+                file=str(root / CONFIG_FILE),
+            ) from exc
+        model = ProductTransformer(sizes, cfg.length, cfg.dim, cfg.layers, cfg.heads)
+        try:
+            model.load_state_dict(torch.load(root / MODEL_FILE, weights_only=True))
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise DataValidationError(
+                f"cannot load the next-product weights: {exc}", file=str(root / MODEL_FILE)
+            ) from exc
+        return cls(model, cfg, sizes)
+
+
+def train_and_save(data: str | Path, out: str | Path | None, cfg: ProductConfig) -> dict[str, Any]:
+    """Train on ``data``'s introductions, compare with the two baselines on the test days
+    (hit@1 / hit@5), write the forecaster and ``report.json`` to ``out``."""
+    if cfg.method != "foresighter":
+        raise ConfigError(f"method '{cfg.method}' is a baseline; nothing to train")
+    examples, firsts = build_examples(data, cfg)
+    train, val, test = examples.split(cfg.val_days, cfg.test_days)
+    n_products = int(read_table(data, "products")["product_id"].max()) + 1
+    model, history = fit(train, val, cfg, n_products)
+    forecaster = ProductForecaster(model, cfg, _sizes(cfg, train, n_products))
+    top = max(HITS_AT)
+    ranked = np.argsort(-forecaster.probabilities(test.seq), axis=1)[:, :top]
+    report = {
+        "data": str(data),
+        "config": cfg.model_dump(),
+        "examples": {
+            "train": len(train),
+            "val": len(val),
+            "test": len(test),
+            "first_products_left_out": firsts,
+        },
+        "test_days": sorted(int(d) for d in np.unique(test.day)),
+        "history": history,
+        "test": {
+            "foresighter": hit_rates(ranked, test.target),
+            **{
+                m: hit_rates(baseline_ranking(test.seq, m, top), test.target)
+                for m in ("most_frequent", "latest")
+            },
+        },
+    }
+    if out is not None:
+        forecaster.save(out)
+        (Path(out) / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def next_categories(
+    forecaster: ProductForecaster,
+    store: RoomStatsSource,
+    live_id: int,
+    as_of_ts: int,
+    top: int = 5,
+) -> dict[str, Any]:
+    """A room's products before ``as_of_ts`` (point in time) and its ``top`` most likely next
+    finest categories: ``{recent: [[product, cat1, cat2, cat3], ...] (most recent last),
+    next: [{cat3, probability}], known}``. A room that has shown no product yet has nothing
+    to go on: ``next`` is empty (as the ranker's module gives it a zero distribution)."""
+    seq, known = store.products_batch(
+        np.array([live_id]), np.array([as_of_ts]), forecaster.cfg.length
+    )  # [1, L, 4]
+    recent = [row for row in seq[0].tolist() if row[0] > 0]
+    if not recent:
+        return {"recent": [], "next": [], "known": bool(known[0])}
+    prob = forecaster.probabilities(seq)[0]  # [C3]
+    best = np.argsort(-prob, kind="stable")[:top]
+    return {
+        "recent": recent,
+        "next": [{"cat3": int(c), "probability": float(prob[c])} for c in best],
+        "known": bool(known[0]),
     }

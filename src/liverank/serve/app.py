@@ -53,6 +53,7 @@ from starlette.concurrency import run_in_threadpool
 
 from liverank.errors import LiverankError
 from liverank.features.store import RoomStatsSource
+from liverank.foresight.products import ProductForecaster
 from liverank.foresight.statistics import StatisticForecaster
 from liverank.serve.http_guard import INT64_MAX, BodySizeLimit, validation_details
 from liverank.serve.model_holder import ModelHolder
@@ -191,10 +192,12 @@ def create_app(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     forecaster: StatisticForecaster | None = None,
+    product_forecaster: ProductForecaster | None = None,
 ) -> FastAPI:
     """The ranking service over ``holder`` and ``features`` (module doc); ``room_stats``
     serves ``GET /rooms/{live_id}/forecast`` (None: that endpoint answers 503); a request body
-    over ``max_body_bytes`` is a 413; ``forecaster`` adds LiveForesighter's forecast there."""
+    over ``max_body_bytes`` is a 413; ``forecaster`` adds LiveForesighter's forecast there and
+    ``product_forecaster`` the room's next product categories."""
     app = FastAPI(title="liverank ranking service", version="1")
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     metrics = _Metrics()
@@ -308,7 +311,9 @@ def create_app(
             metrics.lag.set(max(0.0, time.time() - wm / 1e3))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    add_web_routes(app, room_stats, lambda: features.default_time().ts, forecaster)
+    add_web_routes(
+        app, room_stats, lambda: features.default_time().ts, forecaster, product_forecaster
+    )
     return app
 
 

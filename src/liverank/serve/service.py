@@ -137,6 +137,7 @@ def build_service(
     max_body_bytes: int = MAX_BODY_BYTES,
     graph: str | Path | None = None,
     forecaster: str | Path | None = None,
+    product_forecaster: str | Path | None = None,
 ):
     """The FastAPI app of ``liverank serve`` (store filled by replaying ``data``).
 
@@ -150,7 +151,8 @@ def build_service(
     read MMBee's metapath neighbours; polled every ``watch_interval_s`` and reloaded when a new
     build is published there (:mod:`liverank.serve.mmbee_features`).
     ``forecaster``: a ``liverank foresight train`` output; ``GET /rooms/{id}/forecast`` then
-    returns LiveForesighter's forecast of the next windows.
+    returns LiveForesighter's forecast of the next windows; ``product_forecaster`` (a
+    ``foresight train --config configs/foresight/products.yaml`` output) its next categories.
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime '{runtime}'; choose one of {list(RUNTIMES)}")
@@ -199,8 +201,18 @@ def build_service(
         from liverank.foresight.statistics import StatisticForecaster
 
         foresight = StatisticForecaster.load(forecaster)
+    products = None
+    if product_forecaster is not None:
+        from liverank.foresight.products import ProductForecaster
+
+        products = ProductForecaster.load(product_forecaster)
     return create_app(
-        holder, features, room_stats, max_body_bytes=max_body_bytes, forecaster=foresight
+        holder,
+        features,
+        room_stats,
+        max_body_bytes=max_body_bytes,
+        forecaster=foresight,
+        product_forecaster=products,
     )
 
 

@@ -11,7 +11,10 @@
   (``liverank serve --forecaster DIR``, a ``liverank foresight train`` output), LiveForesighter's
   forecast of the next ``K`` windows from the room's last ``T`` (Eq. 3; clamped at 0, the
   statistics are counts and sums) with their window starts. Without one ``"forecast": null``
-  and ``forecast_note`` says how to get it. Unknown room: 404; ``live_id`` outside
+  and ``forecast_note`` says how to get it. With a next-product model (``liverank serve
+  --product-forecaster DIR``) also the room's products so far (``recent_products``, most recent
+  last) and its most likely next finest categories (``next_categories``, Eq. 4; empty for a
+  room that has shown no product). Unknown room: 404; ``live_id`` outside
   1 .. 2**63-1 or ``ts`` outside 0 .. 2**63-1: 422.
 """
 
@@ -28,6 +31,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from liverank.features.store import RoomStatsSource
+from liverank.foresight.products import ProductForecaster, next_categories
 from liverank.foresight.statistics import StatisticForecaster, forecast_room
 from liverank.serve.http_guard import INT64_MAX
 from liverank.stream.room_stats import WINDOW_MS
@@ -37,7 +41,16 @@ FORECAST_NOTE = (
     "no forecaster loaded: history only (start liverank serve with --forecaster DIR, "
     "a `liverank foresight train` output)"
 )
+NEXT_NOTE = (
+    "no next-product model loaded (start liverank serve with --product-forecaster DIR, a "
+    "`liverank foresight train --config configs/foresight/products.yaml` output)"
+)
 MAX_WINDOWS = 2_880  # one day of 30 s windows
+
+
+class NextCategory(BaseModel):
+    cat3: int = Field(description="finest product category")
+    probability: float
 
 
 class RoomHistory(BaseModel):
@@ -55,6 +68,13 @@ class RoomHistory(BaseModel):
         None, description="epoch ms of each forecast window"
     )
     forecast_note: str = FORECAST_NOTE
+    recent_products: list[list[int]] | None = Field(
+        None, description="[product, cat1, cat2, cat3] shown so far, most recent last"
+    )
+    next_categories: list[NextCategory] | None = Field(
+        None, description="most likely next finest categories (null: no next-product model)"
+    )
+    next_note: str = NEXT_NOTE
 
 
 def add_web_routes(
@@ -62,12 +82,14 @@ def add_web_routes(
     room_stats: RoomStatsSource | None,
     now_ts: Callable[[], int | None],
     forecaster: StatisticForecaster | None = None,
+    product_forecaster: ProductForecaster | None = None,
 ) -> None:
     """Register ``GET /`` and ``GET /rooms/{live_id}/forecast`` on ``app``; ``now_ts`` gives
     the default history time (the service's default request time; None: the wall clock);
-    ``forecaster`` adds the forecast."""
+    ``forecaster`` adds the forecast, ``product_forecaster`` the next categories."""
     app.state.room_stats = room_stats
     app.state.forecaster = forecaster
+    app.state.product_forecaster = product_forecaster
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
@@ -106,5 +128,15 @@ def add_web_routes(
             out.forecast_note = (
                 f"LiveForesighter: the next {cfg.horizon} windows forecast from the last "
                 f"{cfg.window} (clamped at 0)"
+            )
+        if product_forecaster is not None:
+            nxt = next_categories(product_forecaster, room_stats, live_id, ts)
+            out.recent_products = nxt["recent"]
+            out.next_categories = [NextCategory(**n) for n in nxt["next"]]
+            out.next_note = (
+                f"LiveForesighter: the next product's finest category from the room's last "
+                f"{product_forecaster.cfg.length} products"
+                if nxt["recent"]
+                else "the room has shown no product yet: no next category"
             )
         return out
