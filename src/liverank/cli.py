@@ -34,6 +34,7 @@ from liverank.cli_args import (
 from liverank.cli_experiment import add_experiment
 from liverank.cli_foresight import add_foresight
 from liverank.cli_graph import add_graph
+from liverank.cli_ingest import add_ingest
 from liverank.cli_serve import add_serve
 from liverank.cli_stream import add_stream, add_train_stream
 from liverank.data.sim.config import SWITCHES
@@ -335,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_experiment,
         add_graph,
         add_foresight,
+        add_ingest,
     ):
         add(sub)
     return parser

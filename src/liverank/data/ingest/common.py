@@ -1,0 +1,277 @@
+"""What every public-dataset loader shares: reading a source CSV against its expected columns
+(naming variants, delimiter, types, truncation, time range), and the accounting of every row
+read (written, or set aside with a reason).
+
+Errors (:class:`~liverank.errors.DataValidationError`) name the file, the column and the first
+offending lines (1-based line numbers of the CSV file, the header being line 1):
+
+* a missing file: the names looked for (every naming variant);
+* a wrong delimiter (the header is one field holding ``;``, a tab or ``|``);
+* a missing column: the names accepted for it, and the header found;
+* a value that is not of its column's type (e.g. ``"abc"`` in an integer column);
+* a missing value in a column that cannot be empty (a truncated or ragged file);
+* a timestamp outside 2000-01-01 .. 2100-01-01 in epoch milliseconds (seconds, say);
+* a duplicate key in a dimension table.
+
+Rows that are well formed but cannot be used (an event of a room the room table does not have,
+one outside the room's air time, ...) are *set aside*: counted per reason in the
+:class:`IngestReport` and written to ``set_aside.parquet`` with their file, line and reason.
+Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from liverank.errors import DataValidationError
+
+#: epoch-ms bounds of a plausible timestamp (a value in seconds falls below the lower one)
+TS_MIN, TS_MAX = 946_684_800_000, 4_102_444_800_000  # 2000-01-01, 2100-01-01 UTC
+LINE = "__line"  # 1-based line of a CSV row (header = line 1)
+REPORT_FILE = "ingest_report.json"
+SET_ASIDE_FILE = "set_aside.parquet"
+#: columns of ``set_aside.parquet``: where the row came from, why, and its event columns
+SET_ASIDE_SCHEMA: dict[str, pl.DataType] = {
+    "file": pl.String(),
+    "line": pl.Int64(),
+    "reason": pl.String(),
+    "user_id": pl.Int64(),
+    "live_id": pl.Int64(),
+    "author_id": pl.Int64(),
+    "ts": pl.Int64(),
+    "value": pl.Float64(),
+}
+_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+MAX_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Field:
+    """An expected source column: its canonical name, the names accepted for it (first = the
+    current documentation's), its kind (``int``, ``float``, ``str``, ``ts``) and whether a
+    value may be empty."""
+
+    name: str
+    kind: str
+    aliases: tuple[str, ...] = ()
+    nullable: bool = False
+
+    @property
+    def accepted(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+def find_file(root: Path, names: Sequence[str], what: str) -> Path:
+    """The first of ``names`` present in ``root`` (naming variants); a clear error if none."""
+    for name in names:
+        if (root / name).exists():
+            return root / name
+    raise DataValidationError(
+        f"no {what} file: looked for {', '.join(names)}", file=str(root / names[0])
+    )
+
+
+def _header(path: Path) -> list[str]:
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as fh:
+            line = fh.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise DataValidationError(f"cannot read: {exc}", file=str(path)) from exc
+    if not line:
+        raise DataValidationError("empty file (no header line)", file=str(path))
+    fields = line.split(",")
+    if len(fields) == 1:
+        for sep, name in _DELIMITERS.items():
+            if sep in line:
+                raise DataValidationError(
+                    f"the header is split by a {name}, not a comma: {line[:80]!r} "
+                    "(the dataset's CSV files are comma-separated)",
+                    file=str(path),
+                )
+    return [f.strip() for f in fields]
+
+
+def scan_csv(path: Path, fields: Sequence[Field]) -> pl.LazyFrame:
+    """A lazy scan of ``path`` with each field under its canonical name and type, plus the
+    line number (``__line``). Checks the header now (delimiter, missing columns); types,
+    empty values and timestamp ranges are checked by :func:`check_values` (one streaming pass).
+    Columns not in ``fields`` are not read."""
+    header = _header(path)
+    rename: dict[str, str] = {}
+    for f in fields:
+        found = next((a for a in f.accepted if a in header), None)
+        if found is None:
+            raise DataValidationError(
+                f"missing column (accepted names: {', '.join(f.accepted)}); the header has "
+                f"{header}",
+                file=str(path),
+                column=f.name,
+            )
+        rename[found] = f.name
+    lf = pl.scan_csv(
+        path,
+        infer_schema=False,  # every column as text: the types are checked with line numbers
+        quote_char='"',
+        truncate_ragged_lines=False,
+        row_index_name=LINE,
+        row_index_offset=2,
+    )
+    return lf.select(LINE, *[pl.col(src).alias(dst) for src, dst in rename.items()])
+
+
+def _typed(f: Field) -> pl.Expr:
+    col = pl.col(f.name).str.strip_chars()
+    if f.kind in ("int", "ts"):
+        return col.cast(pl.Int64, strict=False)
+    if f.kind == "float":
+        return col.cast(pl.Float64, strict=False)
+    return col
+
+
+def typed(lf: pl.LazyFrame, fields: Sequence[Field]) -> pl.LazyFrame:
+    """``lf`` (from :func:`scan_csv`) with each field cast to its kind (no checks)."""
+    return lf.with_columns(*[_typed(f).alias(f.name) for f in fields])
+
+
+def check_values(path: Path, lf: pl.LazyFrame, fields: Sequence[Field]) -> int:
+    """One pass over the file: raise on the first type error, empty required value or
+    timestamp out of range (module doc); returns the number of data rows."""
+    problems: list[pl.Expr] = []
+    labels: list[tuple[str, str, str]] = []
+    for f in fields:
+        raw = pl.col(f.name).str.strip_chars()
+        empty = raw.is_null() | (raw == "")
+        value = _typed(f)
+        if not f.nullable:
+            problems.append(empty)
+            labels.append((f.name, "empty value (a truncated or ragged file?)", "missing"))
+        if f.kind != "str":
+            problems.append(~empty & value.is_null())
+            labels.append((f.name, f"not a{'n integer' if f.kind != 'float' else ' number'}", ""))
+        if f.kind == "ts":
+            problems.append(~empty & ((value < TS_MIN) | (value >= TS_MAX)))
+            labels.append(
+                (
+                    f.name,
+                    "timestamp outside 2000-01-01 .. 2100-01-01 in epoch milliseconds "
+                    "(seconds instead of milliseconds?)",
+                    "",
+                )
+            )
+    flags = [p.alias(f"__bad{i}") for i, p in enumerate(problems)]
+    try:
+        counts = lf.select(pl.len().alias("__rows"), *[f.sum() for f in flags]).collect(
+            engine="streaming"
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise DataValidationError(f"cannot parse the CSV file: {exc}", file=str(path)) from exc
+    for i, (column, message, _) in enumerate(labels):
+        if counts[f"__bad{i}"][0]:
+            bad = (
+                lf.filter(problems[i])
+                .select(LINE, pl.col(column))
+                .head(MAX_SHOWN)
+                .collect(engine="streaming")
+            )
+            raise DataValidationError(
+                f"{message}: {counts[f'__bad{i}'][0]:,} row(s); lines are 1-based, the header "
+                "is line 1",
+                file=str(path),
+                column=column,
+                rows=bad[LINE].to_list(),
+                examples=bad[column].to_list(),
+            )
+    return int(counts["__rows"][0])
+
+
+def check_unique(path: Path, df: pl.DataFrame, key: str) -> None:
+    """Raise naming the lines of the first duplicated values of ``key``."""
+    dup = df.filter(pl.col(key).is_duplicated())
+    if dup.height:
+        dup = dup.sort(key, LINE).head(MAX_SHOWN)
+        raise DataValidationError(
+            f"duplicate key: {df.height - df[key].n_unique():,} repeated value(s)",
+            file=str(path),
+            column=key,
+            rows=dup[LINE].to_list(),
+            examples=dup[key].to_list(),
+        )
+
+
+@dataclass
+class FileCount:
+    """What became of one source file's rows."""
+
+    read: int = 0
+    used: int = 0  # rows that became output rows (each once, whatever it produced)
+    written: dict[str, int] = field(default_factory=dict)  # table -> rows
+    set_aside: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    notes: dict[str, int] = field(default_factory=dict)  # counted, not set aside
+
+    @property
+    def accounted(self) -> int:
+        return sum(self.set_aside.values()) + self.used
+
+
+@dataclass
+class IngestReport:
+    """The accounting of one ingest: per source file, rows read, used, set aside by reason."""
+
+    source: str
+    files: dict[str, FileCount] = field(default_factory=dict)
+    tables: dict[str, int] = field(default_factory=dict)  # written rows per canonical table
+    notes: list[str] = field(default_factory=list)
+
+    def file(self, name: str) -> FileCount:
+        return self.files.setdefault(name, FileCount())
+
+    def check_accounted(self) -> None:
+        """Every row read is used or set aside (a loader bug otherwise)."""
+        for name, c in self.files.items():
+            if c.accounted != c.read:
+                raise AssertionError(
+                    f"{name}: {c.read} rows read, {c.used} used + "
+                    f"{sum(c.set_aside.values())} set aside"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "files": {
+                k: {
+                    "read": v.read,
+                    "used": v.used,
+                    "set_aside": v.set_aside,
+                    "written": v.written,
+                    "notes": v.notes,
+                }
+                for k, v in self.files.items()
+            },
+            "tables": self.tables,
+            "notes": self.notes,
+        }
+
+    def save(self, out: Path) -> None:
+        (out / REPORT_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def set_aside_rows(frame: pl.DataFrame, file: str) -> pl.DataFrame:
+    """``frame`` (with ``__line``, ``reason`` and some event columns) in the set-aside schema."""
+    cols = [
+        pl.lit(file).alias("file"),
+        pl.col(LINE).cast(pl.Int64).alias("line"),
+        pl.col("reason"),
+    ]
+    for name, dtype in SET_ASIDE_SCHEMA.items():
+        if name in ("file", "line", "reason"):
+            continue
+        cols.append(
+            (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
+        )
+    return frame.select(cols)
