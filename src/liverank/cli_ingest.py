@@ -45,7 +45,11 @@ def cmd_ingest_kuailive(args: argparse.Namespace) -> int:
         remove_output(out)
     console = Console(stderr=True)
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as bar:
         task = bar.add_task("KuaiLive", total=None)
         report = ingest_kuailive(

@@ -25,7 +25,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -47,6 +47,7 @@ SET_ASIDE_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.Int64(),
     "value": pl.Float64(),
 }
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 _DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 MAX_SHOWN = 5
 
@@ -261,8 +262,9 @@ class IngestReport:
         (out / REPORT_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
-def set_aside_rows(frame: pl.DataFrame, file: str) -> pl.DataFrame:
-    """``frame`` (with ``__line``, ``reason`` and some event columns) in the set-aside schema."""
+def set_aside_rows(frame: FrameT, file: str) -> FrameT:
+    """``frame`` (with ``__line``, ``reason`` and some event columns) in the set-aside schema
+    (eager or lazy, as given)."""
     cols = [
         pl.lit(file).alias("file"),
         pl.col(LINE).cast(pl.Int64).alias("line"),
@@ -272,6 +274,8 @@ def set_aside_rows(frame: pl.DataFrame, file: str) -> pl.DataFrame:
         if name in ("file", "line", "reason"):
             continue
         cols.append(
-            (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
+            (pl.col(name) if name in frame.collect_schema() else pl.lit(None))
+            .cast(dtype)
+            .alias(name)
         )
     return frame.select(cols)

@@ -43,8 +43,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from liverank.data.ingest.common import (
+    LINE,
     SET_ASIDE_FILE,
     SET_ASIDE_SCHEMA,
     Field,
@@ -65,6 +67,7 @@ log = logging.getLogger(__name__)
 
 BEIJING_MS = 8 * 3_600_000
 TITLE_FILE = "title_embeddings.npy"
+SCRATCH = ".ingest_scratch"
 #: naming variants of each file, the current documentation's first
 FILES: dict[str, tuple[str, ...]] = {
     "user": ("user.csv",),
@@ -283,7 +286,12 @@ def ingest_kuailive(
 ) -> IngestReport:
     """Convert the KuaiLive directory ``src`` to a canonical dataset at ``out`` (module doc).
     Returns the accounting (also ``out/ingest_report.json``); set-aside rows go to
-    ``out/set_aside.parquet``. ``progress`` is called with the name of each step."""
+    ``out/set_aside.parquet``. ``progress`` is called with the name of each step.
+
+    Memory: each event file is checked and screened in streaming passes into a scratch
+    Parquet file; the impressions and events are then written one Beijing day at a time (each
+    day sorted by time), so the peak holds the dimension tables, the clicks' visit intervals
+    and one day of rows, not the whole log."""
     root, dest = Path(src), Path(out)
     if not root.is_dir():
         raise DataValidationError("not a directory", file=str(root))
@@ -293,8 +301,23 @@ def ingest_kuailive(
     started = time.perf_counter()
     report = IngestReport(source="kuailive")
     dest.mkdir(parents=True, exist_ok=True)
-    asides: list[pl.DataFrame] = []
+    scratch = dest / SCRATCH
+    scratch.mkdir(exist_ok=True)
+    try:
+        return _ingest(root, dest, scratch, report, long_view_ms, step, started)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
+
+def _ingest(
+    root: Path,
+    dest: Path,
+    scratch: Path,
+    report: IngestReport,
+    long_view_ms: int,
+    step: Progress,
+    started: float,
+) -> IngestReport:
     step("users")
     upath, users = _read_dimension(root, "user", report)
     check_unique(upath, users, "user_id")
@@ -302,64 +325,77 @@ def ingest_kuailive(
     step("title embeddings")
     n_titles = _load_titles(root, dest, report)
     step("rooms")
-    rooms, aside = _rooms(root, report, n_titles)
-    asides.append(aside)
+    rooms, room_aside = _rooms(root, report, n_titles)
 
-    # events: screened lazily (streaming), usable rows collected per file
-    kept: dict[str, pl.DataFrame] = {}
+    # each event file: checked, then screened into scratch/<name>.parquet (streaming passes)
+    names: dict[str, str] = {}  # source -> file name
     for name in ("click", "negative", "comment", "like", "gift"):
-        step(name)
+        step(f"{name}: checking")
         path = find_file(root, FILES[name], name)
+        names[name] = path.name
         fields = FIELDS[name]
         lf = scan_csv(path, fields)
         count = report.file(path.name)
         count.read = check_values(path, lf, fields)
-        extra = []
-        if name == "click":
-            extra.append((pl.col("watch_live_time") < 0, NEGATIVE_WATCH))
-        screened = _screen(typed(lf, fields), rooms, users, extra).collect(engine="streaming")
-        bad = screened.filter(pl.col("reason").is_not_null())
-        good = screened.filter(pl.col("reason").is_null())
-        count.used = good.height
-        count.set_aside = {str(k): int(v) for k, v in bad.group_by("reason").len().iter_rows() if v}
-        value = "gift_price" if name == "gift" else None
-        asides.append(
-            set_aside_rows(
-                bad.with_columns(
-                    (pl.col(value) if value else pl.lit(None)).cast(pl.Float64).alias("value")
-                ),
-                path.name,
-            )
+        step(f"{name}: screening")
+        extra = [(pl.col("watch_live_time") < 0, NEGATIVE_WATCH)] if name == "click" else []
+        keep = [LINE, "user_id", "live_id", "author_id", "ts"]
+        keep += {"click": ["watch_live_time", "__end"], "gift": ["gift_price"]}.get(name, [])
+        _screen(typed(lf, fields), rooms, users, extra).select(*keep, "reason").sink_parquet(
+            scratch / f"{name}.parquet"
         )
-        kept[name] = good
+        reasons = (
+            _scan(scratch, name).group_by("reason").len().collect(engine="streaming").iter_rows()
+        )
+        for reason, n in reasons:
+            if reason is None:
+                count.used = int(n)
+            else:
+                count.set_aside[str(reason)] = int(n)
+    report.file(names["click"]).written = {
+        "live_impressions": report.file(names["click"]).used,
+        "live_events": 2 * report.file(names["click"]).used,
+    }
+    report.file(names["negative"]).written = {
+        "live_impressions": report.file(names["negative"]).used
+    }
+    for name in ("comment", "like", "gift"):
+        report.file(names[name]).written = {"live_events": report.file(names[name]).used}
 
-    step("impressions and visits")
-    clicks = kept["click"].with_columns(
-        (pl.col("ts") + pl.col("watch_live_time")).alias("__exit"),
+    step("visits")
+    clicks = _usable(scratch, "click").with_columns(
+        (pl.col("ts") + pl.col("watch_live_time")).alias("__exit")
     )
-    clipped = clicks.filter(pl.col("__exit") >= pl.col("__end"))
-    report.file(find_file(root, FILES["click"], "click").name).notes[
-        "exits clipped to 1 ms before the room's end"
-    ] = clipped.height
+    report.file(names["click"]).notes["exits clipped to 1 ms before the room's end"] = int(
+        clicks.filter(pl.col("__exit") >= pl.col("__end")).select(pl.len()).collect()[0, 0]
+    )
     clicks = clicks.with_columns(pl.min_horizontal("__exit", pl.col("__end") - 1).alias("__exit"))
+    visits = (
+        clicks.select("user_id", "live_id", pl.col("ts").alias("__enter"), "__exit")
+        .collect(engine="streaming")
+        .sort("__enter")
+    )
+    for name in ("comment", "like", "gift"):
+        rows = _usable(scratch, name).select("user_id", "live_id", "ts").collect()
+        inside = _inside_visits(rows, visits)
+        c = report.file(names[name])
+        c.notes["inside a visit of the same user and room"] = inside
+        c.notes["outside every visit (kept)"] = rows.height - inside
+
+    step("users and authors")
+    users_out = _users(users, visits)
+    del visits
+    authors_out, added = _authors(root, report, rooms)
+    if added:
+        report.notes.append(f"{added:,} streamers own rooms but have no profile row: added")
+
     imp_cols = ["ts", "user_id", "live_id", "author_id"]
-    impressions = (
-        pl.concat(
-            [
-                clicks.select(*imp_cols, pl.lit("click").alias("surface")),
-                kept["negative"].select(*imp_cols, pl.lit("negative").alias("surface")),
-            ]
-        )
-        .sort("ts", "user_id", "live_id", maintain_order=True)
-        .with_columns(  # tables are in ts order
-            pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("request_id"),
-            pl.lit(0, dtype=pl.Int32).alias("position"),
-        )
+    impressions = pl.concat(
+        [
+            clicks.select(*imp_cols, pl.lit("click").alias("surface")),
+            _usable(scratch, "negative").select(*imp_cols, pl.lit("negative").alias("surface")),
+        ]
     )
-    visits = clicks.select("user_id", "live_id", pl.col("ts").alias("__enter"), "__exit").sort(
-        "__enter"
-    )
-    ev_cols = ["ts", "user_id", "live_id", "author_id", "event", "value"]
     parts = [
         clicks.select(*imp_cols, pl.lit("enter").alias("event"), pl.lit(0.0).alias("value")),
         clicks.select(
@@ -371,62 +407,46 @@ def ingest_kuailive(
             pl.lit(0.0).alias("value"),
         ),
     ]
-    for name, event in (("comment", "comment"), ("like", "like"), ("gift", "gift")):
-        rows = kept[name]
+    for name in ("comment", "like", "gift"):
         value = pl.col("gift_price") if name == "gift" else pl.lit(0.0)
         parts.append(
-            rows.select(
-                *imp_cols, pl.lit(event).alias("event"), value.cast(pl.Float64).alias("value")
+            _usable(scratch, name).select(
+                *imp_cols, pl.lit(name).alias("event"), value.cast(pl.Float64).alias("value")
             )
         )
-        inside = _inside_visits(rows, visits)
-        c = report.file(find_file(root, FILES[name], name).name)
-        c.notes["inside a visit of the same user and room"] = inside
-        c.notes["outside every visit (kept)"] = rows.height - inside
-    events = (
-        pl.concat(parts)
-        .select(*ev_cols)
-        .with_columns(pl.lit(0, dtype=pl.Int64).alias("product_id"))
-        .sort("ts", "user_id", "live_id")
+    events = pl.concat(parts).with_columns(pl.lit(0, dtype=pl.Int64).alias("product_id"))
+
+    step("time range")
+    bounds = pl.concat([impressions.select("ts"), events.select("ts")]).select(
+        pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi")
     )
+    lo, hi = bounds.collect(engine="streaming").row(0)
+    lo, hi = (0, 0) if lo is None else (int(lo), int(hi))
+    start = _local_midnight(lo, BEIJING_MS)
+    end = _local_midnight(hi, BEIJING_MS) + MS_PER_DAY
 
-    step("users and authors")
-    users_out = _users(users, clicks)
-    authors_out, added = _authors(root, report, rooms)
-    if added:
-        report.notes.append(f"{added:,} streamers own rooms but have no profile row: added")
-
+    n_imp = _write_by_day(impressions, dest, "live_impressions", start, end, step, request_ids=True)
+    n_ev = _write_by_day(events, dest, "live_events", start, end, step)
+    report.tables.update(live_impressions=n_imp, live_events=n_ev)
     step("writing")
-    start = _local_midnight(
-        min(int(events["ts"].min() or 0), int(impressions["ts"].min() or 0)), BEIJING_MS
-    )
-    end_ms = max(int(events["ts"].max() or 0), int(impressions["ts"].max() or 0)) + 1
-    end = _local_midnight(end_ms - 1, BEIJING_MS) + MS_PER_DAY
     tables = {
         "users": users_out,
         "authors": authors_out,
         "rooms": rooms.select("live_id", "author_id", "start_ts", "end_ts", "category", "title_id"),
-        "live_impressions": impressions.select(
-            "request_id", "ts", "user_id", "live_id", "author_id", "position", "surface"
-        ),
-        "live_events": events,
         "videos": pl.DataFrame(schema=TABLES["videos"].polars_schema),
         "video_events": pl.DataFrame(schema=TABLES["video_events"].polars_schema),
     }
     for name, df in tables.items():
         write_table(dest, name, df)
         report.tables[name] = df.height
-    written = {"click": ("live_impressions", "live_events"), "negative": ("live_impressions",)}
-    for name, targets in written.items():
-        c = report.file(find_file(root, FILES[name], name).name)
-        c.written = {t: c.used for t in targets}
-    for name in ("comment", "like", "gift"):
-        c = report.file(find_file(root, FILES[name], name).name)
-        c.written = {"live_events": c.used}
-    set_aside = (pl.concat(asides) if asides else pl.DataFrame(schema=SET_ASIDE_SCHEMA)).cast(
-        SET_ASIDE_SCHEMA
-    )  # type: ignore[arg-type]
-    set_aside.write_parquet(dest / SET_ASIDE_FILE)
+    asides = [room_aside.lazy()]
+    for name in ("click", "negative", "comment", "like", "gift"):
+        rows = _scan(scratch, name).filter(pl.col("reason").is_not_null())
+        value = pl.col("gift_price") if name == "gift" else pl.lit(None)
+        asides.append(
+            set_aside_rows(rows.with_columns(value.cast(pl.Float64).alias("value")), names[name])
+        )
+    pl.concat(asides).cast(SET_ASIDE_SCHEMA).sink_parquet(dest / SET_ASIDE_FILE)  # type: ignore[arg-type]
     write_meta(
         dest,
         DatasetMeta(
@@ -446,6 +466,56 @@ def ingest_kuailive(
     report.check_accounted()
     report.save(dest)
     return report
+
+
+def _scan(scratch: Path, name: str) -> pl.LazyFrame:
+    return pl.scan_parquet(scratch / f"{name}.parquet")
+
+
+def _usable(scratch: Path, name: str) -> pl.LazyFrame:
+    return _scan(scratch, name).filter(pl.col("reason").is_null())
+
+
+def _write_by_day(
+    rows: pl.LazyFrame,
+    dest: Path,
+    table: str,
+    start: int,
+    end: int,
+    step: Progress,
+    request_ids: bool = False,
+) -> int:
+    """Write ``rows`` as the canonical ``table``, one day at a time in ``ts`` order (one
+    Parquet row group per day); ``request_ids`` numbers the rows from 1 in that order."""
+    spec = TABLES[table]
+    schema = spec.polars_schema
+    path = dest / f"{table}.parquet"
+    written = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for day_start in range(start, max(end, start + MS_PER_DAY), MS_PER_DAY):
+            step(f"{table}: day {(day_start - start) // MS_PER_DAY + 1}")
+            day = (
+                rows.filter(pl.col("ts").is_between(day_start, day_start + MS_PER_DAY, "left"))
+                .collect(engine="streaming")
+                .sort("ts", "user_id", "live_id", maintain_order=True)
+            )
+            if request_ids:
+                day = day.with_columns(
+                    pl.int_range(written + 1, written + day.height + 1, dtype=pl.Int64).alias(
+                        "request_id"
+                    ),
+                    pl.lit(0, dtype=pl.Int32).alias("position"),
+                )
+            frame = day.select([pl.col(c).cast(t) for c, t in schema.items()]).to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(path, frame.schema, compression="zstd")
+            writer.write_table(frame)
+            written += day.height
+    finally:
+        if writer is not None:
+            writer.close()
+    return written
 
 
 def _inside_visits(rows: pl.DataFrame, visits: pl.DataFrame) -> int:
@@ -468,8 +538,8 @@ def _inside_visits(rows: pl.DataFrame, visits: pl.DataFrame) -> int:
     return int((hit["__exit"].is_not_null() & (hit["ts"] <= hit["__exit"])).sum())
 
 
-def _users(users: pl.DataFrame, clicks: pl.DataFrame) -> pl.DataFrame:
-    n = clicks.group_by("user_id").len()
+def _users(users: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
+    n = visits.group_by("user_id").len()
     ranked = n.with_columns(
         (pl.col("len").rank("ordinal") * 3 / (pl.len() + 1)).floor().cast(pl.Int32) + 1
     ).select("user_id", pl.col("len").alias("activity"))
