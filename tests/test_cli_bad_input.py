@@ -131,6 +131,15 @@ CASES: list[tuple[str, str]] = [
     ("foresight train --data {tiny} --out {file}", "is an existing file"),
     ("foresight show --model {root}/missing --data {tiny} --live-id 1", "not a forecaster"),
     ("foresight", "the following arguments are required: action"),
+    (
+        "foresight trace --with {root}/a --without {root}/b --samples {tiny} --data {tiny} "
+        "--out {root}/tr --rooms 0",
+        "--rooms: must be >= 1, got 0",
+    ),
+    ("ingest kuailive {root}/missing --out {root}/k0", "missing: not a directory"),
+    ("ingest kuailive {tiny} --out {root}/k1", "no user file: looked for user.csv"),
+    ("ingest kuailive {tiny} --out {file}", "is an existing file"),
+    ("ingest", "the following arguments are required: source"),
     ("no-such-command", "invalid choice: 'no-such-command'"),
 ]
 
