@@ -139,6 +139,8 @@ CASES: list[tuple[str, str]] = [
     ("ingest kuailive {root}/missing --out {root}/k0", "missing: not a directory"),
     ("ingest kuailive {tiny} --out {root}/k1", "no user file: looked for user.csv"),
     ("ingest kuailive {tiny} --out {file}", "is an existing file"),
+    ("ingest klm3 {tiny} --out {root}/k2", "not a KuaiLive-M3 directory: missing user_id_set"),
+    ("ingest klm3 {root}/missing --out {root}/k3", "missing: not a directory"),
     ("ingest", "the following arguments are required: source"),
     ("no-such-command", "invalid choice: 'no-such-command'"),
 ]

@@ -5,6 +5,9 @@ Registered in :mod:`liverank.cli`.
   (:mod:`liverank.data.ingest.kuailive`); prints what became of every source file's rows
   (used, set aside by reason) and writes ``ingest_report.json`` and ``set_aside.parquet``
   beside the tables.
+* ``liverank ingest klm3 DIR --out DATASET [--long-view-ms MS] [--force]``: KuaiLive-M3, both
+  domains, the segment embeddings, the questionnaire table as it is
+  (:mod:`liverank.data.ingest.klm3`).
 """
 
 from __future__ import annotations
@@ -25,17 +28,31 @@ def add_ingest(sub: argparse._SubParsersAction) -> None:
         "--long-view-ms", type=positive_int, default=60_000, help="long-view threshold (meta.json)"
     )
     k.add_argument("--force", action="store_true", help="replace a dataset already at --out")
-    k.set_defaults(func=cmd_ingest_kuailive)
+    k.set_defaults(func=cmd_ingest, loader="kuailive")
+    m = sources.add_parser("klm3", help="KuaiLive-M3 (Hugging Face imgkkk2004/KuaiLive-M3)")
+    m.add_argument("dir", type=Path, help="the directory holding live_interaction.csv, ...")
+    m.add_argument("--out", type=Path, required=True, help="dataset directory to write")
+    m.add_argument(
+        "--long-view-ms", type=positive_int, default=60_000, help="long-view threshold (meta.json)"
+    )
+    m.add_argument("--force", action="store_true", help="replace a dataset already at --out")
+    m.set_defaults(func=cmd_ingest, loader="klm3")
 
 
-def cmd_ingest_kuailive(args: argparse.Namespace) -> int:
+def cmd_ingest(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from liverank.data.ingest.kuailive import ingest_kuailive, remove_output
+    from liverank.data.ingest.common import remove_output
+    from liverank.data.ingest.klm3 import ingest_klm3
+    from liverank.data.ingest.kuailive import ingest_kuailive
     from liverank.errors import ConfigError
 
+    ingest, title = {
+        "kuailive": (ingest_kuailive, "KuaiLive"),
+        "klm3": (ingest_klm3, "KuaiLive-M3"),
+    }[args.loader]
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is an existing file; give a directory")
@@ -51,14 +68,14 @@ def cmd_ingest_kuailive(args: argparse.Namespace) -> int:
         console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task("KuaiLive", total=None)
-        report = ingest_kuailive(
+        task = bar.add_task(title, total=None)
+        report = ingest(
             args.dir,
             out,
             long_view_ms=args.long_view_ms,
-            progress=lambda step: bar.update(task, description=f"KuaiLive: {step}"),
+            progress=lambda step: bar.update(task, description=f"{title}: {step}"),
         )
-    table = Table(title=f"KuaiLive {args.dir} -> {out}")
+    table = Table(title=f"{title} {args.dir} -> {out}")
     for col in ("file", "rows read", "used", "set aside", "why", "notes"):
         table.add_column(
             col, justify="right" if col.startswith(("rows", "used", "set")) else "left"
@@ -69,6 +86,8 @@ def cmd_ingest_kuailive(args: argparse.Namespace) -> int:
         notes = "; ".join(f"{k}: {v:,}" for k, v in c.notes.items())
         table.add_row(name, f"{c.read:,}", f"{c.used:,}", f"{aside:,}", why, notes)
     console = Console()
+    if not console.is_terminal:  # a log file or a pipe: do not wrap the file names
+        console = Console(width=160)
     console.print(table)
     console.print("tables: " + ", ".join(f"{t} {n:,}" for t, n in report.tables.items()))
     for note in report.notes:

@@ -22,17 +22,21 @@ Nothing is dropped silently.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
+import pyarrow.parquet as pq
 
+from liverank.data.schema import TABLES
 from liverank.errors import DataValidationError
+from liverank.features.encoders import MS_PER_DAY
 
 #: epoch-ms bounds of a plausible timestamp (a value in seconds falls below the lower one)
 TS_MIN, TS_MAX = 946_684_800_000, 4_102_444_800_000  # 2000-01-01, 2100-01-01 UTC
+BEIJING_MS = 8 * 3_600_000  # Kuaishou's days are Beijing days (UTC+8)
 LINE = "__line"  # 1-based line of a CSV row (header = line 1)
 REPORT_FILE = "ingest_report.json"
 SET_ASIDE_FILE = "set_aside.parquet"
@@ -50,6 +54,8 @@ SET_ASIDE_SCHEMA: dict[str, pl.DataType] = {
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 _DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 MAX_SHOWN = 5
+#: called with the name of each step of a long ingest (a progress display)
+Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,15 @@ def scan_csv(path: Path, fields: Sequence[Field]) -> pl.LazyFrame:
 
 def _typed(f: Field) -> pl.Expr:
     col = pl.col(f.name).str.strip_chars()
-    if f.kind in ("int", "ts"):
+    if f.kind == "ts":  # epoch ms, or an ISO date-time read as UTC (KLM3's CSV and Parquet)
+        return (
+            pl.when(col.str.contains(r"^-?\d+$"))
+            .then(col.cast(pl.Int64, strict=False))
+            .otherwise(
+                col.str.to_datetime(strict=False, time_unit="ms", time_zone="UTC").dt.epoch("ms")
+            )
+        )
+    if f.kind == "int":
         return col.cast(pl.Int64, strict=False)
     if f.kind == "float":
         return col.cast(pl.Float64, strict=False)
@@ -138,6 +152,35 @@ def _typed(f: Field) -> pl.Expr:
 def typed(lf: pl.LazyFrame, fields: Sequence[Field]) -> pl.LazyFrame:
     """``lf`` (from :func:`scan_csv`) with each field cast to its kind (no checks)."""
     return lf.with_columns(*[_typed(f).alias(f.name) for f in fields])
+
+
+def scan_parquet(paths: Path | Sequence[Path], fields: Sequence[Field]) -> pl.LazyFrame:
+    """:func:`scan_csv` for Parquet files (one file, or the shards of one table): each field
+    under its canonical name as text (a date-time column as its ISO text), and the 0-based
+    row (``__line``; for shards, the row over the shards in the order given), so the same
+    :func:`check_values` / :func:`typed` apply. Missing columns are named now."""
+    files = [paths] if isinstance(paths, Path) else list(paths)
+    if not files:
+        raise DataValidationError("no Parquet files")
+    frames = []
+    for path in files:
+        try:
+            schema = pl.read_parquet_schema(path)
+        except Exception as exc:  # polars raises several types for a corrupt file
+            raise DataValidationError(f"cannot read Parquet file: {exc}", file=str(path)) from exc
+        cols = []
+        for f in fields:
+            found = next((a for a in f.accepted if a in schema), None)
+            if found is None:
+                raise DataValidationError(
+                    f"missing column (accepted names: {', '.join(f.accepted)}); the file has "
+                    f"{list(schema)}",
+                    file=str(path),
+                    column=f.name,
+                )
+            cols.append(pl.col(found).cast(pl.String).alias(f.name))
+        frames.append(pl.scan_parquet(path).select(cols))
+    return pl.concat(frames).with_row_index(LINE).with_columns(pl.col(LINE).cast(pl.Int64))
 
 
 def check_values(path: Path, lf: pl.LazyFrame, fields: Sequence[Field]) -> int:
@@ -154,13 +197,14 @@ def check_values(path: Path, lf: pl.LazyFrame, fields: Sequence[Field]) -> int:
             labels.append((f.name, "empty value (a truncated or ragged file?)", "missing"))
         if f.kind != "str":
             problems.append(~empty & value.is_null())
-            labels.append((f.name, f"not a{'n integer' if f.kind != 'float' else ' number'}", ""))
+            kind = {"int": "n integer", "float": " number", "ts": " timestamp"}[f.kind]
+            labels.append((f.name, f"not a{kind}", ""))
         if f.kind == "ts":
             problems.append(~empty & ((value < TS_MIN) | (value >= TS_MAX)))
             labels.append(
                 (
                     f.name,
-                    "timestamp outside 2000-01-01 .. 2100-01-01 in epoch milliseconds "
+                    "timestamp not a date-time nor epoch ms in 2000-01-01 .. 2100-01-01 "
                     "(seconds instead of milliseconds?)",
                     "",
                 )
@@ -180,9 +224,13 @@ def check_values(path: Path, lf: pl.LazyFrame, fields: Sequence[Field]) -> int:
                 .head(MAX_SHOWN)
                 .collect(engine="streaming")
             )
+            where = (
+                "lines are 1-based, the header is line 1"
+                if path.suffix == ".csv"
+                else "rows are 0-based"
+            )
             raise DataValidationError(
-                f"{message}: {counts[f'__bad{i}'][0]:,} row(s); lines are 1-based, the header "
-                "is line 1",
+                f"{message}: {counts[f'__bad{i}'][0]:,} row(s); {where}",
                 file=str(path),
                 column=column,
                 rows=bad[LINE].to_list(),
@@ -279,3 +327,68 @@ def set_aside_rows(frame: FrameT, file: str) -> FrameT:
             .alias(name)
         )
     return frame.select(cols)
+
+
+def local_midnight(ts: int, offset_ms: int) -> int:
+    """Epoch ms of the local midnight at or before ``ts`` (local = UTC + ``offset_ms``)."""
+    return (ts + offset_ms) // MS_PER_DAY * MS_PER_DAY - offset_ms
+
+
+def write_by_day(
+    rows: pl.LazyFrame,
+    dest: Path,
+    table: str,
+    start: int,
+    end: int,
+    step: Progress,
+    request_ids: bool = False,
+) -> int:
+    """Write ``rows`` as the canonical ``table``, one day at a time in ``ts`` order (one
+    Parquet row group per day); ``request_ids`` numbers the rows from 1 in that order."""
+    spec = TABLES[table]
+    schema = spec.polars_schema
+    path = dest / f"{table}.parquet"
+    keys = [k for k in ("live_id", "photo_id") if k in schema]
+    written = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for day_start in range(start, max(end, start + MS_PER_DAY), MS_PER_DAY):
+            step(f"{table}: day {(day_start - start) // MS_PER_DAY + 1}")
+            day = (
+                rows.filter(pl.col("ts").is_between(day_start, day_start + MS_PER_DAY, "left"))
+                .collect(engine="streaming")
+                .sort("ts", "user_id", *keys, maintain_order=True)
+            )
+            if request_ids:
+                day = day.with_columns(
+                    pl.int_range(written + 1, written + day.height + 1, dtype=pl.Int64).alias(
+                        "request_id"
+                    ),
+                    pl.lit(0, dtype=pl.Int32).alias("position"),
+                )
+            frame = day.select([pl.col(c).cast(t) for c, t in schema.items()]).to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(path, frame.schema, compression="zstd")
+            writer.write_table(frame)
+            written += day.height
+    finally:
+        if writer is not None:
+            writer.close()
+    return written
+
+
+#: files an ingest writes beside the canonical tables
+EXTRA_OUTPUTS = (
+    SET_ASIDE_FILE,
+    REPORT_FILE,
+    "title_embeddings.npy",
+    "live_questionnaire.parquet",
+)
+
+
+def remove_output(out: Path) -> None:
+    """Remove a previous ingest's files from ``out`` (only the files an ingest writes)."""
+    for name in TABLES:
+        (out / f"{name}.parquet").unlink(missing_ok=True)
+    for name in (*EXTRA_OUTPUTS, "meta.json"):
+        (out / name).unlink(missing_ok=True)

@@ -38,25 +38,27 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from liverank.data.ingest.common import (
+    BEIJING_MS,
     LINE,
     SET_ASIDE_FILE,
     SET_ASIDE_SCHEMA,
     Field,
     IngestReport,
+    Progress,
     check_unique,
     check_values,
     find_file,
+    local_midnight,
     scan_csv,
     set_aside_rows,
     typed,
+    write_by_day,
 )
 from liverank.data.io import write_meta, write_table
 from liverank.data.schema import TABLES, DatasetMeta
@@ -65,7 +67,6 @@ from liverank.features.encoders import MS_PER_DAY
 
 log = logging.getLogger(__name__)
 
-BEIJING_MS = 8 * 3_600_000
 TITLE_FILE = "title_embeddings.npy"
 SCRATCH = ".ingest_scratch"
 #: naming variants of each file, the current documentation's first
@@ -121,8 +122,6 @@ OTHER_STREAMER = "streamer differs from the room's"
 OFF_AIR = "outside the room's air time"
 NEGATIVE_WATCH = "negative watch_live_time"
 BAD_ROOM = "room ends at or before it starts"
-
-Progress = Callable[[str], None]
 
 
 def bucket_codes(values: pl.Series) -> pl.Series:
@@ -422,11 +421,11 @@ def _ingest(
     )
     lo, hi = bounds.collect(engine="streaming").row(0)
     lo, hi = (0, 0) if lo is None else (int(lo), int(hi))
-    start = _local_midnight(lo, BEIJING_MS)
-    end = _local_midnight(hi, BEIJING_MS) + MS_PER_DAY
+    start = local_midnight(lo, BEIJING_MS)
+    end = local_midnight(hi, BEIJING_MS) + MS_PER_DAY
 
-    n_imp = _write_by_day(impressions, dest, "live_impressions", start, end, step, request_ids=True)
-    n_ev = _write_by_day(events, dest, "live_events", start, end, step)
+    n_imp = write_by_day(impressions, dest, "live_impressions", start, end, step, request_ids=True)
+    n_ev = write_by_day(events, dest, "live_events", start, end, step)
     report.tables.update(live_impressions=n_imp, live_events=n_ev)
     step("writing")
     tables = {
@@ -474,48 +473,6 @@ def _scan(scratch: Path, name: str) -> pl.LazyFrame:
 
 def _usable(scratch: Path, name: str) -> pl.LazyFrame:
     return _scan(scratch, name).filter(pl.col("reason").is_null())
-
-
-def _write_by_day(
-    rows: pl.LazyFrame,
-    dest: Path,
-    table: str,
-    start: int,
-    end: int,
-    step: Progress,
-    request_ids: bool = False,
-) -> int:
-    """Write ``rows`` as the canonical ``table``, one day at a time in ``ts`` order (one
-    Parquet row group per day); ``request_ids`` numbers the rows from 1 in that order."""
-    spec = TABLES[table]
-    schema = spec.polars_schema
-    path = dest / f"{table}.parquet"
-    written = 0
-    writer: pq.ParquetWriter | None = None
-    try:
-        for day_start in range(start, max(end, start + MS_PER_DAY), MS_PER_DAY):
-            step(f"{table}: day {(day_start - start) // MS_PER_DAY + 1}")
-            day = (
-                rows.filter(pl.col("ts").is_between(day_start, day_start + MS_PER_DAY, "left"))
-                .collect(engine="streaming")
-                .sort("ts", "user_id", "live_id", maintain_order=True)
-            )
-            if request_ids:
-                day = day.with_columns(
-                    pl.int_range(written + 1, written + day.height + 1, dtype=pl.Int64).alias(
-                        "request_id"
-                    ),
-                    pl.lit(0, dtype=pl.Int32).alias("position"),
-                )
-            frame = day.select([pl.col(c).cast(t) for c, t in schema.items()]).to_arrow()
-            if writer is None:
-                writer = pq.ParquetWriter(path, frame.schema, compression="zstd")
-            writer.write_table(frame)
-            written += day.height
-    finally:
-        if writer is not None:
-            writer.close()
-    return written
 
 
 def _inside_visits(rows: pl.DataFrame, visits: pl.DataFrame) -> int:
@@ -592,18 +549,3 @@ def _authors(root: Path, report: IngestReport, rooms: pl.DataFrame) -> tuple[pl.
         "author_id", "category", "author_type", "fans"
     )
     return authors.sort("author_id"), missing.height
-
-
-def _local_midnight(ts: int, offset_ms: int) -> int:
-    return (ts + offset_ms) // MS_PER_DAY * MS_PER_DAY - offset_ms
-
-
-def remove_output(out: Path) -> None:
-    """Remove a previous ingest's files from ``out`` (only the files an ingest writes)."""
-    for name in [*TABLES, "meta"]:
-        p = out / (f"{name}.parquet" if name != "meta" else "meta.json")
-        p.unlink(missing_ok=True)
-    for extra in (SET_ASIDE_FILE, TITLE_FILE, "ingest_report.json"):
-        (out / extra).unlink(missing_ok=True)
-    if out.exists() and not any(out.iterdir()):
-        shutil.rmtree(out)
