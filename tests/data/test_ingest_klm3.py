@@ -220,7 +220,7 @@ def test_the_canonical_rows(tmp_path: Path) -> None:
     vev = read_table(out, "video_events").sort("event")
     assert vev.select("event", "play_ms").rows() == [("follow", 0), ("play", 5_000)]
     seg = read_table(out, "segments").sort("ts")
-    assert seg["ts"].to_list() == [T0, T0 + 30_000]
+    assert seg["ts"].to_list() == [T0, T0 + 60_000]  # starts T0 and T0 + 50 s, ceiled
     assert seg["visual"].to_list()[1] == [2.0] * DIM and seg["text"].to_list()[1] == [0.0] * DIM
     authors = read_table(out, "authors").sort("author_id")
     assert authors["author_id"].to_list() == [10, 11, 20]  # 20 owns a video, no profile

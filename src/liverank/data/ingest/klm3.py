@@ -35,10 +35,11 @@ are Beijing days (``day_offset_ms`` = 8 h).
   ``photo_play`` row (``play_ms`` = leave - enter), ``follow`` when the play turned a
   non-follower into a follower. ``like_status_type``'s codes are undocumented: not read.
 * **segments**: ``live_emb_128_ts`` shards. A segment's ``timestamp`` is its end and it starts
-  at the room's previous segment's end (the first at the room's start); its ``ts`` is that
-  start on the 30 s grid. The one fused 128-d vector is stored as ``visual``; ``speech`` and
-  ``text`` are zeros (KLM3 has no per-modality vectors: a modality ablation means nothing on
-  it). Two segments starting in one 30 s window: the later is kept, the earlier set aside.
+  at the room's previous segment's end (the first at the room's start); its ``ts`` is the
+  first 30 s grid time at or after that start. Several segments mapping to one grid time: the
+  latest kept (the content on air at that time), the others set aside. The one fused 128-d
+  vector is stored as ``visual``; ``speech`` and ``text`` are zeros (KLM3 has no per-modality
+  vectors: a modality ablation means nothing on it).
 * **live_questionnaire**: written as it is (every column as text) to
   ``live_questionnaire.parquet``; ``selection_option`` is accepted for ``select_option``.
 
@@ -99,7 +100,7 @@ NEGATIVE_DURATION = "negative duration"
 NO_END = "no end time and no duration"
 AUTHORS_DISAGREE = "the room's rows disagree on its author"
 BAD_ROOM = "room ends at or before it starts"
-SAME_WINDOW = "another segment of the room starts in the same 30 s window"
+SAME_WINDOW = "a later segment of the room maps to the same 30 s grid time"
 SEGMENTS_DIR = "live_emb_128_ts"
 
 ROOM_ID = Field("live_id", "int", ("live_stream_id",))
@@ -645,7 +646,7 @@ def _segments(
         .with_columns(
             pl.coalesce(pl.col("end").shift(1).over("live_id"), pl.col("__start")).alias("__begin")
         )
-        .with_columns((pl.col("__begin") // WINDOW_MS * WINDOW_MS).alias("ts"))
+        .with_columns((-(-pl.col("__begin") // WINDOW_MS) * WINDOW_MS).alias("ts"))  # ceil
         .collect(engine="streaming")
     )
     later = pl.col("ts") == pl.col("ts").shift(-1).over("live_id")
