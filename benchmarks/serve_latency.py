@@ -34,6 +34,23 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+#: build_samples options of the flagship's samples (every paper module fed)
+FLAGSHIP_SAMPLES = {
+    "shopping": True,
+    "segments": 5,
+    "graph_k": 10,
+    "room_stats": 63,
+    "room_products": 21,
+}
+
+
+def serving_time(data: Path) -> int:
+    """The service's ``--as-of``: the time of the impression at 80 % of the log."""
+    from liverank.data.io import read_table
+
+    ts = read_table(data, "live_impressions", ["ts"])["ts"].sort()
+    return int(ts[int(len(ts) * 0.8)])
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -52,12 +69,23 @@ def _prepare(args: argparse.Namespace, work: Path, model: str) -> tuple[Path, Pa
     data = args.data or work / "data"
     if not (data / "meta.json").exists():
         simulate(SimConfig.preset(args.size, seed=0), data, progress=False)
-    long_len = getattr(args, "long_len", 0) if model == "moment_cross" else 0
-    samples = work / f"samples-long{long_len}"
+    long_len = getattr(args, "long_len", 0) if model in ("moment_cross", "liverank") else 0
+    every = model == "liverank"  # the flagship: samples with every column, a neighbour store
+    samples = work / f"samples-long{long_len}{'-all' if every else ''}"
     if not (samples / "feature_map.json").exists():
-        build_samples(data, samples, progress=False, long_len=long_len)
+        extra = FLAGSHIP_SAMPLES if every else {}
+        build_samples(data, samples, progress=False, long_len=long_len, **extra)
+    if every and not (work / "graph").exists():  # gifts before the serving time only
+        from liverank.graph.store import build_neighbour_store
+
+        build_neighbour_store(
+            data, work / "graph", serving_time(data), k=FLAGSHIP_SAMPLES["graph_k"]
+        )
     reg = work / "registry"
-    Ranker(FeatureMap.load(samples), get_config(model)).save(work / f"{model}.pt")
+    model_obj = Ranker(FeatureMap.load(samples), get_config(model))
+    if model_obj.switched_off:
+        raise RuntimeError(f"{model}: modules switched off {model_obj.switched_off}")
+    model_obj.save(work / f"{model}.pt")
     ModelRegistry(reg).publish(model, work / f"{model}.pt")
     return data, reg
 
@@ -126,14 +154,15 @@ def main() -> None:
         for model, runtime in [(m, r) for m in args.models for r in args.runtimes]:
             data, reg = _prepare(args, work, model)
             imp = read_table(data, "live_impressions").sort("ts")
-            as_of = int(imp["ts"][int(len(imp) * 0.8)])
+            as_of = serving_time(data)
             rooms = read_table(data, "rooms")["live_id"].to_numpy()
             users = imp.filter(pl.col("ts") < as_of)["user_id"].unique().to_numpy()
             rng = np.random.default_rng(0)
             env = dict(os.environ, OMP_WAIT_POLICY=args.omp_wait_policy)
+            graph = ("--graph", str(work / "graph")) if model == "liverank" else ()
             server, url = start_server(
                 reg, model, data, as_of, env,
-                "--torch-threads", str(args.torch_threads), "--runtime", runtime,
+                "--torch-threads", str(args.torch_threads), "--runtime", runtime, *graph,
             )  # fmt: skip
             try:
                 for conc in args.concurrency:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ from torch import nn
 from liverank.errors import ConfigError
 
 if TYPE_CHECKING:
+    from liverank.features.spec import FeatureMap
     from liverank.models.layers.embedding import EmbeddingCollection
 
 Batch = Mapping[str, torch.Tensor]
@@ -66,5 +67,18 @@ class FeatureModule(nn.Module):
     #: parts of the input to different tasks (``intra_inter``); empty = one "shared" part
     output_parts: dict[str, tuple[int, int]] = {}  # noqa: RUF012 - read-only class default
 
+    @classmethod
+    def unfed(cls, feature_map: FeatureMap, params: dict[str, Any]) -> str | None:
+        """Why samples with ``feature_map`` cannot feed this module (None: they can). A module
+        marked ``optional`` in a config is switched off for that reason instead of failing
+        (``ModuleSpec.optional``; the flagship composes every paper module this way)."""
+        return None
+
     def forward(self, batch: Batch, emb: EmbeddingCollection) -> ModuleOutput:  # pragma: no cover
         raise NotImplementedError
+
+
+def no_video_domain(feature_map: FeatureMap) -> bool:
+    """The samples have no short-video domain (its tag table holds only the padding row:
+    KuaiLive, say)."""
+    return feature_map.tables.get("video_tag", 0) <= 1

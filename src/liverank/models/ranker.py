@@ -35,7 +35,7 @@ from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.mlp import MLP
 from liverank.models.layers.task_weighting import AdaptiveTaskWeighting, FixedTaskWeights
 from liverank.models.modules.sparse_features import room_id_params, with_room_id
-from liverank.models.registry import build_module
+from liverank.models.registry import build_module, get_module_class
 
 if TYPE_CHECKING:
     from liverank.features.long_history import LongHistory
@@ -57,6 +57,9 @@ class ModuleSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     #: key of the module inside the Ranker (default: ``name``); prefixes its aux losses
     key: str | None = None
+    #: switch the module off (logged, ``Ranker.switched_off``) when the samples cannot feed it
+    #: (``FeatureModule.unfed``: no long histories, no segments, ...) instead of failing
+    optional: bool = False
 
     @property
     def module_key(self) -> str:
@@ -182,6 +185,23 @@ class Ranker(nn.Module):
         if config.room_id_embedding:
             effective_map = with_room_id(effective_map)
             specs = _room_id_specs(specs)
+        #: optional modules the samples cannot feed: module key -> why
+        self.switched_off: dict[str, str] = {}
+        kept = []
+        for spec in specs:
+            reason = (
+                get_module_class(spec.name).unfed(effective_map, dict(spec.params))
+                if spec.optional
+                else None
+            )
+            if reason is None:
+                kept.append(spec)
+                continue
+            self.switched_off[spec.module_key] = reason
+            log.warning("%s: module '%s' switched off: %s", config.name, spec.module_key, reason)
+        if not kept:
+            raise ConfigError(f"{config.name}: every module is switched off {self.switched_off}")
+        specs = kept
         tables = sorted(set(effective_map.tables) | set(effective_map.hash_buckets))
         unknown_tables = sorted(set(config.embedding_dims) - set(tables))
         if unknown_tables:

@@ -260,6 +260,38 @@ def _eliverec_vanilla() -> RankerConfig:
     return cfg
 
 
+def _liverank() -> RankerConfig:
+    """The flagship: every paper module the samples can feed, on ``ple``'s backbone.
+
+    ``sparse_features`` and ``din`` always; then, each ``optional`` (switched off, and logged,
+    when the samples cannot feed it: ``FeatureModule.unfed``): FARM's frequency filters and
+    cross-domain alignment (``farm``: both domains), Cross's searches over long histories
+    (``moment_cross``: ``--long-len``), eLiveRec's disentangled encoder (``eliverec``:
+    ``--shopping``), MMBee's segment fusion and graph neighbours (``mmbee_mfq`` /
+    ``mmbee_gie``: ``--segments`` / ``--graph-k``), LiveForesighter's room sequences
+    (``foresighter``: ``--room-stats`` / ``--room-products``). Moment's mechanism is the
+    room-id embedding (fast room updates when trained on the first-only stream,
+    ``train-stream --mode moment``) and Moment&Cross's eq. 4 ranks the slate. DIN and FARM
+    both read the short sequences: the benchmark says whether they add to each other."""
+    mmbee = _mmbee(True, True).modules
+    cfg = RankerConfig(
+        name="liverank",
+        modules=[
+            ModuleSpec(name="sparse_features"),
+            ModuleSpec(name="din"),
+            ModuleSpec(name="farm", optional=True),
+            ModuleSpec(name="moment_cross", params={"gsu_len": 50, "heads": 2}, optional=True),
+            ModuleSpec(name="eliverec", optional=True),
+            *(m.model_copy(update={"optional": True}) for m in mmbee[2:]),
+            ModuleSpec(name="foresighter", optional=True),
+        ],
+        backbone=_ple().backbone,
+        room_id_embedding=True,
+    )
+    cfg.score_exponents = dict(_moment_cross().score_exponents)
+    return cfg
+
+
 _CONFIGS: dict[str, Callable[[], RankerConfig]] = {
     "mlp": _mlp,
     "din": _din,
@@ -284,6 +316,7 @@ _CONFIGS: dict[str, Callable[[], RankerConfig]] = {
     "bst_dual": _bst_dual,
     "bst_dual_vanilla": lambda: _bst_dual_mtl("vanilla"),
     "bst_dual_adaptive": lambda: _bst_dual_mtl("adaptive"),
+    "liverank": _liverank,
 }
 
 

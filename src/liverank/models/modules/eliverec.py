@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +84,12 @@ class ELiveRec(FeatureModule):
     name = "eliverec"
     #: traces to TorchScript with exact parity (tests/serve/test_export.py)
     exportable = True
+
+    @classmethod
+    def unfed(cls, feature_map: FeatureMap, params: dict[str, Any]) -> str | None:
+        if "product" not in feature_map.seq_fields:
+            return "no shopping fields in the samples (build-samples --shopping)"
+        return None
 
     def __init__(
         self,

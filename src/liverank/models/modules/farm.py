@@ -44,7 +44,7 @@ C-PA the MLP is never trained (as in the paper's variant, where nothing else rea
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +54,7 @@ from torch import nn
 from liverank.config import validate_as
 from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
-from liverank.models.base import Batch, FeatureModule, ModuleOutput
+from liverank.models.base import Batch, FeatureModule, ModuleOutput, no_video_domain
 from liverank.models.layers.contrastive import info_nce
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.frequency import FrequencyAwareFilter
@@ -158,6 +158,12 @@ class Farm(FeatureModule):
     """
 
     name = "farm"
+
+    @classmethod
+    def unfed(cls, feature_map: FeatureMap, params: dict[str, Any]) -> str | None:
+        if no_video_domain(feature_map):
+            return "no short-video domain: FARM filters and aligns both domains"
+        return None
 
     def __init__(
         self,

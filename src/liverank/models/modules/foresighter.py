@@ -9,7 +9,8 @@ impression; :mod:`liverank.data.room_sequences`) and gives the ranker stop-gradi
   (``joint``): it forecasts the window's last ``k`` windows from the ``T - k`` before them
   (Eq. 2, self-supervised inside the past: no future window is read) with an MSE taken in the
   input's RevIN units (each statistic of each row divided by the input's own standard
-  deviation: the twelve statistics' units differ, and a row needs no global scale), the
+  deviation, at least 1: the twelve statistics' units differ, a row needs no global scale,
+  and a room that just went on air has a window of zeros before it), the
   auxiliary loss ``foresighter.statistics``. Ranking (Eq. 3): it forecasts the ``k`` windows
   after ``T`` from the latest ``T - k``; the ranker reads ``stop(log1p(max(S_hat, 0)))``
   flattened (``[N k]``; the log is ours: raw counts and money would swamp the MLP) and the
@@ -31,6 +32,7 @@ interaction, in-room; the paper's Table 7 adds one family at a time).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +46,9 @@ from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.forecast import ProductTransformer, StatisticTransformer
 from liverank.models.registry import register_module
 from liverank.stream.room_stats import FAMILIES, ROOM_STATS
+
+#: the smallest scale of the statistic loss (one event, or one unit of money, per window)
+STD_FLOOR = 1.0
 
 
 @register_module
@@ -66,6 +71,16 @@ class Foresighter(FeatureModule):
     """
 
     name = "foresighter"
+
+    @classmethod
+    def unfed(cls, feature_map: FeatureMap, params: dict[str, Any]) -> str | None:
+        stats = params.get("statistics", True) and feature_map.room_stats_window == 0
+        products = params.get("products", True) and feature_map.room_products_len == 0
+        if stats or products:
+            return (
+                "no room sequences in the samples (build-samples --room-stats T --room-products L)"
+            )
+        return None
 
     def __init__(
         self,
@@ -179,7 +194,9 @@ class Foresighter(FeatureModule):
             if self.training and self.mode == "joint":
                 past, future = x[:, :, :-k], x[:, :, -k:]  # Eq. 2: inside the observed window
                 pred, _ = self.stats(past)  # [B, N, k]
-                std = torch.sqrt(past.var(dim=-1, keepdim=True, unbiased=False) + 1e-5)
+                # the input's own scale, at least one unit: before a room goes on air its
+                # windows are zeros, and dividing by their ~0 spread would explode the loss
+                std = past.std(dim=-1, keepdim=True, unbiased=False).clamp(min=STD_FLOOR)
                 aux["statistics"] = (((pred - future) / std) ** 2).mean()
             with torch.no_grad():
                 forecast, enc = self.stats(x[:, :, k:])  # Eq. 3: [B, N, k], [B, N, D]

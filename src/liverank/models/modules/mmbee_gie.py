@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,6 +71,12 @@ class MMBeeGIE(FeatureModule):
     """
 
     name = "mmbee_gie"
+
+    @classmethod
+    def unfed(cls, feature_map: FeatureMap, params: dict[str, Any]) -> str | None:
+        if feature_map.graph_k < 1:
+            return "no metapath neighbours in the samples (build-samples --graph-k K)"
+        return None
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ no segment yet gives a zero representation. Ablations: ``queries=0`` is the pape
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,6 +69,12 @@ class MMBeeMFQ(FeatureModule):
     """
 
     name = "mmbee_mfq"
+
+    @classmethod
+    def unfed(cls, feature_map: FeatureMap, params: dict[str, Any]) -> str | None:
+        if feature_map.segments < 1 or feature_map.segment_dim < 1:
+            return "no content segments in the samples (build-samples --segments N)"
+        return None
 
     def __init__(
         self,

@@ -64,7 +64,7 @@ besides the mixed domain vectors).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -176,6 +176,12 @@ class MomentCross(FeatureModule):
     """
 
     name = "moment_cross"
+
+    @classmethod
+    def unfed(cls, feature_map: FeatureMap, params: dict[str, Any]) -> str | None:
+        if feature_map.long_len < 1:
+            return "no long histories in the samples (build-samples --long-len K)"
+        return None
 
     def __init__(
         self,
