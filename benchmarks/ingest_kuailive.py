@@ -119,8 +119,12 @@ def main() -> int:
         seconds = time.perf_counter() - t
         peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
         report = json.loads((out / "ingest_report.json").read_text())
+    code = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     record = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code": code or "unknown",
         "scale": args.scale,
         "negatives_per_click": args.negatives_per_click,
         "rows": counts,
