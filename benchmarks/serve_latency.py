@@ -119,14 +119,23 @@ def start_server(
         time.sleep(0.5)
 
 
-def _client(url: str, bodies: list[dict], out: list[float], timings: list[dict]) -> None:
+def _client(
+    url: str, bodies: list[dict], out: list[float], timings: list[dict], errors: list[str]
+) -> None:
+    """Send ``bodies`` one after another; a failed request (timeout, non-200) is recorded in
+    ``errors`` and ends this client, so the run still reports what it measured."""
     with httpx.Client(timeout=CLIENT_TIMEOUT_S) as c:
         for body in bodies:
             t = time.perf_counter()
-            r = c.post(url, json=body)
+            try:
+                r = c.post(url, json=body)
+            except httpx.HTTPError as exc:
+                errors.append(f"{type(exc).__name__} after {time.perf_counter() - t:.0f} s")
+                return
             out.append(time.perf_counter() - t)
             if r.status_code != 200:
-                raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+                errors.append(f"{r.status_code}: {r.text[:200]}")
+                return
             body = r.json()
             timings.append(body["timings_ms"] | {"runtime": body["runtime"]})
 
@@ -184,9 +193,12 @@ def main() -> None:
                     _client(f"{url}/rank", bodies[:20], [], [])  # warm-up
                     lat: list[float] = []
                     timings: list[dict] = []
+                    errors: list[str] = []
                     parts = [bodies[i::conc] for i in range(conc)]
                     threads = [
-                        threading.Thread(target=_client, args=(f"{url}/rank", p, lat, timings))
+                        threading.Thread(
+                            target=_client, args=(f"{url}/rank", p, lat, timings, errors)
+                        )
                         for p in parts
                     ]
                     t0 = time.perf_counter()
@@ -195,8 +207,14 @@ def main() -> None:
                     for t in threads:
                         t.join()
                     wall = time.perf_counter() - t0
+                    if not timings:
+                        row = {"model": model, "concurrency": conc, "errors": errors}
+                        results.append(row)
+                        print(json.dumps(row), flush=True)
+                        continue
                     ms = np.array(lat) * 1e3
                     row = {
+                        "errors": errors,
                         "model": model,
                         "runtime": timings[-1]["runtime"],
                         "concurrency": conc,
