@@ -190,7 +190,7 @@ def main() -> None:
                         }
                         for _ in range(n)
                     ]
-                    _client(f"{url}/rank", bodies[:20], [], [])  # warm-up
+                    _client(f"{url}/rank", bodies[:20], [], [], [])  # warm-up
                     lat: list[float] = []
                     timings: list[dict] = []
                     errors: list[str] = []
