@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from liverank.cli import main
-from liverank.data.ingest.common import SET_ASIDE_FILE
+from liverank.data.ingest.common import OFF_AIR, OTHER_STREAMER, SET_ASIDE_FILE, UNKNOWN_USER
 from liverank.data.ingest.klm3 import (
     AUTHORS_DISAGREE,
     ENTERED,
@@ -24,7 +24,6 @@ from liverank.data.ingest.klm3 import (
     UNKNOWN_VIDEO,
     ingest_klm3,
 )
-from liverank.data.ingest.kuailive import OFF_AIR, OTHER_STREAMER, UNKNOWN_USER
 from liverank.data.io import read_meta, read_table
 from liverank.data.validate import validate_dataset
 from liverank.errors import DataValidationError

@@ -11,14 +11,17 @@ import polars as pl
 import pytest
 
 from liverank.cli import main
-from liverank.data.ingest.common import REPORT_FILE, SET_ASIDE_FILE
+from liverank.data.ingest.common import (
+    OFF_AIR,
+    OTHER_STREAMER,
+    REPORT_FILE,
+    SET_ASIDE_FILE,
+    UNKNOWN_USER,
+)
 from liverank.data.ingest.kuailive import (
     BAD_ROOM,
     NEGATIVE_WATCH,
-    OFF_AIR,
-    OTHER_STREAMER,
     UNKNOWN_ROOM,
-    UNKNOWN_USER,
     bucket_codes,
     ingest_kuailive,
 )

@@ -392,3 +392,49 @@ def remove_output(out: Path) -> None:
         (out / f"{name}.parquet").unlink(missing_ok=True)
     for name in (*EXTRA_OUTPUTS, "meta.json"):
         (out / name).unlink(missing_ok=True)
+
+
+#: set-aside reasons every event screen shares (the unknown-room reason names the loader's file)
+UNKNOWN_USER = "unknown user (not in user.csv)"
+OTHER_STREAMER = "streamer differs from the room's"
+OFF_AIR = "outside the room's air time"
+
+
+def screen_events(
+    lf: pl.LazyFrame,
+    rooms: pl.DataFrame,
+    users: pl.DataFrame,
+    unknown_room: str,
+    *,
+    author: bool = True,
+    extra: Sequence[tuple[pl.Expr, str]] = (),
+    unknown_user: str = UNKNOWN_USER,
+) -> pl.LazyFrame:
+    """``lf`` (events with ``user_id, live_id, ts`` and, with ``author``, ``author_id``) joined
+    to its room (``__room_author, __start, __end``) and user, with a ``reason`` (null =
+    usable): the first rule that applies of unknown room, unknown user, another author than
+    the room's, outside the room's air time, then ``extra``. Without ``author`` the file has
+    no author column: the room's is taken."""
+    r = rooms.lazy().select(
+        "live_id",
+        pl.col("author_id").alias("__room_author"),
+        pl.col("start_ts").alias("__start"),
+        pl.col("end_ts").alias("__end"),
+    )
+    u = users.lazy().select("user_id", pl.lit(True).alias("__user"))
+    out = lf.join(r, on="live_id", how="left").join(u, on="user_id", how="left")
+    if not author:
+        out = out.with_columns(pl.col("__room_author").alias("author_id"))
+    reason = (
+        pl.when(pl.col("__room_author").is_null())
+        .then(pl.lit(unknown_room))
+        .when(pl.col("__user").is_null())
+        .then(pl.lit(unknown_user))
+        .when(pl.col("author_id") != pl.col("__room_author"))
+        .then(pl.lit(OTHER_STREAMER))
+        .when((pl.col("ts") < pl.col("__start")) | (pl.col("ts") >= pl.col("__end")))
+        .then(pl.lit(OFF_AIR))
+    )
+    for cond, why in extra:
+        reason = reason.when(cond).then(pl.lit(why))
+    return out.with_columns(reason.otherwise(None).alias("reason"))

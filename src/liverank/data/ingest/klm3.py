@@ -61,8 +61,10 @@ import pyarrow.parquet as pq
 from liverank.data.ingest.common import (
     BEIJING_MS,
     LINE,
+    OFF_AIR,
     SET_ASIDE_FILE,
     SET_ASIDE_SCHEMA,
+    UNKNOWN_USER,
     Field,
     IngestReport,
     Progress,
@@ -71,14 +73,12 @@ from liverank.data.ingest.common import (
     local_midnight,
     scan_csv,
     scan_parquet,
+    screen_events,
     set_aside_rows,
     typed,
     write_by_day,
 )
 from liverank.data.ingest.kuailive import (
-    OFF_AIR,
-    OTHER_STREAMER,
-    UNKNOWN_USER,
     bucket_codes,
     category_codes,
     gender_codes,
@@ -266,41 +266,6 @@ def _rooms(root: Path, report: IngestReport) -> tuple[pl.DataFrame, pl.LazyFrame
     return rooms.sort("live_id"), set_aside_rows(aside, name).lazy()
 
 
-def _screen(
-    lf: pl.LazyFrame,
-    rooms: pl.DataFrame,
-    users: pl.DataFrame,
-    author: bool = True,
-    extra: tuple[tuple[pl.Expr, str], ...] = (),
-) -> pl.LazyFrame:
-    """``lf`` with the room's author (``author_id`` filled from the room when the file has
-    none) and a ``reason`` (null = usable): unknown room, unknown user, another author, off
-    air, then ``extra``."""
-    r = rooms.lazy().select(
-        "live_id",
-        pl.col("author_id").alias("__room_author"),
-        pl.col("start_ts").alias("__start"),
-        pl.col("end_ts").alias("__end"),
-    )
-    u = users.lazy().select("user_id", pl.lit(True).alias("__user"))
-    out = lf.join(r, on="live_id", how="left").join(u, on="user_id", how="left")
-    if not author:
-        out = out.with_columns(pl.col("__room_author").alias("author_id"))
-    reason = (
-        pl.when(pl.col("__room_author").is_null())
-        .then(pl.lit(UNKNOWN_ROOM))
-        .when(pl.col("__user").is_null())
-        .then(pl.lit(UNKNOWN_USER))
-        .when(pl.col("author_id") != pl.col("__room_author"))
-        .then(pl.lit(OTHER_STREAMER))
-        .when((pl.col("ts") < pl.col("__start")) | (pl.col("ts") >= pl.col("__end")))
-        .then(pl.lit(OFF_AIR))
-    )
-    for cond, why in extra:
-        reason = reason.when(cond).then(pl.lit(why))
-    return out.with_columns(reason.otherwise(None).alias("reason"))
-
-
 def _sink_screened(
     frame: pl.LazyFrame, scratch: Path, name: str, keep: list[str], report: IngestReport
 ) -> None:
@@ -346,10 +311,11 @@ def _ingest(
 
     step("sessions")
     name = "live_interaction.csv"
-    sessions = _screen(
+    sessions = screen_events(
         _checked(root, name, report),
         rooms,
         users,
+        UNKNOWN_ROOM,
         extra=((pl.col("play_duration") < 0, NEGATIVE_DURATION),),
     ).with_columns(
         pl.coalesce("end", pl.col("ts") + pl.col("play_duration")).alias("__exit"),
@@ -370,7 +336,7 @@ def _ingest(
     step("shows")
     if present["live_show.parquet"]:
         name = "live_show.parquet"
-        shows = _screen(_checked(root, name, report), rooms, users).join(
+        shows = screen_events(_checked(root, name, report), rooms, users, UNKNOWN_ROOM).join(
             entered.with_columns(pl.lit(True).alias("__entered")),
             on=["user_id", "live_id"],
             how="left",
@@ -388,7 +354,9 @@ def _ingest(
     step("comments and likes")
     for name, has_author in (("live_comment.csv", True), ("live_like.csv", False)):
         if present[name]:
-            frame = _screen(_checked(root, name, report), rooms, users, author=has_author)
+            frame = screen_events(
+                _checked(root, name, report), rooms, users, UNKNOWN_ROOM, author=has_author
+            )
             _sink_screened(frame, scratch, name, ["user_id", "live_id", "author_id", "ts"], report)
 
     imp_cols = ["ts", "user_id", "live_id", "author_id"]

@@ -56,6 +56,7 @@ from liverank.data.ingest.common import (
     find_file,
     local_midnight,
     scan_csv,
+    screen_events,
     set_aside_rows,
     typed,
     write_by_day,
@@ -117,9 +118,6 @@ FIELDS: dict[str, tuple[Field, ...]] = {
     "negative": EVENT_FIELDS,
 }
 UNKNOWN_ROOM = "unknown room (not in room.csv, or set aside)"
-UNKNOWN_USER = "unknown user (not in user.csv)"
-OTHER_STREAMER = "streamer differs from the room's"
-OFF_AIR = "outside the room's air time"
 NEGATIVE_WATCH = "negative watch_live_time"
 BAD_ROOM = "room ends at or before it starts"
 
@@ -247,36 +245,6 @@ def _rooms(root: Path, report: IngestReport, n_titles: int) -> tuple[pl.DataFram
     return rooms, aside
 
 
-def _screen(
-    lf: pl.LazyFrame, rooms: pl.DataFrame, users: pl.DataFrame, extra: list[pl.Expr]
-) -> pl.LazyFrame:
-    """``lf`` with a ``reason`` column (null = usable): the first rule that applies."""
-    r = rooms.lazy().select(
-        "live_id",
-        pl.col("author_id").alias("__room_author"),
-        pl.col("start_ts").alias("__start"),
-        pl.col("end_ts").alias("__end"),
-    )
-    u = users.lazy().select("user_id", pl.lit(True).alias("__user"))
-    reason = (
-        pl.when(pl.col("__room_author").is_null())
-        .then(pl.lit(UNKNOWN_ROOM))
-        .when(pl.col("__user").is_null())
-        .then(pl.lit(UNKNOWN_USER))
-        .when(pl.col("author_id") != pl.col("__room_author"))
-        .then(pl.lit(OTHER_STREAMER))
-        .when((pl.col("ts") < pl.col("__start")) | (pl.col("ts") >= pl.col("__end")))
-        .then(pl.lit(OFF_AIR))
-    )
-    for cond, why in extra:
-        reason = reason.when(cond).then(pl.lit(why))
-    return (
-        lf.join(r, on="live_id", how="left")
-        .join(u, on="user_id", how="left")
-        .with_columns(reason.otherwise(None).alias("reason"))
-    )
-
-
 def ingest_kuailive(
     src: str | Path,
     out: str | Path,
@@ -340,9 +308,9 @@ def _ingest(
         extra = [(pl.col("watch_live_time") < 0, NEGATIVE_WATCH)] if name == "click" else []
         keep = [LINE, "user_id", "live_id", "author_id", "ts"]
         keep += {"click": ["watch_live_time", "__end"], "gift": ["gift_price"]}.get(name, [])
-        _screen(typed(lf, fields), rooms, users, extra).select(*keep, "reason").sink_parquet(
-            scratch / f"{name}.parquet"
-        )
+        screen_events(typed(lf, fields), rooms, users, UNKNOWN_ROOM, extra=extra).select(
+            *keep, "reason"
+        ).sink_parquet(scratch / f"{name}.parquet")
         reasons = (
             _scan(scratch, name).group_by("reason").len().collect(engine="streaming").iter_rows()
         )
