@@ -230,13 +230,61 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--registry", type=Path, help="publish the best checkpoint to this registry")
     p.add_argument("--epochs", type=positive_int, help="override train.epochs")
     p.add_argument("--seed", type=non_negative_int, help="override train.seed")
+    p.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=1,
+        help="data-parallel processes on this machine (torchrun + DDP; train.batch_size is "
+        "the global batch); see docs/scaling.md for several machines",
+    )
     p.set_defaults(func=cmd_train)
+
+
+def _torchrun(args: argparse.Namespace) -> int:
+    """Run this same ``liverank train`` command on ``--nproc`` ranks with torchrun's launcher
+    (``torchrun --standalone``: a rendezvous on localhost, no restarts)."""
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    rest, skip = [], False
+    for a in args.argv:  # the command line minus --nproc (each rank runs one process)
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=args.nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+    )
+    console.print(f"torchrun: {args.nproc} ranks on this machine")
+    try:
+        elastic_launch(config, sys.executable)("-m", "liverank.cli", *rest)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        raise LiverankError(
+            f"rank {rank} of {args.nproc} failed with exit code {failure.exitcode} "
+            "(its message is above)"
+        ) from None
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from liverank.config import load_config
     from liverank.eval.summary import print_comparison
+    from liverank.train import distributed as ddp
     from liverank.train.experiment import run_experiment
+
+    if args.nproc > 1 and not ddp.launched():
+        return _torchrun(args)
 
     overrides = {}
     for key, value in (
@@ -249,9 +297,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if value is not None:
             overrides[key] = str(value) if isinstance(value, Path) else value
     cfg = load_config(args.config, overrides)
-    result = run_experiment(cfg)
-    print_comparison({cfg.name: result.test})
-    console.print(f"run directory: {result.out_dir}")
+    try:
+        result = run_experiment(cfg)
+    finally:
+        ddp.shutdown()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print_comparison({cfg.name: result.test})
+        console.print(f"run directory: {result.out_dir}")
     return 0
 
 
@@ -344,8 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_rank = int(os.environ.get("RANK", "0")) > 0  # under torchrun: rank 0 reports
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.WARNING if quiet_rank else logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False, show_time=False)],
     )

@@ -42,6 +42,7 @@ from liverank.data.mmbee import (
     gather_author_attributes,
     load_author_attributes,
 )
+from liverank.data.partition import user_rank_expr
 from liverank.data.shopping import SHOP_TASKS
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features.long_history import LongHistory
@@ -135,6 +136,7 @@ class SampleSet:
         columns: Sequence[str] | None = None,
         long_len: int | None = None,
         long_fields: LongFields = "lazy",
+        partition: tuple[int, int] | None = None,
     ) -> SampleSet:
         """Read the shards of ``samples_dir`` (optionally only ``days`` and ``columns``).
 
@@ -143,8 +145,11 @@ class SampleSet:
         always loaded); ``None`` takes ``feature_map.long_len`` (0 when the directory has no
         long history). The set's ``feature_map.long_len`` is set to ``K``. ``long_fields``:
         ``"lazy"`` (batches carry the row ranges; the model reads the store) or ``"eager"``
-        (every batch also carries the ``long_<d>_*`` ``[B, K]`` fields; a test reference). Raises :class:`DataValidationError` naming
-        the shard and column when a column is missing.
+        (every batch also carries the ``long_<d>_*`` ``[B, K]`` fields; a test reference).
+        ``partition = (rank, world)`` reads only the rows of the users that rank owns
+        (:func:`liverank.data.partition.user_rank`; the filter runs in the Parquet scan, so the
+        other ranks' rows are never held). Raises :class:`DataValidationError` naming the shard
+        and column when a column is missing.
         """
         paths = shard_paths(samples_dir)
         schema = pl.read_parquet_schema(paths[0])
@@ -161,11 +166,20 @@ class SampleSet:
                 raise DataValidationError(
                     f"unknown sample column (has {list(schema)})", file=str(paths[0]), column=c
                 )
-        day_filter = None if days is None else pl.col("day").is_in([int(d) for d in days])
+        filters = [] if days is None else [pl.col("day").is_in([int(d) for d in days])]
+        if partition is not None:
+            rank, world = partition
+            if not 0 <= rank < world:
+                raise ValueError(f"partition rank {rank} outside [0, {world})")
+            if "user_id" not in schema:
+                raise DataValidationError(
+                    "a partitioned read needs the user_id column", file=str(paths[0])
+                )
+            filters.append(user_rank_expr(world) == rank)
 
         def scan(path: Path) -> pl.LazyFrame:
             lf = pl.scan_parquet(path)
-            return lf if day_filter is None else lf.filter(day_filter)
+            return lf.filter(*filters) if filters else lf
 
         counts = [scan(p).select(pl.len()).collect().item() for p in paths]  # pass 1
         n = int(sum(counts))
@@ -216,7 +230,10 @@ class SampleSet:
             )
         if fmap is not None:
             fmap = fmap.model_copy(update={"long_len": long_len})
-        log.info("loaded %d samples x %d columns from %d shard(s)", n, len(wanted), len(paths))
+        part = "" if partition is None else f" (rank {partition[0]} of {partition[1]})"
+        log.info(
+            "loaded %d samples x %d columns from %d shard(s)%s", n, len(wanted), len(paths), part
+        )
         return cls(arrays, fmap, store, long_len, long_fields, segments, author_attr, room_tables)
 
     # ------------------------------------------------------------------ access

@@ -21,6 +21,8 @@ from liverank.features import encoders as enc
 from liverank.features.spec import FeatureMap
 from liverank.models.ranker import Ranker, RankerConfig
 from liverank.models.zoo import get_config
+from liverank.train import distributed as ddp
+from liverank.train.device import resolve_device
 from liverank.train.popularity import PopularityBaseline
 from liverank.train.registry import ModelRegistry
 from liverank.train.trainer import (
@@ -88,10 +90,14 @@ def fold_spillover(data: SampleSet, start_ts: int) -> None:
     np.minimum(data["day"], last, out=data["day"])
 
 
-def load_splits(cfg: ExperimentConfig) -> tuple[FeatureMap, SampleSet, SampleSet, SampleSet]:
+def load_splits(
+    cfg: ExperimentConfig, partition: tuple[int, int] | None = None
+) -> tuple[FeatureMap, SampleSet, SampleSet, SampleSet]:
+    """Feature map and the train / validation / test days of ``cfg.data.samples``; with
+    ``partition = (rank, world)`` only the rows of that rank's users."""
     start_ts = check_rows(cfg)
     feature_map = FeatureMap.load(cfg.data.samples)
-    data = SampleSet.load(cfg.data.samples, long_len=cfg.data.long_len)
+    data = SampleSet.load(cfg.data.samples, long_len=cfg.data.long_len, partition=partition)
     if start_ts is not None:
         fold_spillover(data, start_ts)
     train, val, test = split_by_day(data, val_days=cfg.data.val_days, test_days=cfg.data.test_days)
@@ -102,13 +108,22 @@ def load_splits(cfg: ExperimentConfig) -> tuple[FeatureMap, SampleSet, SampleSet
 def run_experiment(
     cfg: ExperimentConfig, splits: tuple[FeatureMap, SampleSet, SampleSet, SampleSet] | None = None
 ) -> ExperimentResult:
+    """Train ``cfg``'s model, test it and save the run. Launched by ``torchrun`` (``liverank
+    train --nproc N``) every rank trains on its users' rows with DDP; rank 0 writes the run
+    directory and every rank returns the same result."""
     start = time.perf_counter()
+    dist = ddp.init_from_env(resolve_device(cfg.train.device))
+    if dist is not None and splits is not None:
+        raise ConfigError("a distributed run loads its own partition; do not pass splits")
+    main = dist is None or dist.is_main
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(
-        yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False)
-    )
-    feature_map, train, val, test = splits or load_splits(cfg)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(
+            yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False)
+        )
+    partition = None if dist is None else (dist.rank, dist.world)
+    feature_map, train, val, test = splits or load_splits(cfg, partition)
     seed_everything(cfg.train.seed, cfg.train.threads)
     model = Ranker(feature_map, ranker_config(cfg))
     model.attach_long_history(train.long_history, train.long_len)  # the Cross GSUs' store
@@ -116,17 +131,18 @@ def run_experiment(
     # pre-training on data of the training days only (MMBee's GraphCL: gifts before the first
     # held-out day)
     model.pretrain(cfg.data.samples, as_of_day=min(heldout.days()), seed=cfg.train.seed)
-    trainer = Trainer(cfg, feature_map, model)
+    trainer = Trainer(cfg, feature_map, model, dist)
     fit = trainer.fit(train, val, out)
     pred = trainer.predict(test)
+    if pred is None:  # a rank other than 0: rank 0 evaluates, saves and publishes
+        result, version = ddp.broadcast_object(None)
+        return ExperimentResult(cfg.name, result, out, fit, time.perf_counter() - start, version)
     regression = [REGRESSION_FRAME_NAMES[t] for t in model.regression]
     result = evaluate(pred, list(model.tasks), EVAL_KS, regression=regression)
-    _save_outputs(
-        out,
-        pred,
-        result,
-        extra={"fit": [asdict(r) for r in fit.history], "best_epoch": fit.best_epoch},
-    )
+    extra: dict[str, Any] = {"fit": [asdict(r) for r in fit.history], "best_epoch": fit.best_epoch}
+    if dist is not None:
+        extra["world_size"] = dist.world
+    _save_outputs(out, pred, result, extra=extra)
     version = None
     if cfg.registry is not None:
         mv = ModelRegistry(cfg.registry).publish(
@@ -140,6 +156,8 @@ def run_experiment(
         )
         version = mv.version
         log.info("published %s %s to %s", cfg.name, version, cfg.registry)
+    if dist is not None:
+        ddp.broadcast_object((result, version))
     return ExperimentResult(cfg.name, result, out, fit, time.perf_counter() - start, version)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from liverank.data.loader import SampleSet
 from liverank.errors import ConfigError
 from liverank.eval.metrics import auc, grouped_auc
 from liverank.features.spec import FeatureMap
+from liverank.models.base import Batch
 from liverank.models.ranker import Ranker
+from liverank.train import distributed as ddp
 from liverank.train.device import batch_to, model_device, resolve_device
 from liverank.train.optim import build_optimizers
 
@@ -91,31 +94,67 @@ def _task_auc(frame: pl.DataFrame, task: str, kind: str) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg: ExperimentConfig, feature_map: FeatureMap, model: Ranker) -> None:
+    """Offline training of one model; with ``dist`` (a ``torchrun`` rank) data-parallel:
+    ``data`` is then this rank's partition, ``train.batch_size`` the global batch, and
+    validation / test predictions are gathered on rank 0, which alone writes checkpoints."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        feature_map: FeatureMap,
+        model: Ranker,
+        dist: ddp.DistContext | None = None,
+    ) -> None:
         self.cfg = cfg
         self.feature_map = feature_map
         self.model = model
         self.tasks = list(model.tasks)
+        self.dist = dist
         t = cfg.train
-        self.device = resolve_device(t.device)
+        self.device = ddp.local_device(resolve_device(t.device))
         self.model.to(self.device)  # before the optimisers take the parameters
         self.optim = build_optimizers(
             model, lr_sparse=t.lr_sparse, lr_dense=t.lr_dense, weight_decay=t.weight_decay
         )
+        self.sparse_params = [p for p in model.parameter_groups()[0] if p.requires_grad]
+        #: what the training forward pass calls: the model, or its DDP wrapper
+        self.net: torch.nn.Module = model
+        self.local_batch = t.batch_size
+        if dist is not None:
+            self.local_batch = ddp.per_rank_batch(t.batch_size, dist.world)
+            self.net = ddp.wrap_ddp(model, self.sparse_params, self.device)
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist is None or self.dist.is_main
+
+    def _epoch_batches(self, data: SampleSet, epoch: int) -> tuple[int, Iterator[Batch]]:
+        """(number of steps, batches) of one epoch on this rank."""
+        t = self.cfg.train
+        bs, seed = self.local_batch, t.seed * 1000 + epoch
+        if self.dist is None:
+            n_rows = len(data)
+            batches = data.iter_batches(bs, shuffle=True, seed=seed)
+        else:  # every rank takes as many steps as the rank with the most rows needs
+            n_rows = ddp.all_max(len(data))
+            order = ddp.rank_order(len(data), n_rows, seed, self.dist.rank)
+            batches = (data.batch(np.sort(order[lo : lo + bs])) for lo in range(0, n_rows, bs))
+        n_batches = math.ceil(n_rows / bs)
+        if t.max_batches_per_epoch:
+            n_batches = min(n_batches, t.max_batches_per_epoch)
+        return n_batches, batches
 
     # -- training ---------------------------------------------------------------------------
     def train_epoch(self, data: SampleSet, epoch: int) -> tuple[float, float]:
         """One pass over ``data``; returns (mean loss, samples per second)."""
         t = self.cfg.train
         self.model.train()
-        n_batches = math.ceil(len(data) / t.batch_size)
-        if t.max_batches_per_epoch:
-            n_batches = min(n_batches, t.max_batches_per_epoch)
-        batches = data.iter_batches(t.batch_size, shuffle=True, seed=t.seed * 1000 + epoch)
+        n_batches, batches = self._epoch_batches(data, epoch)
         bar = tqdm(
             total=n_batches,
             desc=f"epoch {epoch}",
-            disable=None if t.progress else True,  # None: hide when stderr is not a terminal
+            # None: hide when stderr is not a terminal
+            disable=None if t.progress and self.is_main else True,
             leave=False,
             unit="batch",
         )
@@ -125,11 +164,13 @@ class Trainer:
                 break
             self.optim.zero_grad()
             batch = batch_to(batch, self.device)
-            out = self.model(batch)
+            out = self.net(batch)
             loss, _ = self.model.loss(batch, out)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch}, batch {i}")
-            loss.backward()
+            loss.backward()  # under DDP: dense gradients averaged over the ranks here
+            if self.dist is not None:
+                ddp.sync_sparse_grads(self.sparse_params)
             self.optim.step()
             bs = len(batch["user_id"])
             total += loss.item() * bs
@@ -139,22 +180,39 @@ class Trainer:
                 bar.set_postfix(loss=f"{total / seen:.4f}")
         bar.close()
         elapsed = time.perf_counter() - start
-        return total / max(seen, 1), seen / max(elapsed, 1e-9)
+        loss, sps = total / max(seen, 1), seen / max(elapsed, 1e-9)
+        if self.dist is not None:  # the group's mean loss and total samples per second
+            loss, sps = ddp.all_mean(loss), ddp.all_mean(sps) * self.dist.world
+        return loss, sps
 
-    def predict(self, data: SampleSet) -> pl.DataFrame:
-        return predict_frame(self.model, data, self.cfg.train.eval_batch_size)
+    def predict(self, data: SampleSet) -> pl.DataFrame | None:
+        """Prediction frame of ``data``; under DDP every rank predicts its partition and
+        rank 0 gets all of them (sorted by ``sample_id``), the other ranks ``None``."""
+        frame = predict_frame(self.model, data, self.cfg.train.eval_batch_size)
+        if self.dist is None:
+            return frame
+        frames = ddp.gather_to_main(frame)
+        if frames is None:
+            return None
+        whole = pl.concat([f for f in frames if f.height])
+        return whole.sort("sample_id") if "sample_id" in whole.columns else whole
 
     def fit(self, train: SampleSet, val: SampleSet, out_dir: Path) -> FitResult:
         t = self.cfg.train
         ckpt_dir = out_dir / "checkpoints"
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
         best_metric, best_epoch, since_best = -math.inf, 0, 0
         history: list[EpochRecord] = []
         best_path = ckpt_dir / "best.pt"
         for epoch in range(1, t.epochs + 1):
             start = time.perf_counter()
             loss, sps = self.train_epoch(train, epoch)
-            metric = monitor_value(self.predict(val), t.monitor, self.tasks)
+            frame = self.predict(val)
+            # under DDP rank 0 holds the frame and tells the others the metric
+            metric = monitor_value(frame, t.monitor, self.tasks) if frame is not None else 0.0
+            if self.dist is not None:
+                metric = float(ddp.broadcast_object(metric))
             rec = EpochRecord(epoch, loss, metric, time.perf_counter() - start, sps)
             history.append(rec)
             log.info(
@@ -165,18 +223,23 @@ class Trainer:
                 metric,
                 sps,
             )
-            self.model.save(ckpt_dir / f"epoch-{epoch:03d}.pt")
+            if self.is_main:  # one copy, written by rank 0
+                self.model.save(ckpt_dir / f"epoch-{epoch:03d}.pt")
             if metric > best_metric:
                 best_metric, best_epoch, since_best = metric, epoch, 0
-                self.model.save(best_path)
+                if self.is_main:
+                    self.model.save(best_path)
             else:
                 since_best += 1
                 if since_best > t.patience:
                     log.info("early stop after epoch %d (best epoch %d)", epoch, best_epoch)
                     break
-        # restore the best weights
-        best = Ranker.load(best_path)
-        self.model.load_state_dict(best.state_dict())
+        # restore the best weights (rank 0 reads them and sends them: no shared disk needed)
+        if self.is_main:
+            best = Ranker.load(best_path)
+            self.model.load_state_dict(best.state_dict())
+        if self.dist is not None:
+            ddp.broadcast_state(self.model)
         return FitResult(best_epoch, best_metric, best_path, history)
 
 
