@@ -240,43 +240,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _torchrun(args: argparse.Namespace) -> int:
-    """Run this same ``liverank train`` command on ``--nproc`` ranks with torchrun's launcher
-    (``torchrun --standalone``: a rendezvous on localhost, no restarts)."""
-    import uuid
-
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    rest, skip = [], False
-    for a in args.argv:  # the command line minus --nproc (each rank runs one process)
-        if skip:
-            skip = False
-        elif a == "--nproc":
-            skip = True
-        elif not a.startswith("--nproc="):
-            rest.append(a)
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=args.nproc,
-        run_id=str(uuid.uuid4()),
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",
-        max_restarts=0,
-    )
-    console.print(f"torchrun: {args.nproc} ranks on this machine")
-    try:
-        elastic_launch(config, sys.executable)("-m", "liverank.cli", *rest)
-    except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
-        raise LiverankError(
-            f"rank {rank} of {args.nproc} failed with exit code {failure.exitcode} "
-            "(its message is above)"
-        ) from None
-    return 0
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from liverank.config import load_config
     from liverank.eval.summary import print_comparison
@@ -284,7 +247,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from liverank.train.experiment import run_experiment
 
     if args.nproc > 1 and not ddp.launched():
-        return _torchrun(args)
+        from liverank.train.launch import run_ranks
+
+        console.print(f"torchrun: {args.nproc} ranks on this machine")
+        return run_ranks(args.argv, args.nproc)
 
     overrides = {}
     for key, value in (

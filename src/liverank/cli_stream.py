@@ -129,25 +129,45 @@ def add_train_stream(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--warmup-hours", type=non_negative_int, default=24, help="hours left out of the metrics"
     )
+    p.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=1,
+        help="data-parallel ranks on this machine, users partitioned across them "
+        "(--batch-size is the global batch); see docs/scaling.md",
+    )
     p.set_defaults(func=cmd_train_stream)
 
 
 def cmd_train_stream(args: argparse.Namespace) -> int:
+    import os
+
+    from liverank.train import distributed as ddp
     from liverank.train.stream_run import run_stream_training
 
-    run = run_stream_training(
-        args.samples,
-        args.model,
-        args.mode,
-        args.out,
-        eval_dir=args.eval_samples,
-        slice_ms=args.slice_sec * 1000,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        warmup_ms=args.warmup_hours * 3_600_000,
-        checkpoint_every_ms=args.checkpoint_every_min * 60_000,
-        registry=args.registry,
-    )
+    if args.nproc > 1 and not ddp.launched():
+        from liverank.train.launch import run_ranks
+
+        Console(stderr=True).print(f"torchrun: {args.nproc} ranks on this machine")
+        return run_ranks(args.argv, args.nproc)
+    try:
+        run = run_stream_training(
+            args.samples,
+            args.model,
+            args.mode,
+            args.out,
+            eval_dir=args.eval_samples,
+            slice_ms=args.slice_sec * 1000,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            warmup_ms=args.warmup_hours * 3_600_000,
+            checkpoint_every_ms=args.checkpoint_every_min * 60_000,
+            registry=args.registry,
+        )
+    finally:
+        ddp.shutdown()
+    if int(os.environ.get("RANK", "0")) > 0:
+        return 0  # rank 0 reports
     table = Table(title=f"train-stream {args.model} ({args.mode}), after {args.warmup_hours} h")
     for col in ("task", "auc (hour-avg)", "gauc (hour-avg)", "auc (pooled)", "gauc (pooled)", "n"):
         table.add_column(col, justify="right")

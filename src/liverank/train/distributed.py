@@ -75,6 +75,11 @@ def init_from_env(device: torch.device) -> DistContext | None:
     return ctx
 
 
+def local_world() -> int:
+    """Ranks on this machine (``LOCAL_WORLD_SIZE``; 1 outside torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def local_device(device: torch.device) -> torch.device:
     """On CUDA, this rank's GPU (``LOCAL_RANK``); the CPU stays the CPU."""
     if device.type == "cuda" and launched():
@@ -111,6 +116,14 @@ def all_max(value: int) -> int:
     t = torch.tensor([value], dtype=torch.int64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item())
+
+
+def all_gather_ints(value: int) -> list[int]:
+    """Every rank's ``value``, in rank order."""
+    t = torch.tensor([value], dtype=torch.int64)
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t)
+    return [int(x.item()) for x in out]
 
 
 def all_mean(value: float) -> float:

@@ -49,6 +49,7 @@ from liverank.errors import ConfigError, DataValidationError
 from liverank.eval.metrics import auc, grouped_auc
 from liverank.models.base import Batch
 from liverank.models.ranker import Ranker
+from liverank.train import distributed as ddp
 from liverank.train.device import batch_to, model_device
 from liverank.train.streaming import HOUR_MS, Checkpoint, PrequentialTrainer, hourly_metrics
 
@@ -70,13 +71,20 @@ class SliceSchedule:
     train_bounds: np.ndarray  # [S + 1]: slice k trains train_order[train_bounds[k]:...[k+1]]
 
 
-def slice_schedule(eval_ts: np.ndarray, train_emit_ts: np.ndarray, slice_ms: int) -> SliceSchedule:
+def slice_schedule(
+    eval_ts: np.ndarray,
+    train_emit_ts: np.ndarray,
+    slice_ms: int,
+    span: tuple[int, int] | None = None,
+) -> SliceSchedule:
     """Slices of ``slice_ms`` (epoch-aligned) covering both sorted time arrays.
 
     Args:
         eval_ts: ``[N]`` impression times of the eval stream, ascending.
         train_emit_ts: ``[M]`` emission times of the training stream, ascending.
         slice_ms: slice length in ms (> 0).
+        span: ``(first, last)`` event time to cover instead of the arrays' own (data-parallel
+            ranks pass the whole stream's, so that their slices line up).
     """
     if slice_ms <= 0:
         raise ConfigError(f"slice_ms must be > 0, got {slice_ms}")
@@ -84,6 +92,8 @@ def slice_schedule(eval_ts: np.ndarray, train_emit_ts: np.ndarray, slice_ms: int
         if a.size and np.any(np.diff(a) < 0):
             raise DataValidationError(f"{name} must be sorted ascending")
     ends = [a[i] for a in (eval_ts, train_emit_ts) for i in (0, -1) if a.size]
+    if span is not None:
+        ends = list(span)
     if not ends:
         empty = np.zeros(1, dtype=np.int64)
         return SliceSchedule(np.zeros(0, dtype=np.int64), empty, empty)
@@ -161,7 +171,20 @@ class InterleavedTrainer:
         # positives and would sort the mini-batches of a busy slice by label
         train_order = np.lexsort((train["sample_id"], emit))  # [M]
         eval_order = np.argsort(ts, kind="stable")  # [N]
-        sched = slice_schedule(ts[eval_order], emit[train_order], self.slice_ms)
+        dist = self.trainer.dist
+        span = None
+        if dist is not None:  # every rank walks the same slices: the whole stream's span
+            if len(train) == 0:
+                raise DataValidationError(
+                    f"rank {dist.rank} has no training rows (too few users for {dist.world} ranks?)"
+                )
+            lo = min([int(a.min()) for a in (emit, ts) if a.size])
+            hi = max([int(a.max()) for a in (emit, ts) if a.size])
+            span = (-ddp.all_max(-lo), ddp.all_max(hi))
+        sched = slice_schedule(ts[eval_order], emit[train_order], self.slice_ms, span)
+        batch_size = (
+            self.batch_size if dist is None else ddp.per_rank_batch(self.batch_size, dist.world)
+        )
 
         probs = np.full((len(evaluation), len(tasks)), np.nan, dtype=np.float32)  # [N, T]
         scored_at = np.zeros(len(evaluation), dtype=np.int64)  # [N]
@@ -183,7 +206,7 @@ class InterleavedTrainer:
                         "interleaved run: slice %d / %d, %d train steps, %.0f s, ~%.0f s left",
                         k, n_slices, len(losses), spent, spent * (n_slices - k) / k,
                     )  # fmt: skip
-                for hook in self.hooks:
+                for hook in self.hooks if dist is None or dist.is_main else ():
                     hook(t0, model)
                 if t0 >= next_ckpt:
                     checkpoints.append(
@@ -200,14 +223,29 @@ class InterleavedTrainer:
                 scored_at[rows] = t0
                 steps_before[rows] = len(losses)
                 rows = train_order[sched.train_bounds[k] : sched.train_bounds[k + 1]]  # [m_k]
-                for lo in range(0, len(rows), self.batch_size):
-                    part = rows[lo : lo + self.batch_size]
+                # under DDP every rank takes the steps of the rank with the most rows
+                counts = [len(rows)] if dist is None else ddp.all_gather_ints(len(rows))
+                for lo in range(0, max(counts), batch_size):
+                    part = rows[lo : lo + batch_size]
+                    weight = 1.0
+                    if dist is not None:  # this rank's share of the step's rows, x world
+                        step_rows = sum(min(max(c - lo, 0), batch_size) for c in counts)
+                        weight = dist.world * len(part) / step_rows
+                    if len(part) == 0:  # joins the all-reduce, contributes nothing
+                        batch = batch_to(gather(train.arrays, train_order[:1]), device)
+                        self.trainer.train_step(batch, len(losses), weight=0.0)
+                        losses.append(float("nan"))
+                        continue
                     train_slice[part] = t0
                     train_step[part] = len(losses)
                     batch = batch_to(gather(train.arrays, part), device)
-                    losses.append(self.trainer.train_step(batch, len(losses)))
+                    if dist is None:
+                        losses.append(self.trainer.train_step(batch, len(losses)))
+                    else:
+                        losses.append(self.trainer.train_step(batch, len(losses), weight))
                     last_trained = int(emit[part[-1]])
-        predictions = _prediction_frame(evaluation, tasks, probs, scored_at, steps_before)
+        first = None if span is None else span[0]  # ranks count hours from the same midnight
+        predictions = _prediction_frame(evaluation, tasks, probs, scored_at, steps_before, first)
         seconds = time.perf_counter() - started
         log.info(
             "interleaved run: %d slices, %d eval rows, %d train steps in %.1f s",
@@ -225,9 +263,12 @@ def _prediction_frame(
     probs: np.ndarray,
     scored_at: np.ndarray,
     steps_before: np.ndarray,
+    first_ts: int | None = None,
 ) -> pl.DataFrame:
     ts = evaluation["ts"].astype(np.int64)
-    origin = int(ts.min()) // DAY_MS * DAY_MS if ts.size else 0  # UTC midnight of the first day
+    if first_ts is None:
+        first_ts = int(ts.min()) if ts.size else 0
+    origin = first_ts // DAY_MS * DAY_MS  # UTC midnight of the first day
     cols: dict[str, Any] = {k: evaluation[k] for k in _EVAL_KEYS if k in evaluation.columns}
     cols["hour"] = (ts - origin) // HOUR_MS
     cols["slow"] = np.zeros(len(ts), dtype=np.int64)

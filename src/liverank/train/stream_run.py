@@ -33,6 +33,7 @@ from liverank.data.loader import SampleSet
 from liverank.errors import ConfigError, DataValidationError
 from liverank.models.ranker import Ranker, RankerConfig
 from liverank.models.zoo import get_config
+from liverank.train import distributed as ddp
 from liverank.train.device import resolve_device
 from liverank.train.optim import build_optimizers
 from liverank.train.registry import ModelRegistry
@@ -147,8 +148,13 @@ def run_stream_training(
         raise ConfigError(f"unknown stream mode '{loss}'; known: {', '.join(LOSS_OF_MODE)}")
     if warmup_ms < 0:
         raise ConfigError(f"warmup_ms must be >= 0, got {warmup_ms}")
-    torch.set_num_threads(threads)
-    train = SampleSet.load(samples_dir)
+    dist = ddp.init_from_env(resolve_device(device))  # launched by torchrun: one rank of N
+    # ranks on one machine share its cores
+    torch.set_num_threads(threads if dist is None else max(1, threads // ddp.local_world()))
+    if dist is not None and evaluation is not None:
+        raise ConfigError("a distributed stream run loads its own partition of the eval rows")
+    partition = None if dist is None else (dist.rank, dist.world)
+    train = SampleSet.load(samples_dir, partition=partition)
     if "emit_ts" not in train.columns:
         raise DataValidationError(
             "not a stream-mode samples directory (no 'emit_ts'); build it with "
@@ -163,14 +169,14 @@ def run_stream_training(
     if evaluation is None and eval_dir is not None:
         same = Path(eval_dir).resolve() == Path(samples_dir).resolve()
         # the exit arm trains and is scored on the same rows: one copy in memory, not two
-        evaluation = train if same else SampleSet.load(eval_dir)
+        evaluation = train if same else SampleSet.load(eval_dir, partition=partition)
     elif evaluation is None:
         evaluation = final_labels(train)
     torch.manual_seed(seed)
     config = get_config(model) if isinstance(model, str) else model
     ranker = Ranker(train.feature_map, config)
     ranker.attach_long_history(train.long_history, train.long_len)
-    ranker.to(resolve_device(device))  # before the optimisers take the parameters
+    ranker.to(ddp.local_device(resolve_device(device)))  # before the optimisers take them
     reg = ModelRegistry(registry) if registry is not None else None
     kind = LOSS_OF_MODE[loss]
     trainer = PrequentialTrainer(
@@ -181,8 +187,20 @@ def run_stream_training(
         checkpoint_every_ms=checkpoint_every_ms,
         model_name=model_name or f"stream-{loss}",
     )
+    if dist is not None:
+        trainer.distribute(dist)
     runner = InterleavedTrainer(trainer, slice_ms=slice_ms, batch_size=batch_size, hooks=hooks)
     result = runner.run(train, evaluation)
+    train_rows, eval_rows = len(train), len(evaluation)
+    if dist is not None:  # rank 0 gathers every rank's scored impressions and reports
+        train_rows = sum(ddp.all_gather_ints(train_rows))
+        eval_rows = sum(ddp.all_gather_ints(eval_rows))
+        frames = ddp.gather_to_main(result.predictions)
+        if frames is None:
+            hourly, summary = ddp.broadcast_object(None)
+            return StreamRun(result, hourly, summary, ranker)
+        whole = pl.concat(frames)
+        result.predictions = whole.sort("sample_id") if "sample_id" in whole.columns else whole
     warmup_hours = math.ceil(warmup_ms / 3_600_000)
     hourly, per_task = stream_metrics(result.predictions, ranker.tasks, warmup_hours)
     summary: dict[str, Any] = {
@@ -191,8 +209,9 @@ def run_stream_training(
         "model": config.name,
         "samples_dir": str(samples_dir),
         "eval_dir": None if eval_dir is None else str(eval_dir),
-        "train_rows": len(train),
-        "eval_rows": len(evaluation),
+        "train_rows": train_rows,
+        "eval_rows": eval_rows,
+        "world_size": 1 if dist is None else dist.world,
         "train_steps": len(result.losses),
         "slice_ms": slice_ms,
         "batch_size": batch_size,
@@ -206,6 +225,8 @@ def run_stream_training(
     }
     if out is not None:
         _write(Path(out), result, hourly, summary)
+    if dist is not None:
+        ddp.broadcast_object((hourly, summary))
     return StreamRun(result, hourly, summary, ranker)
 
 

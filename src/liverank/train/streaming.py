@@ -32,6 +32,8 @@ from liverank.errors import ConfigError, DataValidationError
 from liverank.eval.metrics import auc, grouped_auc
 from liverank.models.base import Batch
 from liverank.models.ranker import Ranker
+from liverank.train import distributed as ddp
+from liverank.train.device import model_device
 from liverank.train.losses import LOSS_KINDS, stream_loss
 from liverank.train.optim import Optimizers
 from liverank.train.registry import ModelRegistry, ModelVersion
@@ -80,6 +82,17 @@ class PrequentialTrainer:
         self.registry = registry
         self.checkpoint_every_ms = checkpoint_every_ms
         self.model_name = model_name
+        #: under data parallelism: this rank, the DDP wrapper and the tables synced by hand
+        self.dist: ddp.DistContext | None = None
+        self.net: torch.nn.Module = model
+        self.sparse_params: list[torch.nn.Parameter] = []
+
+    def distribute(self, dist: ddp.DistContext) -> None:
+        """Train data-parallel from now on: dense weights through DDP, sparse tables by
+        :func:`~liverank.train.distributed.sync_sparse_grads`; only rank 0 publishes."""
+        self.dist = dist
+        self.sparse_params = [p for p in self.model.parameter_groups()[0] if p.requires_grad]
+        self.net = ddp.wrap_ddp(self.model, self.sparse_params, model_device(self.model))
 
     def run(self, batches: Iterable[Batch]) -> StreamResult:
         tasks = list(self.model.tasks)
@@ -134,16 +147,26 @@ class PrequentialTrainer:
             rec[f"p_{t}"] = probs[t].numpy().astype(np.float32)
         return rec
 
-    def train_step(self, batch: Batch, index: int) -> float:
-        """One optimiser step on ``batch`` with the trainer's stream loss; returns the loss."""
+    def train_step(self, batch: Batch, index: int, weight: float = 1.0) -> float:
+        """One optimiser step on ``batch`` with the trainer's stream loss; returns the loss.
+
+        ``weight`` scales this rank's gradient under data parallelism (its share of the step's
+        rows across ranks, times the world size; 0 for a rank with no rows in the step, which
+        still joins the step's all-reduce with a placeholder batch and contributes nothing).
+        """
         if not self.model.training:  # a walk over every submodule: only when it changes
             self.model.train()
         self.optimizers.zero_grad()
-        out = self.model(batch)
+        out = self.net(batch)
         loss, _ = stream_loss(self.model, batch, out, self.loss_kind)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite {self.loss_kind} loss at stream batch {index}")
-        loss.backward()
+        (loss if weight == 1.0 else loss * weight).backward()
+        if self.dist is not None:
+            if weight == 0.0:  # the placeholder's rows must not reach SparseAdam's moments
+                for p in self.sparse_params:
+                    p.grad = None
+            ddp.sync_sparse_grads(self.sparse_params)
         self.optimizers.step()
         return float(loss.item())
 
@@ -153,7 +176,7 @@ class PrequentialTrainer:
         ``tmp`` is a scratch directory for the file handed to the registry.
         """
         version = None
-        if self.registry is not None:
+        if self.registry is not None and (self.dist is None or self.dist.is_main):
             path = tmp / "model.pt"
             self.model.save(path)
             meta = {"event_ts": event_ts, "last_emit_ts": last_ts, "batches": batches}
