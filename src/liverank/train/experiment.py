@@ -124,7 +124,9 @@ def run_experiment(
         )
     partition = None if dist is None else (dist.rank, dist.world)
     feature_map, train, val, test = splits or load_splits(cfg, partition)
-    seed_everything(cfg.train.seed, cfg.train.threads)
+    # ranks on one machine share its cores: train.threads is the machine's budget
+    threads = cfg.train.threads if dist is None else max(1, cfg.train.threads // ddp.local_world())
+    seed_everything(cfg.train.seed, threads)
     model = Ranker(feature_map, ranker_config(cfg))
     model.attach_long_history(train.long_history, train.long_len)  # the Cross GSUs' store
     heldout = val if len(val) else test
