@@ -56,6 +56,13 @@ class DataConfig(_Strict):
     #: 30 s window with something to report; with ``segments``, MMBee's segment-level gift
     #: samples). The experiment runner builds them; ``liverank train`` checks them.
     rows: Literal["impression", "moment"] = "impression"
+    #: how samples reach the trainer: "memory" (every row of the split in RAM, a global
+    #: shuffle) or "stream" (Parquet row groups read chunk by chunk with a buffer shuffle of
+    #: ``buffer_rows`` rows: bounded memory for data larger than RAM; docs/scaling.md)
+    loader: Literal["memory", "stream"] = "memory"
+    buffer_rows: int = Field(65_536, ge=1)
+    #: rows decoded at a time by the stream loader
+    chunk_rows: int = Field(4_096, ge=1)
 
 
 class TrainConfig(_Strict):

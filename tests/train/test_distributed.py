@@ -203,17 +203,20 @@ def test_two_rank_ddp_training_matches_the_single_process_reference(
     assert any(g.abs().max() > 1e-3 for g in grads.values())  # the comparison is not vacuous
 
 
+@pytest.mark.parametrize("loader", ["memory", "stream"])
 def test_cli_nproc_2_trains_with_torchrun_and_rank_0_writes_one_run(
-    samples: Path, tmp_path: Path
+    samples: Path, tmp_path: Path, loader: str
 ) -> None:
-    """``liverank train --nproc 2``: every test sample predicted once, a checkpoint that loads
-    and evaluates to the run's own numbers in a single process."""
+    """``liverank train --nproc 2`` (rows in memory, or streamed from Parquet): every test
+    sample predicted once, a checkpoint that loads and evaluates to the run's own numbers in a
+    single process."""
     from liverank.eval.result import EvalResult
     from liverank.eval.summary import evaluate_checkpoint
 
     config = tmp_path / "ple.yaml"
     config.write_text(
-        f"name: ple\ndata: {{samples: {samples}}}\nmodel: ple\n"
+        f"name: ple\ndata: {{samples: {samples}, loader: {loader}, buffer_rows: 1000}}\n"
+        "model: ple\n"
         f"train: {{epochs: 2, batch_size: 256, progress: false}}\nout: {tmp_path / 'run'}\n"
     )
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -183,7 +184,7 @@ class SampleSet:
 
         counts = [scan(p).select(pl.len()).collect().item() for p in paths]  # pass 1
         n = int(sum(counts))
-        arrays = {c: _allocate(c, schema[c], n, _table_rows(fmap, c)) for c in wanted}
+        arrays = allocate(schema, wanted, n, fmap)
         offset = 0
         for path, count in zip(paths, counts, strict=True):  # pass 2: copy into slices
             if count == 0:
@@ -194,47 +195,25 @@ class SampleSet:
                 raise DataValidationError(
                     f"cannot read sample shard: {exc}", file=str(path)
                 ) from exc
-            for c in wanted:
-                values = frame[c].to_numpy()
-                compact = arrays[c].dtype
-                if compact in (np.int16, np.int32) and values.size:
-                    top = int(np.iinfo(compact).max)
-                    if values.max() > top and compact == np.int32:
-                        raise DataValidationError(
-                            f"sequence ids above {INT32_MAX} cannot be stored compactly; "
-                            "hash the table (feature_map.hash_buckets) or remap its ids",
-                            file=str(path),
-                            column=c,
-                        )
-                    if values.max() > top or values.min() < 0:
-                        raise DataValidationError(
-                            f"sequence ids outside [0, {top}], the range of the column's "
-                            "table in feature_map.json: the shard and its feature map disagree",
-                            file=str(path),
-                            column=c,
-                        )
-                arrays[c][offset : offset + count] = values
+            copy_columns(frame, arrays, offset, wanted, path)
             offset += count
-        store = LongHistory.load(samples_dir) if long_len > 0 else None
-        in_samples = SEGMENT_INDEX_COLUMN in arrays
-        segments = SegmentTable.load_vectors(samples_dir) if in_samples else None
-        with_attr = fmap is not None and fmap.author_attr_dim > 0
-        with_attr = with_attr and any(c in arrays for c in AUTHOR_NODE_COLUMNS)
-        author_attr = load_author_attributes(samples_dir) if with_attr else None
-        room_tables = {}
-        if fmap is not None and fmap.room_stats_window and "rs_end" in arrays:
-            room_tables["stats"] = room_sequences.load_table(samples_dir, room_sequences.STATS_FILE)
-        if fmap is not None and fmap.room_products_len and "rp_end" in arrays:
-            room_tables["products"] = room_sequences.load_table(
-                samples_dir, room_sequences.PRODUCTS_FILE
-            )
+        side = SideTables.load(samples_dir, fmap, list(arrays), long_len)
         if fmap is not None:
             fmap = fmap.model_copy(update={"long_len": long_len})
         part = "" if partition is None else f" (rank {partition[0]} of {partition[1]})"
         log.info(
             "loaded %d samples x %d columns from %d shard(s)%s", n, len(wanted), len(paths), part
         )
-        return cls(arrays, fmap, store, long_len, long_fields, segments, author_attr, room_tables)
+        return cls(
+            arrays,
+            fmap,
+            side.long_history,
+            long_len,
+            long_fields,
+            side.segments,
+            side.author_attr,
+            side.room_tables,
+        )
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -318,6 +297,79 @@ class SampleSet:
         return out
 
 
+@dataclass
+class SideTables:
+    """The shared, read-only tables batches gather from (loaded once per samples directory)."""
+
+    long_history: LongHistory | None = None
+    segments: np.ndarray | None = None
+    author_attr: np.ndarray | None = None
+    room_tables: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls, samples_dir: str | Path, fmap: FeatureMap | None, columns: list[str], long_len: int
+    ) -> SideTables:
+        """The tables that samples with ``columns`` (and long window ``long_len``) need."""
+        store = LongHistory.load(samples_dir) if long_len > 0 else None
+        segments = (
+            SegmentTable.load_vectors(samples_dir) if SEGMENT_INDEX_COLUMN in columns else None
+        )
+        with_attr = fmap is not None and fmap.author_attr_dim > 0
+        with_attr = with_attr and any(c in columns for c in AUTHOR_NODE_COLUMNS)
+        author_attr = load_author_attributes(samples_dir) if with_attr else None
+        room_tables = {}
+        if fmap is not None and fmap.room_stats_window and "rs_end" in columns:
+            room_tables["stats"] = room_sequences.load_table(samples_dir, room_sequences.STATS_FILE)
+        if fmap is not None and fmap.room_products_len and "rp_end" in columns:
+            room_tables["products"] = room_sequences.load_table(
+                samples_dir, room_sequences.PRODUCTS_FILE
+            )
+        return cls(store, segments, author_attr, room_tables)
+
+
+def copy_columns(
+    frame: pl.DataFrame,
+    arrays: dict[str, np.ndarray],
+    offset: int,
+    columns: Sequence[str],
+    path: Path,
+) -> None:
+    """Copy ``frame``'s ``columns`` into ``arrays[c][offset : offset + height]`` (arrays from
+    :func:`allocate`), checking that sequence ids fit the compact in-memory dtype."""
+    count = frame.height
+    for c in columns:
+        values = frame[c].to_numpy()
+        compact = arrays[c].dtype
+        if compact in (np.int16, np.int32) and values.size:
+            top = int(np.iinfo(compact).max)
+            if values.max() > top and compact == np.int32:
+                raise DataValidationError(
+                    f"sequence ids above {INT32_MAX} cannot be stored compactly; "
+                    "hash the table (feature_map.hash_buckets) or remap its ids",
+                    file=str(path),
+                    column=c,
+                )
+            if values.max() > top or values.min() < 0:
+                raise DataValidationError(
+                    f"sequence ids outside [0, {top}], the range of the column's "
+                    "table in feature_map.json: the shard and its feature map disagree",
+                    file=str(path),
+                    column=c,
+                )
+        arrays[c][offset : offset + count] = values
+
+
+def allocate(
+    schema: pl.Schema | dict[str, pl.DataType],
+    columns: Sequence[str],
+    n: int,
+    fmap: FeatureMap | None,
+) -> dict[str, np.ndarray]:
+    """Empty ``[n]`` / ``[n, L]`` arrays for ``columns`` in the in-memory sample format."""
+    return {c: _allocate(c, schema[c], n, _table_rows(fmap, c)) for c in columns}
+
+
 #: the compact in-memory id dtypes of sequence columns, widened to int64 per batch
 COMPACT_ID_DTYPES = (torch.int16, torch.int32)
 
@@ -362,6 +414,24 @@ def _allocate(column: str, dtype: pl.DataType, n: int, table_rows: int | None) -
     return np.empty(n, dtype=np_dtype)  # [N]
 
 
+def split_days(
+    days: Sequence[int], val_days: int = 1, test_days: int = 1
+) -> tuple[list[int], list[int], list[int]]:
+    """The ascending ``days`` cut into (train, validation, test) days: the last ``test_days``,
+    the ``val_days`` before, the rest. :class:`ConfigError` when no training day is left."""
+    if val_days < 0 or test_days < 1:
+        raise ConfigError(f"need val_days >= 0 and test_days >= 1, got {val_days}, {test_days}")
+    days = sorted(int(d) for d in days)
+    if len(days) < val_days + test_days + 1:
+        raise ConfigError(
+            f"the samples cover {len(days)} day(s) ({days}); a split with {val_days} validation "
+            f"and {test_days} test day(s) needs at least {val_days + test_days + 1}"
+        )
+    test_at = len(days) - test_days
+    val_at = test_at - val_days
+    return days[:val_at], days[val_at:test_at], days[test_at:]
+
+
 def split_by_day(
     sample_set: SampleSet, val_days: int = 1, test_days: int = 1
 ) -> tuple[SampleSet, SampleSet, SampleSet]:
@@ -371,17 +441,10 @@ def split_by_day(
     row ranges and cost no memory; otherwise they are copies. Raises :class:`ConfigError` when
     there are not enough days for a non-empty train set.
     """
-    if val_days < 0 or test_days < 1:
-        raise ConfigError(f"need val_days >= 0 and test_days >= 1, got {val_days}, {test_days}")
-    days = sample_set.days()
-    if len(days) < val_days + test_days + 1:
-        raise ConfigError(
-            f"the samples cover {len(days)} day(s) ({days}); a split with {val_days} validation "
-            f"and {test_days} test day(s) needs at least {val_days + test_days + 1}"
-        )
+    _, val, test = split_days(sample_set.days(), val_days, test_days)
     day = sample_set["day"]
-    test_start = days[len(days) - test_days]
-    val_start = days[len(days) - test_days - val_days]
+    test_start = test[0]
+    val_start = val[0] if val else test_start
     if np.all(day[1:] >= day[:-1]):
         val_row, test_row = np.searchsorted(day, [val_start, test_start])
         return (

@@ -55,7 +55,13 @@ from tqdm.auto import tqdm
 from liverank.data import mmbee
 from liverank.data.dead_letters import DEAD_LETTERS_FILE, RowScreen
 from liverank.data.io import read_meta, read_table, table_path
-from liverank.data.samples import SHARD_PATTERN, STATS_FILE, build_samples, day_summary
+from liverank.data.samples import (
+    SAMPLE_ROW_GROUP_ROWS,
+    SHARD_PATTERN,
+    STATS_FILE,
+    build_samples,
+    day_summary,
+)
 from liverank.data.visits import DEFAULT_BEHAVIOURS, reconstruct_visits
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features import encoders as enc
@@ -234,7 +240,9 @@ def build_stream_samples(
             if frame is not None
             else with_features(rows.slice(k * shard_rows, shard_rows))
         )
-        part.write_parquet(path, compression="zstd", statistics=True)
+        part.write_parquet(
+            path, compression="zstd", statistics=True, row_group_size=SAMPLE_ROW_GROUP_ROWS
+        )
         files.append(path.name)
     fmap.save(out / "feature_map.json")
     stats = StreamSampleStats(

@@ -14,7 +14,8 @@ import polars as pl
 import yaml
 
 from liverank.config import ExperimentConfig
-from liverank.data.loader import SampleSet, split_by_day
+from liverank.data.loader import SampleSet, shard_paths, split_by_day, split_days
+from liverank.data.parquet_stream import ParquetSampleStream
 from liverank.errors import ConfigError
 from liverank.eval.evaluate import EvalResult, evaluate
 from liverank.features import encoders as enc
@@ -97,12 +98,36 @@ def load_splits(
     ``partition = (rank, world)`` only the rows of that rank's users."""
     start_ts = check_rows(cfg)
     feature_map = FeatureMap.load(cfg.data.samples)
+    if cfg.data.loader == "stream":
+        return (feature_map, *stream_splits(cfg, partition))
     data = SampleSet.load(cfg.data.samples, long_len=cfg.data.long_len, partition=partition)
     if start_ts is not None:
         fold_spillover(data, start_ts)
     train, val, test = split_by_day(data, val_days=cfg.data.val_days, test_days=cfg.data.test_days)
     log.info("samples: train %d, validation %d, test %d", len(train), len(val), len(test))
     return feature_map, train, val, test
+
+
+def stream_splits(
+    cfg: ExperimentConfig, partition: tuple[int, int] | None = None
+) -> tuple[ParquetSampleStream, ParquetSampleStream, ParquetSampleStream]:
+    """Train / validation / test days as :class:`ParquetSampleStream` (``data.loader:
+    stream``): nothing but the ``day`` column is read here."""
+    if cfg.data.rows == "moment":
+        raise ConfigError(
+            "data.loader 'stream' reads impression rows; moment rows need the in-memory loader "
+            "(their last emission day is folded into the last day in memory)"
+        )
+    days = pl.scan_parquet(shard_paths(cfg.data.samples)).select(pl.col("day").unique()).collect()
+    train_d, val_d, test_d = split_days(
+        days["day"].to_list(), cfg.data.val_days, cfg.data.test_days
+    )
+    d = cfg.data
+    kw = {"long_len": d.long_len, "partition": partition, "chunk_rows": d.chunk_rows}
+    train = ParquetSampleStream(d.samples, train_d, buffer_rows=d.buffer_rows, **kw)
+    # validation and test share the training stream's side tables (one long-history store)
+    val, test = (ParquetSampleStream(d.samples, x, side=train.side, **kw) for x in (val_d, test_d))
+    return train, val, test
 
 
 def run_experiment(

@@ -7,6 +7,7 @@ the validation day(s); the best epoch by ``train.monitor`` is kept (early stoppi
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from liverank.config import ExperimentConfig
 from liverank.data.loader import SampleSet
+from liverank.data.parquet_stream import ParquetSampleStream
 from liverank.errors import ConfigError
 from liverank.eval.metrics import auc, grouped_auc
 from liverank.features.spec import FeatureMap
@@ -31,6 +33,9 @@ from liverank.train.device import batch_to, model_device, resolve_device
 from liverank.train.optim import build_optimizers
 
 log = logging.getLogger(__name__)
+
+#: what the trainer reads: rows in memory, or a Parquet stream (``data.loader``)
+Samples = SampleSet | ParquetSampleStream
 
 #: sample columns carried into a prediction frame (the evaluator's group keys)
 PREDICTION_KEYS = (
@@ -93,6 +98,12 @@ def _task_auc(frame: pl.DataFrame, task: str, kind: str) -> float:
     return float(gauc if kind == "gauc" else uauc)
 
 
+def _cycle(data: ParquetSampleStream, batch_size: int, seed: int, rank: int) -> Iterator[Batch]:
+    """Shuffled passes over a stream, one after another (a new seed each pass)."""
+    for k in itertools.count():
+        yield from data.iter_batches(batch_size, shuffle=True, seed=seed * 7919 + rank * 131 + k)
+
+
 class Trainer:
     """Offline training of one model; with ``dist`` (a ``torchrun`` rank) data-parallel:
     ``data`` is then this rank's partition, ``train.batch_size`` the global batch, and
@@ -128,24 +139,27 @@ class Trainer:
     def is_main(self) -> bool:
         return self.dist is None or self.dist.is_main
 
-    def _epoch_batches(self, data: SampleSet, epoch: int) -> tuple[int, Iterator[Batch]]:
+    def _epoch_batches(self, data: Samples, epoch: int) -> tuple[int, Iterator[Batch]]:
         """(number of steps, batches) of one epoch on this rank."""
         t = self.cfg.train
         bs, seed = self.local_batch, t.seed * 1000 + epoch
         if self.dist is None:
             n_rows = len(data)
             batches = data.iter_batches(bs, shuffle=True, seed=seed)
-        else:  # every rank takes as many steps as the rank with the most rows needs
+        elif isinstance(data, SampleSet):  # every rank takes the longest rank's steps
             n_rows = ddp.all_max(len(data))
             order = ddp.rank_order(len(data), n_rows, seed, self.dist.rank)
             batches = (data.batch(np.sort(order[lo : lo + bs])) for lo in range(0, n_rows, bs))
+        else:  # a stream: a shorter rank starts another shuffled pass over its rows
+            n_rows = ddp.all_max(len(data))
+            batches = _cycle(data, bs, seed, self.dist.rank)
         n_batches = math.ceil(n_rows / bs)
         if t.max_batches_per_epoch:
             n_batches = min(n_batches, t.max_batches_per_epoch)
         return n_batches, batches
 
     # -- training ---------------------------------------------------------------------------
-    def train_epoch(self, data: SampleSet, epoch: int) -> tuple[float, float]:
+    def train_epoch(self, data: Samples, epoch: int) -> tuple[float, float]:
         """One pass over ``data``; returns (mean loss, samples per second)."""
         t = self.cfg.train
         self.model.train()
@@ -185,7 +199,7 @@ class Trainer:
             loss, sps = ddp.all_mean(loss), ddp.all_mean(sps) * self.dist.world
         return loss, sps
 
-    def predict(self, data: SampleSet) -> pl.DataFrame | None:
+    def predict(self, data: Samples) -> pl.DataFrame | None:
         """Prediction frame of ``data``; under DDP every rank predicts its partition and
         rank 0 gets all of them (sorted by ``sample_id``), the other ranks ``None``."""
         frame = predict_frame(self.model, data, self.cfg.train.eval_batch_size)
@@ -197,7 +211,7 @@ class Trainer:
         whole = pl.concat([f for f in frames if f.height])
         return whole.sort("sample_id") if "sample_id" in whole.columns else whole
 
-    def fit(self, train: SampleSet, val: SampleSet, out_dir: Path) -> FitResult:
+    def fit(self, train: Samples, val: Samples, out_dir: Path) -> FitResult:
         t = self.cfg.train
         ckpt_dir = out_dir / "checkpoints"
         if self.is_main:
@@ -249,7 +263,7 @@ REGRESSION_FRAME_NAMES = {"stay_ms": "log_stay_s"}
 
 
 @torch.no_grad()
-def predict_frame(model: Ranker, data: SampleSet, batch_size: int = 8192) -> pl.DataFrame:
+def predict_frame(model: Ranker, data: Samples, batch_size: int = 8192) -> pl.DataFrame:
     """Prediction frame: group keys, labels, masks and ``p_<task>`` for every sample of
     ``data``; with regression heads also ``log_stay_s`` / ``p_log_stay_s``."""
     model.eval()
@@ -276,9 +290,7 @@ def predict_frame(model: Ranker, data: SampleSet, batch_size: int = 8192) -> pl.
     return frame
 
 
-def prediction_frame(
-    data: SampleSet, tasks: list[str], probs: dict[str, np.ndarray]
-) -> pl.DataFrame:
+def prediction_frame(data: Samples, tasks: list[str], probs: dict[str, np.ndarray]) -> pl.DataFrame:
     cols: dict[str, np.ndarray] = {}
     for k in PREDICTION_KEYS:
         if k in data.columns:
