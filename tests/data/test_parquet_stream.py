@@ -66,9 +66,7 @@ def test_a_shuffled_epoch_reads_every_row_of_its_days_once(samples: Path) -> Non
     assert not np.array_equal(ids, again)  # another epoch, another order
     assert not np.array_equal(ids, np.sort(ids))  # shuffled at all
     ref = train.batch(np.arange(4))
-    assert set(batches[0]) == set(ref) and all(
-        batches[0][k].dtype == ref[k].dtype for k in ref
-    )
+    assert set(batches[0]) == set(ref) and all(batches[0][k].dtype == ref[k].dtype for k in ref)
     dropped = _ids(stream.iter_batches(128, shuffle=True, seed=1, drop_last=True))
     assert len(dropped) == len(train) // 128 * 128
 
