@@ -32,6 +32,7 @@ from liverank.models.backbones import BackboneConfig, MLPBackboneConfig, build_b
 from liverank.models.base import Batch, FeatureModule
 from liverank.models.fusion import ranking_score
 from liverank.models.layers.embedding import EmbeddingCollection
+from liverank.models.layers.id_policy import IdPolicyConfig
 from liverank.models.layers.mlp import MLP
 from liverank.models.layers.task_weighting import AdaptiveTaskWeighting, FixedTaskWeights
 from liverank.models.modules.sparse_features import room_id_params, with_room_id
@@ -107,6 +108,9 @@ class RankerConfig(_Strict):
     embedding_dims: dict[str, int] = Field(default_factory=dict)
     #: extra hashed tables (table -> buckets), on top of the feature map's ``hash_buckets``
     hash_buckets: dict[str, int] = Field(default_factory=dict)
+    #: per table: frequency filter and time to live of its ids (``layers/id_policy.py``), e.g.
+    #: ``{user: {min_count: 2, ttl_ms: 86400000}}``; such a table gets one shared OOV row
+    id_policies: dict[str, IdPolicyConfig] = Field(default_factory=dict)
     #: fused embedding storage (see layers/embedding.py); same model, faster on CPU
     fused_embeddings: bool = True
     sparse_embeddings: bool = True
@@ -213,6 +217,7 @@ class Ranker(nn.Module):
             sparse=config.sparse_embeddings,
             fused=config.fused_embeddings,
             init_std=config.embedding_init_std,
+            policies=config.id_policies,
         )
         self.feature_modules = nn.ModuleDict()
         for spec in specs:

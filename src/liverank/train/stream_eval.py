@@ -115,6 +115,8 @@ class InterleavedResult:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    #: rows reset by eviction, per table (models with id policies)
+    evictions: dict[str, int] = field(default_factory=dict)
 
 
 def gather(arrays: dict[str, np.ndarray], idx: np.ndarray) -> Batch:
@@ -193,6 +195,9 @@ class InterleavedTrainer:
         train_step = np.full(len(train), -1, dtype=np.int64)  # [M]
         losses: list[float] = []
         checkpoints: list[Checkpoint] = []
+        emb = getattr(model, "embeddings", None)
+        policies = emb is not None and len(emb.policies) > 0
+        evictions: dict[str, int] = {}
         every = self.trainer.checkpoint_every_ms
         next_ckpt = int(sched.starts[0]) + every if sched.starts.size else 0
         last_trained = -1
@@ -213,6 +218,12 @@ class InterleavedTrainer:
                         self.trainer.checkpoint(Path(tmp), next_ckpt, last_trained, len(losses))
                     )
                     next_ckpt += (t0 - next_ckpt) // every * every + every
+                if policies and emb is not None:  # id admission / eviction as of the slice start
+                    if dist is not None:
+                        emb.sync_policies()
+                    for t, n in emb.evict(t0, self.trainer.optimizers.sparse).items():
+                        evictions[t] = evictions.get(t, 0) + n
+                    emb.set_clock(t0)
                 rows = eval_order[sched.eval_bounds[k] : sched.eval_bounds[k + 1]]  # [n_k]
                 if len(rows) and model.training:
                     model.eval()  # once per slice, not once per scored batch
@@ -254,7 +265,13 @@ class InterleavedTrainer:
             len(losses),
             seconds,
         )
-        return InterleavedResult(predictions, train_slice, train_step, checkpoints, losses, seconds)
+        if policies and emb is not None and dist is not None:
+            emb.sync_policies()  # the replicas end with the same counts
+        if evictions:
+            log.info("evicted rows (ids unseen for their time to live): %s", evictions)
+        return InterleavedResult(
+            predictions, train_slice, train_step, checkpoints, losses, seconds, evictions
+        )
 
 
 def _prediction_frame(

@@ -220,6 +220,7 @@ def run_stream_training(
         "seed": seed,
         "warmup_hours": warmup_hours,
         "checkpoints": len(result.checkpoints),
+        "evicted_rows": result.evictions,
         "seconds": round(result.seconds, 2),
         "tasks": per_task,
     }

@@ -195,6 +195,8 @@ class Trainer:
         bar.close()
         elapsed = time.perf_counter() - start
         loss, sps = total / max(seen, 1), seen / max(elapsed, 1e-9)
+        if self.dist is not None and len(self.model.embeddings.policies):
+            self.model.embeddings.sync_policies()  # every rank admits the same ids from here
         if self.dist is not None:  # the group's mean loss and total samples per second
             loss, sps = ddp.all_mean(loss), ddp.all_mean(sps) * self.dist.world
         return loss, sps

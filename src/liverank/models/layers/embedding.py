@@ -35,6 +35,7 @@ from torch import nn
 from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
 from liverank.models.layers.gather import bag_sum, gather
+from liverank.models.layers.id_policy import IdPolicy, IdPolicyConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class EmbeddingCollection(nn.Module):
         sparse: sparse gradients (updated by ``SparseAdam``, only the rows a batch touches).
         fused: store tables of equal dimension in one fused table (see the module docstring).
         init_std: rows (but row 0) start as ``N(0, init_std^2)``.
+        policies: per table, the frequency filter and time to live of its ids
+            (:mod:`liverank.models.layers.id_policy`); such a table gets one extra (OOV) row.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class EmbeddingCollection(nn.Module):
         sparse: bool = True,
         fused: bool = True,
         init_std: float = 0.1,
+        policies: dict[str, IdPolicyConfig] | None = None,
     ) -> None:
         super().__init__()
         self.init_std = init_std
@@ -96,6 +100,14 @@ class EmbeddingCollection(nn.Module):
                     raise ConfigError(f"hash_buckets['{t}'] = {rows}; need at least 2 buckets")
                 self._buckets[t] = rows
             self._rows[t] = rows
+        # Admission / eviction: the policy's table keeps its id range (``_vocab``) and gets
+        # one more storage row, the OOV row ``_vocab[t]``.
+        self._vocab = dict(self._rows)
+        self.policies = nn.ModuleDict()
+        for t, cfg in sorted((policies or {}).items()):
+            self._check_table(t)
+            self.policies[t] = IdPolicy(self._rows[t], cfg)
+            self._rows[t] += 1
 
         # Storage. Fused: one table per distinct dim; table t's row r >= 1 is global row
         # base[t] + r - 1, and every table's row 0 is the shared padding row 0.
@@ -149,7 +161,8 @@ class EmbeddingCollection(nn.Module):
         return self._dims[self._check_table(table)]
 
     def num_rows(self, table: str) -> int:
-        """Rows of ``table`` (vocabulary size, or hash buckets), padding row included."""
+        """Storage rows of ``table`` (vocabulary size or hash buckets, padding row included,
+        plus the OOV row of a table with an id policy)."""
         return self._rows[self._check_table(table)]
 
     def table_weight(self, table: str) -> torch.Tensor:
@@ -175,16 +188,53 @@ class EmbeddingCollection(nn.Module):
             )
         return table
 
+    # ------------------------------------------------------------------ admission, eviction
+    def set_clock(self, now_ms: int) -> None:
+        """Event time stamped on the rows that training lookups touch (streaming training)."""
+        for policy in self.policies.values():
+            policy.clock = int(now_ms)
+
+    def evict(self, now_ms: int, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
+        """Reset the rows of every table with a time to live whose ids were last seen more than
+        ``ttl_ms`` before ``now_ms``: a fresh ``N(0, init_std^2)`` vector (drawn from a
+        generator seeded with ``now_ms``, so data-parallel ranks draw the same), zero moments in
+        ``optimizer``'s state, count 0. Returns the rows reset per table."""
+        done: dict[str, int] = {}
+        for t, policy in self.policies.items():
+            rows = policy.stale(now_ms)  # [K] table-space rows
+            if rows.numel() == 0:
+                continue
+            weight = self.tables[self._group[t]].weight
+            storage = rows + (self._base[t] - 1) if self.fused and self._base[t] > 1 else rows
+            gen = torch.Generator(device="cpu").manual_seed(int(now_ms) + self._index[t])
+            fresh = torch.randn(len(rows), weight.shape[1], generator=gen) * self.init_std
+            with torch.no_grad():
+                weight[storage] = fresh.to(weight.device, weight.dtype)
+            state = optimizer.state.get(weight, {}) if optimizer is not None else {}
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key][storage] = 0
+            policy.reset(rows)
+            done[t] = int(rows.numel())
+        return done
+
+    def sync_policies(self) -> None:
+        """Data-parallel ranks: agree on every policy's counts and last-seen times."""
+        for policy in self.policies.values():
+            policy.sync()
+
     # ------------------------------------------------------------------ lookups
     def rows_for(self, table: str, ids: torch.Tensor) -> torch.Tensor:
         """Storage rows of ``ids`` in ``table``: hashing, out-of-range -> 0, fused offsets."""
         t = self._check_table(table)
         if t in self._buckets:
             ids = hash_ids(ids.clamp(min=0), self._buckets[t])
-        bad = (ids < 0) | (ids >= self._rows[t])
+        bad = (ids < 0) | (ids >= self._vocab[t])
         # Count without a host sync: the counter is a tensor.
         self._oov[self._index[t]] += bad.sum()
         ids = ids.masked_fill(bad, 0)
+        if t in self.policies:
+            ids = self.policies[t](ids, self.training)
         if self._base[t] > 1:
             ids = torch.where(ids > 0, ids + (self._base[t] - 1), ids)
         return ids
@@ -204,7 +254,7 @@ class EmbeddingCollection(nn.Module):
         cached = self._stack_cache.get(key)
         if cached is None or cached["base"].device != device:
             cached = {
-                "rows": torch.tensor([self._rows[t] for t in tables], device=device),
+                "rows": torch.tensor([self._vocab[t] for t in tables], device=device),
                 "buckets": torch.tensor([self._buckets.get(t, 0) for t in tables], device=device),
                 "base": torch.tensor([self._base[t] for t in tables], device=device),
                 "index": torch.tensor([self._index[t] for t in tables], device=device),
@@ -229,6 +279,11 @@ class EmbeddingCollection(nn.Module):
         bad = (ids < 0) | (ids >= p["rows"])  # [..., F]
         self._oov.index_add_(0, p["index"], bad.reshape(-1, len(names)).sum(0))
         ids = ids.masked_fill(bad, 0)
+        with_policy = [f for f, t in enumerate(names) if t in self.policies]
+        if with_policy:
+            ids = ids.clone()
+            for f in with_policy:
+                ids[..., f] = self.policies[names[f]](ids[..., f], self.training)
         rows = torch.where(ids > 0, ids + (p["base"] - 1), ids)  # [..., F]
         return rows, groups.pop()
 
