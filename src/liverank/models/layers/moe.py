@@ -59,13 +59,24 @@ class ExpertGroup(nn.Module):
         self.out_dim = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = list(zip(self.weights, self.biases, strict=True))
         if x.dim() == 2:
-            h = x.unsqueeze(0).expand(self.n_experts, -1, -1)  # [E, B, in]
+            # Every expert reads the same input: the first layer is one [B, in] x [in, E*h]
+            # GEMM (expanding x to [E, B, in] for a batched matmul costs a reduction over E in
+            # the backward pass, and E small GEMMs run slower than one wide one on a CPU).
+            w, b = layers[0]
+            n_exp, width, h = w.shape
+            flat = torch.addmm(b.reshape(n_exp * h), x, w.transpose(0, 1).reshape(width, n_exp * h))
+            out = self.dropout(self.act(flat)).view(x.shape[0], n_exp, h)  # [B, E, h]
+            if len(layers) == 1:
+                return out
+            hid = out.transpose(0, 1)  # [E, B, h]
+            layers = layers[1:]
         else:
-            h = x.transpose(0, 1)  # [E, B, in]
-        for w, b in zip(self.weights, self.biases, strict=True):
-            h = self.dropout(self.act(torch.baddbmm(b, h, w)))  # [E, B, h]
-        return h.transpose(0, 1)  # [B, E, out]
+            hid = x.transpose(0, 1)  # [E, B, in]
+        for w, b in layers:
+            hid = self.dropout(self.act(torch.baddbmm(b, hid, w)))  # [E, B, h]
+        return hid.transpose(0, 1)  # [B, E, out]
 
 
 def _mix(gate_logits: torch.Tensor, experts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,27 +153,42 @@ class CGC(nn.Module):
         # Which input row (task t, or the shared input = n_tasks) feeds each expert.
         source = [t for t in range(n_tasks) for _ in range(n_specific)] + [n_tasks] * n_shared
         self.register_buffer("_source", torch.tensor(source), persistent=False)
+        # Experts each task's gate mixes: its own, then the shared ones ([T, s + S]).
+        shared_ids = list(range(n_tasks * n_specific, n_experts))
+        mixed = [
+            list(range(t * n_specific, (t + 1) * n_specific)) + shared_ids for t in range(n_tasks)
+        ]
+        self.register_buffer("_mixed", torch.tensor(mixed).reshape(-1), persistent=False)
         self.out_dim = self.experts.out_dim
+
+    def _task_gate_logits(self, inputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """``[B, T, s + S]`` logits of every task gate, in one matmul."""
+        w = torch.stack([g.weight for g in self.task_gates])  # [T, s + S, in]
+        b = torch.stack([g.bias for g in self.task_gates])  # [T, s + S]
+        if isinstance(inputs, torch.Tensor):  # one input for every gate
+            logits = inputs @ w.reshape(-1, w.shape[-1]).t()  # [B, T * (s + S)]
+            return logits.view(inputs.shape[0], self.n_tasks, -1) + b
+        x = torch.stack(inputs[: self.n_tasks], dim=1)  # [B, T, in]
+        return torch.einsum("bti,tgi->btg", x, w) + b
 
     def forward(
         self, inputs: torch.Tensor | list[torch.Tensor]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         if isinstance(inputs, torch.Tensor):
-            per_input = [inputs] * (self.n_tasks + 1)
+            shared_in = inputs
             experts = self.experts(inputs)  # [B, E, H]
         else:
-            per_input = inputs
+            shared_in = inputs[self.n_tasks]
             stacked = torch.stack(inputs, dim=1)  # [B, T+1, in]
             experts = self.experts(stacked.index_select(1, self._source))  # [B, E, H]
-        shared = experts[:, self.n_tasks * self.n_specific :]  # [B, S, H]
-        outputs, gates = [], []
-        for t, gate in enumerate(self.task_gates):
-            own = experts[:, t * self.n_specific : (t + 1) * self.n_specific]  # [B, s, H]
-            out, g = _mix(gate(per_input[t]), torch.cat([own, shared], dim=1))
-            outputs.append(out)
-            gates.append(g)
+        n = experts.shape[0]
+        chosen = experts.index_select(1, self._mixed).view(n, self.n_tasks, -1, experts.shape[-1])
+        gate = torch.softmax(self._task_gate_logits(inputs), dim=-1)  # [B, T, s + S]
+        # Elementwise product + sum: faster on CPU than B x T tiny matmuls.
+        mixed = (gate.unsqueeze(-1) * chosen).sum(2)  # [B, T, H]
+        outputs, gates = list(mixed.unbind(1)), list(gate.unbind(1))
         if self.shared_gate is not None:
-            out, g = _mix(self.shared_gate(per_input[self.n_tasks]), experts)
+            out, g = _mix(self.shared_gate(shared_in), experts)
             outputs.append(out)
             gates.append(g)
         return outputs, gates
