@@ -1,0 +1,146 @@
+"""Render the measured tables of ``docs/scaling.md`` from the benchmark result files.
+
+Every table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in the document and is
+rewritten from ``benchmarks/results/NAME.json`` (a missing file leaves its table alone, with a
+note). Nothing in those tables is typed by hand.
+
+Usage::
+
+    python benchmarks/scaling_tables.py                    # rewrites docs/scaling.md in place
+    python benchmarks/scaling_tables.py --check            # exit 1 if the document is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+RESULTS = Path("benchmarks/results")
+DOC = Path("docs/scaling.md")
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def ddp_throughput(d: dict) -> list[str]:
+    threads = d["threads"]
+    best = {int(k): v for k, v in d["best_samples_per_s"].items()}
+    base = best[min(best)]
+    rows = ["| ranks x threads | samples/s (epoch) | speed-up | wall s (whole command) |"]
+    rows.append("|---|---|---|---|")
+    for n in sorted(best):
+        wall = min(r["wall_seconds"] for r in d["records"] if r["nproc"] == n)
+        rows.append(
+            f"| {n} x {max(1, threads // n)} | {best[n]:,.0f} | {best[n] / base:.2f} | {wall:.1f} |"
+        )
+    return rows
+
+
+def larger_than_memory(d: dict) -> list[str]:
+    rows = ["| loader | cap | result | peak RSS | training samples/s | prediction rows/s |"]
+    rows.append("|---|---|---|---|---|---|")
+    for r in d["records"]:
+        cap = (
+            f"{r['cap_mb']} MB" + (" (enforced)" if r["enforced"] else "")
+            if r["cap_mb"]
+            else "none"
+        )
+        ok = r["status"] == "ok"
+        status = "ok" if ok else "killed (out of memory)" if "-9" in r["status"] else r["status"]
+        rows.append(
+            f"| {r['loader']} | {cap} | {status} | "
+            + (f"{r['peak_rss_mb']:,.0f} MB | " if ok else "- | ")
+            + (f"{r['train_samples_per_s']:,.0f} | " if ok else "- | ")
+            + (f"{r['predict_rows_per_s']:,.0f} |" if ok else "- |")
+        )
+    return rows
+
+
+def hashed_ids(d: dict) -> list[str]:
+    rows = ["| arm | rows of the id tables | CTR AUC | CTR GAUC | GAUC - full [95% CI] |"]
+    rows.append("|---|---|---|---|---|")
+    for s in d["summary"]:
+        diff = s["gauc_diff"]
+        cell = (
+            "-"
+            if s["arm"] == "full"
+            else (f"{diff['mean']:+.4f} [{diff['lo']:+.4f}, {diff['hi']:+.4f}]")
+        )
+        rows.append(
+            f"| {s['arm']} | {s['rows']:,} | {s['ctr_auc']:.4f} | {s['ctr_gauc']:.4f} | {cell} |"
+        )
+    return rows
+
+
+def peer_throughput(d: dict) -> list[str]:
+    rows = ["| scale | arm | samples/s (best) | vs torch-rechub | CTR AUC |"]
+    rows.append("|---|---|---|---|---|")
+    for r in d["results"]:
+        rows.append(
+            f"| {r['scale']} | {r['arm']} | {r['samples_per_s_best']:,.0f} | "
+            f"{r['ratio_vs_peer']:.2f}x | {r['ctr_auc']:.4f} |"
+        )
+    return rows
+
+
+def train_profile(d: dict) -> list[str]:
+    before = {r["config"]: r for r in d["before"]["results"] if r["embeddings"] == "fused"}
+    after = {r["config"]: r for r in d["after"]["results"] if r["embeddings"] == "fused"}
+    rows = [
+        "| model | before: cpu ms/step | after: cpu ms/step | speed-up | after: samples/s | vs ple |"
+    ]
+    rows.append("|---|---|---|---|---|---|")
+    ple = after["ple"]["samples_per_s"]
+    for name, a in after.items():
+        b = before[name]
+        rows.append(
+            f"| {name} | {b['cpu_ms_per_step']:.1f} | {a['cpu_ms_per_step']:.1f} | "
+            f"{b['cpu_ms_per_step'] / a['cpu_ms_per_step']:.2f}x | {a['samples_per_s']:,.0f} | "
+            f"{a['samples_per_s'] / ple:.2f}x |"
+        )
+    return rows
+
+
+TABLES: dict[str, Callable[[dict], list[str]]] = {
+    "ddp_throughput": ddp_throughput,
+    "larger_than_memory": larger_than_memory,
+    "hashed_ids": hashed_ids,
+    "peer_throughput": peer_throughput,
+    "train_profile": train_profile,
+}
+
+
+def render(text: str) -> str:
+    def replace(m: re.Match[str]) -> str:
+        name = m.group(1)
+        data = _load(name)
+        body = (
+            TABLES[name](data)
+            if data is not None
+            else [f"(no `benchmarks/results/{name}.json` yet: not measured)"]
+        )
+        return f"<!-- table:{name} -->\n" + "\n".join(body) + "\n<!-- /table -->"
+
+    return re.sub(r"<!-- table:(\w+) -->.*?<!-- /table -->", replace, text, flags=re.S)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--doc", type=Path, default=DOC)
+    p.add_argument("--check", action="store_true")
+    args = p.parse_args()
+    text = args.doc.read_text()
+    new = render(text)
+    if args.check:
+        sys.exit(0 if new == text else 1)
+    args.doc.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
