@@ -1,13 +1,14 @@
 """Render the measured tables of ``docs/scaling.md`` from the benchmark result files.
 
-Every table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in the document and is
-rewritten from ``benchmarks/results/NAME.json`` (a missing file leaves its table alone, with a
+Every table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in the documents
+(``docs/scaling.md``; the README carries the peer table) and is rewritten from
+``benchmarks/results/NAME.json`` (a missing file leaves its table alone, with a
 note). Nothing in those tables is typed by hand.
 
 Usage::
 
-    python benchmarks/scaling_tables.py                    # rewrites docs/scaling.md in place
-    python benchmarks/scaling_tables.py --check            # exit 1 if the document is stale
+    python benchmarks/scaling_tables.py                    # rewrites the documents in place
+    python benchmarks/scaling_tables.py --check            # exit 1 if a document is stale
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path("benchmarks/results")
-DOC = Path("docs/scaling.md")
+DOCS = (Path("docs/scaling.md"), Path("README.md"))
 
 
 def _load(name: str) -> dict | None:
@@ -107,7 +108,54 @@ def train_profile(d: dict) -> list[str]:
     return rows
 
 
+def request_batches(d: dict) -> list[str]:
+    speed = d["speed"]
+    ple = {r["batch_order"]: r["samples_per_s"] for r in speed if r["config"] == "ple"}
+    rows = [
+        "| model | batch order | request dedup | ms/step | samples/s | vs ple (same order) "
+        "| distinct rows per batch |"
+    ]
+    rows.append("|---|---|---|---|---|---|---|")
+    for r in speed:
+        frac = r["distinct_rows_frac"]
+        vs = r["samples_per_s"] / ple[r["batch_order"]] if r["batch_order"] in ple else None
+        rows.append(
+            f"| {r['config']} | {r['batch_order']} | "
+            f"{('on' if r['dedup'] else 'off') if r['config'] == 'farm' else '-'} | "
+            f"{r['ms_per_step']:.1f} | {r['samples_per_s']:,.0f} | "
+            f"{'-' if vs is None else f'{vs:.2f}x'} | "
+            f"{'-' if frac is None else f'{frac:.2f}'} |"
+        )
+    summary = d.get("quality_summary") or {}
+    if summary:
+        n = next(iter(summary.values()))["n"]
+        rows += [
+            "",
+            f"Test quality of `{d['quality_model']}` by batch order ({n} model seeds, "
+            f"{d['epochs']} epochs, paired by seed):",
+            "",
+            "| metric | rows | requests | requests - rows [95% CI] |",
+            "|---|---|---|---|",
+        ]
+        for metric, q in summary.items():
+            rows.append(
+                f"| {metric} | {q['rows']:.4f} | {q['requests']:.4f} | "
+                f"{q['mean']:+.4f} [{q['lo']:+.4f}, {q['hi']:+.4f}] |"
+            )
+        wall = {
+            order: sum(r["seconds"] for r in d["quality"] if r["batch_order"] == order)
+            / max(1, sum(r["batch_order"] == order for r in d["quality"]))
+            for order in ("rows", "requests")
+        }
+        rows.append(
+            f"| wall s per run (train, validate, test) | {wall['rows']:.0f} | "
+            f"{wall['requests']:.0f} | {wall['rows'] / wall['requests']:.2f}x faster |"
+        )
+    return rows
+
+
 TABLES: dict[str, Callable[[dict], list[str]]] = {
+    "request_batches": request_batches,
     "ddp_throughput": ddp_throughput,
     "larger_than_memory": larger_than_memory,
     "hashed_ids": hashed_ids,
@@ -132,14 +180,21 @@ def render(text: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--doc", type=Path, default=DOC)
+    p.add_argument("--doc", type=Path, nargs="+", default=list(DOCS))
     p.add_argument("--check", action="store_true")
     args = p.parse_args()
-    text = args.doc.read_text()
-    new = render(text)
+    stale = []
+    for doc in args.doc:
+        text = doc.read_text()
+        new = render(text)
+        if new != text:
+            stale.append(doc)
+            if not args.check:
+                doc.write_text(new)
     if args.check:
-        sys.exit(0 if new == text else 1)
-    args.doc.write_text(new)
+        for doc in stale:
+            print(f"stale: {doc}")
+        sys.exit(1 if stale else 0)
 
 
 if __name__ == "__main__":

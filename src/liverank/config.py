@@ -63,6 +63,10 @@ class DataConfig(_Strict):
     buffer_rows: int = Field(65_536, ge=1)
     #: rows decoded at a time by the stream loader
     chunk_rows: int = Field(4_096, ge=1)
+    #: how training rows are shuffled into batches: "rows" (uniformly) or "requests" (whole
+    #: requests kept together, so a model encodes a request's shared sequences once;
+    #: :mod:`liverank.data.batch_order`, docs/scaling.md)
+    batch_order: Literal["rows", "requests"] = "rows"
 
 
 class TrainConfig(_Strict):

@@ -110,3 +110,55 @@ def test_bad_stream_settings_are_named(samples: Path) -> None:
         ParquetSampleStream(samples, buffer_rows=0)
     with pytest.raises(ValueError, match="outside"):
         ParquetSampleStream(samples, partition=(3, 2))
+
+
+def _requests_whole(batches, all_rows: dict[int, int]) -> bool:  # noqa: ANN001
+    """Every request appears in at most two batches (cut only at a batch boundary), and only
+    as one contiguous run of each batch."""
+    seen: dict[int, list[int]] = {}
+    for i, b in enumerate(batches):
+        req = b["request_id"].numpy()
+        starts = np.flatnonzero(np.r_[True, req[1:] != req[:-1]])
+        if len(np.unique(req)) != len(starts):  # a request split inside one batch
+            return False
+        for r in np.unique(req):
+            seen.setdefault(int(r), []).append(i)
+    return all(len(v) == 1 or (len(v) == 2 and v[1] == v[0] + 1) for v in seen.values()) and set(
+        seen
+    ) == set(all_rows)
+
+
+def test_request_batches_keep_requests_together_in_both_loaders(samples: Path) -> None:
+    whole = SampleSet.load(samples)
+    train, _, _ = split_by_day(whole)
+    reqs = dict.fromkeys(int(r) for r in train["request_id"])
+    mem = list(train.iter_batches(64, shuffle=True, seed=1, group_by="request_id"))
+    assert sum(len(b["sample_id"]) for b in mem) == len(train)
+    assert _requests_whole(mem, reqs)
+    # not the storage order: the requests were shuffled
+    assert not np.array_equal(_ids(mem), train["sample_id"])
+    # the stream loader: whole requests too, except where a chunk boundary cuts one
+    stream = ParquetSampleStream(samples, train.days(), buffer_rows=100_000, chunk_rows=100_000)
+    st = list(stream.iter_batches(64, shuffle=True, seed=1, group_by="request_id"))
+    assert sorted(_ids(st)) == sorted(train["sample_id"])
+    # a request is cut only by a batch boundary or a row-group boundary (row groups are read in
+    # a shuffled order), so the runs of equal request_id number at most requests + cuts
+    runs = sum(int((np.diff(b["request_id"].numpy()) != 0).sum()) + 1 for b in st)
+    assert runs <= len(reqs) + len(stream.units) + len(st)
+    rows_order = list(stream.iter_batches(64, shuffle=True, seed=1))
+    runs_rows = sum(int((np.diff(b["request_id"].numpy()) != 0).sum()) + 1 for b in rows_order)
+    assert runs_rows > 2 * runs  # without grouping, requests are scattered
+    with pytest.raises(Exception, match="grouped by 'nope'"):
+        next(train.iter_batches(64, shuffle=True, group_by="nope"))
+
+
+def test_farm_trains_on_request_batches_and_dedups(samples: Path, tmp_path: Path) -> None:
+    cfg = ExperimentConfig(
+        name="farm",
+        data=DataConfig(samples=samples, batch_order="requests"),
+        model="farm",
+        train=TrainConfig(epochs=1, batch_size=256, progress=False),
+        out=tmp_path / "run",
+    )
+    res = run_experiment(cfg)
+    assert 0.5 < res.test.value("ctr", "auc") < 1.0

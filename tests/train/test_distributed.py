@@ -97,6 +97,14 @@ def test_partitioned_loads_cover_the_samples_once_by_user(samples: Path) -> None
         SampleSet.load(samples, partition=(2, 2))
 
 
+def test_rank_order_with_groups_keeps_requests_together() -> None:
+    groups = np.repeat(np.arange(6), [3, 1, 2, 4, 1, 2])  # [13] request of each row
+    order = ddp.rank_order(13, 13, seed=2, rank=1, groups=groups)
+    assert sorted(order.tolist()) == list(range(13))
+    changes = int((np.diff(groups[order]) != 0).sum())
+    assert changes == 5  # six requests, each one contiguous run
+
+
 def test_rank_order_pads_a_short_rank_to_the_longest() -> None:
     order = ddp.rank_order(5, 12, seed=1, rank=0)
     assert len(order) == 12 and set(order[:5].tolist()) == set(range(5))

@@ -35,6 +35,7 @@ import polars as pl
 import torch
 
 from liverank.data import room_sequences
+from liverank.data.batch_order import shuffled_order
 from liverank.data.mmbee import (
     AUTHOR_NODE_COLUMNS,
     GIE_COLUMNS,
@@ -245,20 +246,42 @@ class SampleSet:
         return self._n // batch_size if drop_last else -(-self._n // batch_size)
 
     def iter_batches(
-        self, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False
+        self,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+        group_by: str | None = None,
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Yield batches ``{column: tensor}``: ids ``[B]`` / ``[B, L]`` int64, labels float32.
 
         Without shuffling the tensors share memory with the arrays (do not modify them in
         place). With shuffling, the order is a permutation drawn from ``seed``; rows inside
-        one batch are in ascending index order (same batch content, faster gathers).
+        one batch are in ascending index order (same batch content, faster gathers). With
+        ``group_by`` (a column, e.g. ``request_id``) the shuffle permutes runs of equal values
+        of that column and keeps each run's rows together (:mod:`liverank.data.batch_order`).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        order = np.random.default_rng(seed).permutation(self._n) if shuffle else None
+        order = None
+        if shuffle:
+            groups = self.group_keys(group_by)
+            order = shuffled_order(self._n, np.random.default_rng(seed), groups)
         for b in range(self.num_batches(batch_size, drop_last)):
             lo, hi = b * batch_size, min((b + 1) * batch_size, self._n)
             yield self.batch(slice(lo, hi) if order is None else np.sort(order[lo:hi]))
+
+    def group_keys(self, group_by: str | None) -> np.ndarray | None:
+        """The ``[N]`` values of the column ``group_by`` (None for None); a clear error when
+        the samples were loaded without it."""
+        if group_by is None:
+            return None
+        if group_by not in self.arrays:
+            raise DataValidationError(
+                f"batches grouped by {group_by!r} need that column, and these samples were "
+                f"loaded without it (columns: {sorted(self.arrays)[:12]}...)"
+            )
+        return self.arrays[group_by]
 
     def batch(self, rows: slice | np.ndarray) -> dict[str, torch.Tensor]:
         """One batch ``{column: tensor}`` of the rows ``rows`` (a slice or a ``[B]`` index).

@@ -32,6 +32,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import torch
 
+from liverank.data.batch_order import shuffled_order
 from liverank.data.loader import (
     SampleSet,
     SideTables,
@@ -207,16 +208,28 @@ class ParquetSampleStream:
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def iter_batches(
-        self, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False
+        self,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+        group_by: str | None = None,
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Batches ``{column: tensor}`` as :meth:`SampleSet.iter_batches` yields them; with
-        ``shuffle`` a buffer shuffle (module docstring), else file order.
+        ``shuffle`` a buffer shuffle (module docstring), else file order. With ``group_by``
+        the buffer shuffle permutes runs of equal values of that column (a run cut by a chunk
+        boundary becomes two; :mod:`liverank.data.batch_order`).
 
         One buffer of ``max(buffer_rows, batch_size) + chunk_rows`` rows is allocated per call
         and chunks are decoded straight into it: nothing else grows with the data.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if group_by is not None and group_by not in self.wanted:
+            raise DataValidationError(
+                f"batches grouped by {group_by!r} need that column, and this stream does not "
+                f"read it"
+            )
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(self.units)) if shuffle else None
         target = max(self.buffer_rows, batch_size) if shuffle else batch_size
@@ -230,11 +243,15 @@ class ParquetSampleStream:
             held += rows
             if held < target:
                 continue
-            yield from self._emit(buffer, held, batch_size, rng if shuffle else None)
+            yield from self._emit(
+                buffer, held, batch_size, rng if shuffle else None, group_by=group_by
+            )
             held %= batch_size  # the remainder was moved to the buffer's front
         if held:
             last = held // batch_size * batch_size if drop_last else held
-            yield from self._emit(buffer, held, batch_size, rng if shuffle else None, last)
+            yield from self._emit(
+                buffer, held, batch_size, rng if shuffle else None, last, group_by
+            )
 
     def _emit(
         self,
@@ -243,12 +260,14 @@ class ParquetSampleStream:
         batch_size: int,
         rng: np.random.Generator | None,
         last: int | None = None,
+        group_by: str | None = None,
     ) -> Iterator[dict[str, torch.Tensor]]:
         """The batches of ``buffer[:held]`` (copies: the buffer is reused). Without ``last``
         only the full batches, the remaining rows moved to the buffer's front; with it, the
         rows up to ``last`` (the end of the data)."""
         data = self._set({k: v[:held] for k, v in buffer.items()})  # views
-        rows = rng.permutation(held) if rng is not None else np.arange(held)
+        groups = buffer[group_by][:held] if group_by is not None else None
+        rows = shuffled_order(held, rng, groups) if rng is not None else np.arange(held)
         full = held // batch_size * batch_size if last is None else last
         for lo in range(0, full, batch_size):
             hi = min(lo + batch_size, full)

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from liverank.data.batch_order import shuffled_order
 from liverank.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -97,16 +98,19 @@ def per_rank_batch(batch_size: int, world: int) -> int:
     return batch_size // world
 
 
-def rank_order(n_local: int, n_target: int, seed: int, rank: int) -> np.ndarray:
+def rank_order(
+    n_local: int, n_target: int, seed: int, rank: int, groups: np.ndarray | None = None
+) -> np.ndarray:
     """``[n_target]`` row order of one rank for one epoch: a permutation of its ``n_local``
     rows drawn from ``(seed, rank)``, continued by a second draw when another rank has more
-    rows (so every rank takes the same number of steps, as a DistributedSampler pads)."""
+    rows (so every rank takes the same number of steps, as a DistributedSampler pads). With
+    ``groups`` (``[n_local]`` keys) runs of equal keys stay together (``batch_order``)."""
     if n_local < 1:
         raise ValueError(f"rank {rank} has no training rows and cannot take part (too few users?)")
     rng = np.random.default_rng([seed, rank])
     parts, have = [], 0
     while have < n_target:
-        p = rng.permutation(n_local)[: n_target - have]
+        p = shuffled_order(n_local, rng, groups)[: n_target - have]
         parts.append(p)
         have += len(p)
     return np.concatenate(parts)

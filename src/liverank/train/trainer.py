@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from liverank.config import ExperimentConfig
+from liverank.data.batch_order import GROUP_COLUMN
 from liverank.data.loader import SampleSet
 from liverank.data.parquet_stream import ParquetSampleStream
 from liverank.errors import ConfigError
@@ -98,10 +99,13 @@ def _task_auc(frame: pl.DataFrame, task: str, kind: str) -> float:
     return float(gauc if kind == "gauc" else uauc)
 
 
-def _cycle(data: ParquetSampleStream, batch_size: int, seed: int, rank: int) -> Iterator[Batch]:
+def _cycle(
+    data: ParquetSampleStream, batch_size: int, seed: int, rank: int, group_by: str | None
+) -> Iterator[Batch]:
     """Shuffled passes over a stream, one after another (a new seed each pass)."""
     for k in itertools.count():
-        yield from data.iter_batches(batch_size, shuffle=True, seed=seed * 7919 + rank * 131 + k)
+        pass_seed = seed * 7919 + rank * 131 + k
+        yield from data.iter_batches(batch_size, shuffle=True, seed=pass_seed, group_by=group_by)
 
 
 class Trainer:
@@ -143,16 +147,18 @@ class Trainer:
         """(number of steps, batches) of one epoch on this rank."""
         t = self.cfg.train
         bs, seed = self.local_batch, t.seed * 1000 + epoch
+        group_by = GROUP_COLUMN.get(self.cfg.data.batch_order)
         if self.dist is None:
             n_rows = len(data)
-            batches = data.iter_batches(bs, shuffle=True, seed=seed)
+            batches = data.iter_batches(bs, shuffle=True, seed=seed, group_by=group_by)
         elif isinstance(data, SampleSet):  # every rank takes the longest rank's steps
             n_rows = ddp.all_max(len(data))
-            order = ddp.rank_order(len(data), n_rows, seed, self.dist.rank)
+            groups = data.group_keys(group_by)
+            order = ddp.rank_order(len(data), n_rows, seed, self.dist.rank, groups)
             batches = (data.batch(np.sort(order[lo : lo + bs])) for lo in range(0, n_rows, bs))
         else:  # a stream: a shorter rank starts another shuffled pass over its rows
             n_rows = ddp.all_max(len(data))
-            batches = _cycle(data, bs, seed, self.dist.rank)
+            batches = _cycle(data, bs, seed, self.dist.rank, group_by)
         n_batches = math.ceil(n_rows / bs)
         if t.max_batches_per_epoch:
             n_batches = min(n_batches, t.max_batches_per_epoch)

@@ -56,6 +56,7 @@ from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch, FeatureModule, ModuleOutput, no_video_domain
 from liverank.models.layers.contrastive import info_nce
+from liverank.models.layers.dedup import distinct_rows
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.frequency import FrequencyAwareFilter
 from liverank.models.layers.mlp import MLP
@@ -89,6 +90,7 @@ class FarmConfig(BaseModel):
     use_live_fa: bool = True
     use_align: bool = True
     use_fuse: bool = True
+    dedup_rows: bool = True
 
 
 class MultiHeadAttention(nn.Module):
@@ -155,6 +157,9 @@ class Farm(FeatureModule):
         query_fields: candidate-room sparse fields concatenated into the target-attention query.
         use_video_fa, use_live_fa, use_align, use_fuse: the four parts (false = the paper's
             w/o V-FA, w/o L-FA, w/o C-PA, w/o C-PF).
+        dedup_rows: encode the sequences once per distinct pair of sequences in the batch
+            (the rows of one request share them; :mod:`liverank.models.layers.dedup`). Exact:
+            the same outputs, losses and gradients; faster on batches of whole requests.
     """
 
     name = "farm"
@@ -184,6 +189,7 @@ class Farm(FeatureModule):
         use_live_fa: bool = True,
         use_align: bool = True,
         use_fuse: bool = True,
+        dedup_rows: bool = True,
     ) -> None:
         super().__init__()
         raw = {
@@ -199,6 +205,7 @@ class Farm(FeatureModule):
             "use_live_fa": use_live_fa,
             "use_align": use_align,
             "use_fuse": use_fuse,
+            "dedup_rows": dedup_rows,
         }
         for key, value in (
             ("gate_hidden", gate_hidden),
@@ -253,9 +260,12 @@ class Farm(FeatureModule):
         fields = list(cfg.query_fields)
         if self.aligned and cfg.dedup_users:
             fields.append("user_id")
+        seq_fields: list[str] = []
         for dom in DOMAINS:
-            fields += [*self.seqs[dom].required_fields, f"{dom}_seq_len"]
-        self.required_fields = tuple(dict.fromkeys(fields))
+            seq_fields += [*self.seqs[dom].required_fields, f"{dom}_seq_len"]
+        #: the candidate-independent inputs: rows equal on all of them are encoded once
+        self.seq_fields = tuple(dict.fromkeys(seq_fields))
+        self.required_fields = tuple(dict.fromkeys(fields + seq_fields))
 
     # ------------------------------------------------------------------ parts
     def _query(self, batch: Batch, emb: EmbeddingCollection) -> torch.Tensor:
@@ -312,30 +322,45 @@ class Farm(FeatureModule):
     def forward(self, batch: Batch, emb: EmbeddingCollection) -> ModuleOutput:
         query = self._query(batch, emb)  # [B, Q]
         align = self.aligned and self.training
-        seqs = self._encode(batch, emb, need_self=align or self.cfg.use_fuse)
+        # Everything before the target attentions reads only the sequences: encode it once per
+        # distinct row (U <= B; the rows of one request share their sequences) and index back.
+        distinct = (
+            distinct_rows([batch[f] for f in self.seq_fields]) if self.cfg.dedup_rows else None
+        )
+        sub = {f: distinct.take(batch[f]) for f in self.seq_fields} if distinct else batch
+
+        def per_row(x: torch.Tensor) -> torch.Tensor:  # [U, ...] -> [B, ...]
+            return distinct.expand(x) if distinct is not None else x
+
+        seqs = self._encode(sub, emb, need_self=align or self.cfg.use_fuse)  # U rows
         outputs = [
-            self.target[dom](query, seqs[dom]["f"], seqs[dom]["mask"])[0]  # Eq. 11, [B, dim]
+            self.target[dom](query, per_row(seqs[dom]["f"]), per_row(seqs[dom]["mask"]))[0]
             for dom in DOMAINS
-        ]
+        ]  # Eq. 11, [B, dim] each
         video, live = seqs["video"], seqs["live"]
         if self.cross_attn is not None and self.cross_target is not None:
             cross = self.cross_attn(
                 live["v_hat"], video["v_hat"], live["self_mask"], video["self_mask"]
-            )  # Eq. 16, [B, S_live, dim]
-            outputs.append(self.cross_target(query, cross, live["self_mask"])[0])  # Eq. 17
+            )  # Eq. 16, [U, S_live, dim]
+            outputs.append(
+                self.cross_target(query, per_row(cross), per_row(live["self_mask"]))[0]
+            )  # Eq. 17, [B, dim]
 
         diagnostics: dict[str, torch.Tensor | float] = {}
+        has = {dom: per_row(seqs[dom]["mask"].any(1)) for dom in DOMAINS}  # [B] each
         for dom, gate in (("video", "beta"), ("live", "delta")):
-            has = seqs[dom]["mask"].any(1)  # [B]
-            diagnostics[f"{dom}_empty_frac"] = (~has).float().mean()
+            diagnostics[f"{dom}_empty_frac"] = (~has[dom]).float().mean()
             if "high" in seqs[dom]:
-                per_row = seqs[dom]["high"].detach().mean(1)  # [B]
-                diagnostics[gate] = per_row[has].mean() if bool(has.any()) else float("nan")
+                high = per_row(seqs[dom]["high"].detach().mean(1))  # [B]
+                rows = has[dom]
+                diagnostics[gate] = high[rows].mean() if bool(rows.any()) else float("nan")
         aux: dict[str, torch.Tensor] = {}
         if align:
-            h_video = self._preference("video", video["v_hat"], video["self_mask"])  # [B, dim]
-            h_live = self._preference("live", live["v_hat"], live["self_mask"])  # [B, dim]
-            valid = video["mask"].any(1) & live["mask"].any(1)  # [B]
+            h_video = per_row(
+                self._preference("video", video["v_hat"], video["self_mask"])
+            )  # [B, dim]
+            h_live = per_row(self._preference("live", live["v_hat"], live["self_mask"]))  # [B, dim]
+            valid = has["video"] & has["live"]  # [B]
             groups = batch["user_id"] if self.cfg.dedup_users else None
             loss = info_nce(
                 h_live, h_video, self.cfg.temperature, valid, groups, similarity=self.cfg.similarity
@@ -343,6 +368,8 @@ class Farm(FeatureModule):
             aux["cl"] = self.cfg.contrastive_weight * loss  # lambda * L_cl, Eq. 15
             cos = F.cosine_similarity(h_video.detach(), h_live.detach(), dim=-1)  # [B]
             diagnostics["cos_video_live"] = cos[valid].mean() if bool(valid.any()) else float("nan")
+        u = distinct.count if distinct is not None else len(query)
+        diagnostics["distinct_rows_frac"] = u / max(len(query), 1)
         return ModuleOutput(torch.cat(outputs, dim=-1), aux_losses=aux, diagnostics=diagnostics)
 
     # ------------------------------------------------------------------ analysis
