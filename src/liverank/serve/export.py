@@ -90,8 +90,9 @@ NOT_EXPORTABLE: dict[str, str] = {
     "farm": (
         "its self- and cross-attentions run over the batch's longest real sequence, sized by "
         "int(mask.sum(1).max()) (a data-dependent Python value a trace would freeze, giving "
-        "wrong outputs for batches with longer sequences); an export needs them over the full "
-        "window, which gives the same outputs more slowly"
+        "wrong outputs for batches with longer sequences), and its per-request dedup decides "
+        "from the data whether to encode distinct rows only; an export needs them over the "
+        "full window and a fixed dedup path (a request is one user: encode row 0 once)"
     ),
 }
 
