@@ -19,6 +19,8 @@ Two parts, on one samples directory (real simulated rows, not synthetic batches)
 Usage::
 
     python benchmarks/request_batches.py --samples runs/bench_ddp/samples --quality-seeds 0 1 2
+    python benchmarks/request_batches.py --samples runs/bench_ddp/samples --quality-seeds  # speed
+                                                   # only; keeps the file's earlier quality part
 
 Writes ``benchmarks/results/request_batches.json`` (``--out``) and prints the tables.
 """
@@ -54,6 +56,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--quality-seeds", type=int, nargs="*", default=[0, 1, 2])
     p.add_argument("--quality-model", default="farm")
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--no-speed", action="store_true", help="only the quality part")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/request_batches.json"))
     return p.parse_args()
 
@@ -203,7 +206,7 @@ def main() -> None:
     train = splits[1]
     console = Console()
 
-    sp = speed(args, train)
+    sp = [] if args.no_speed else speed(args, train)
     table = Table(
         title=f"training step on real batches, batch {args.batch_size}, {args.threads} thread(s)"
     )
@@ -231,6 +234,12 @@ def main() -> None:
     console.print(table)
 
     records, summary = quality(args, splits) if args.quality_seeds else ([], {})
+    quality_when = datetime.now(UTC).isoformat(timespec="seconds")
+    if not args.quality_seeds and args.out.exists():  # speed only: keep the earlier quality part
+        earlier = json.loads(args.out.read_text())
+        records, summary = earlier.get("quality", []), earlier.get("quality_summary", {})
+        quality_when = earlier.get("quality_when", earlier.get("when"))
+        args.quality_seeds, args.epochs = earlier.get("quality_seeds", []), earlier.get("epochs")
     if summary:
         qt = Table(
             title=f"{args.quality_model}: test quality by batch order "
@@ -264,6 +273,7 @@ def main() -> None:
                 "quality_model": args.quality_model,
                 "epochs": args.epochs,
                 "quality_seeds": args.quality_seeds,
+                "quality_when": quality_when,
                 "quality": records,
                 "quality_summary": summary,
             },

@@ -109,28 +109,30 @@ def train_profile(d: dict) -> list[str]:
 
 
 def request_batches(d: dict) -> list[str]:
+    """The speed table (when the file has one) and the quality table (when it has one)."""
     speed = d["speed"]
     ple = {r["batch_order"]: r["samples_per_s"] for r in speed if r["config"] == "ple"}
-    rows = [
-        "| model | batch order | request dedup | ms/step | samples/s | vs ple (same order) "
-        "| distinct rows per batch |"
-    ]
-    rows.append("|---|---|---|---|---|---|---|")
+    rows: list[str] = []
+    if speed:
+        rows += [
+            "| model | batch order | request dedup | ms/step | samples/s | vs ple, rows "
+            "| vs ple, same order | distinct rows per batch (FARM) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
     for r in speed:
         frac = r["distinct_rows_frac"]
-        vs = r["samples_per_s"] / ple[r["batch_order"]] if r["batch_order"] in ple else None
         rows.append(
-            f"| {r['config']} | {r['batch_order']} | "
-            f"{('on' if r['dedup'] else 'off') if r['config'] == 'farm' else '-'} | "
+            f"| {r['config']} | {r['batch_order']} | {'on' if r['dedup'] else 'off'} | "
             f"{r['ms_per_step']:.1f} | {r['samples_per_s']:,.0f} | "
-            f"{'-' if vs is None else f'{vs:.2f}x'} | "
+            f"{r['samples_per_s'] / ple['rows']:.2f}x | "
+            f"{r['samples_per_s'] / ple[r['batch_order']]:.2f}x | "
             f"{'-' if frac is None else f'{frac:.2f}'} |"
         )
     summary = d.get("quality_summary") or {}
     if summary:
         n = next(iter(summary.values()))["n"]
         rows += [
-            "",
+            *([""] if rows else []),
             f"Test quality of `{d['quality_model']}` by batch order ({n} model seeds, "
             f"{d['epochs']} epochs, paired by seed):",
             "",
@@ -156,6 +158,7 @@ def request_batches(d: dict) -> list[str]:
 
 TABLES: dict[str, Callable[[dict], list[str]]] = {
     "request_batches": request_batches,
+    "request_batches_ple": request_batches,
     "ddp_throughput": ddp_throughput,
     "larger_than_memory": larger_than_memory,
     "hashed_ids": hashed_ids,

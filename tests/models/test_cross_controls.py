@@ -256,4 +256,6 @@ def test_mean_control_conforms(fm, tmp_path: Path) -> None:
     cfg = RankerConfig.parse(
         ranker_config(_cfg("ablations/moment_cross_mean_pool.yaml")).model_dump()
     )
-    check_ranker(cfg, fm, tmp_path=tmp_path, train_samples=16_384)
+    # 32k samples: at 16k the control sat at the 0.75 bar (0.744 on one thread here, a pass on
+    # CI's machine: float summation order decides), at 32k 0.81-0.84 over seeds 0-3
+    check_ranker(cfg, fm, tmp_path=tmp_path, train_samples=32_768)

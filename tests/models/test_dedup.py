@@ -85,3 +85,60 @@ def test_farm_with_dedup_gives_the_same_outputs_losses_and_gradients(params) -> 
     assert g_plain.keys() == g_dedup.keys()
     for name in g_plain:
         torch.testing.assert_close(g_dedup[name], g_plain[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_din_with_dedup_gives_the_same_outputs_and_gradients() -> None:
+    """DIN on a batch of requests sharing sequences: the shared path (distinct sequences looked
+    up and projected once) equals the per-row path, outputs and gradients; a trace never
+    takes the shared path (it would freeze a data-dependent choice)."""
+    from liverank.models.modules.din import DIN
+
+    fm = synthetic_feature_map(n_categories=6)
+    batch = synthetic_batches(fm, 1, 64, seed=5)[0]
+    sizes = np.random.default_rng(1).integers(1, 9, size=40)
+    request = np.repeat(np.arange(len(sizes)), sizes)[:64]
+    first_of = torch.as_tensor(np.searchsorted(request, request))
+    results = []
+    for dedup in (False, True):
+        torch.manual_seed(0)
+        emb = EmbeddingCollection(fm, 16, sparse=False, fused=True)
+        module = DIN(fm, emb, dedup_rows=dedup)
+        b = {**batch, **{f: batch[f][first_of] for f in module.seq_fields}}
+        out = module(b, emb)
+        out.representation.pow(2).sum().backward()
+        grads = {
+            n: p.grad.clone()
+            for n, p in [*module.named_parameters(), *emb.named_parameters()]
+            if p.grad is not None
+        }
+        results.append((out, grads))
+    (plain, g_plain), (shared, g_shared) = results
+    torch.testing.assert_close(shared.representation, plain.representation, atol=1e-6, rtol=1e-5)
+    for k in plain.diagnostics:
+        torch.testing.assert_close(shared.diagnostics[k], plain.diagnostics[k])
+    assert g_plain.keys() == g_shared.keys()
+    for name in g_plain:
+        torch.testing.assert_close(g_shared[name], g_plain[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_no_dedup_while_tracing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Export traces DIN (PLE is served as TorchScript): the data-dependent dedup must stay
+    out of a trace, else the trace would freeze one batch's choice."""
+    from liverank.models.layers import dedup as dedup_module
+    from liverank.models.modules import din as din_module
+    from liverank.models.modules import farm as farm_module
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("distinct_rows called while tracing")
+
+    fm = synthetic_feature_map(n_categories=6)
+    batch = synthetic_batches(fm, 1, 16, seed=5)[0]
+    emb = EmbeddingCollection(fm, 16, sparse=False, fused=True)
+    modules = [din_module.DIN(fm, emb), farm_module.Farm(fm, emb)]
+    monkeypatch.setattr(din_module, "distinct_rows", refuse)
+    monkeypatch.setattr(farm_module, "distinct_rows", refuse)
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    assert dedup_module.capturing_graph()
+    for module in modules:
+        module.eval()
+        assert module(batch, emb).representation.shape[0] == 16

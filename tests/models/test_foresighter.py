@@ -23,7 +23,9 @@ FM = synthetic_feature_map(n_categories=6, foresight=True)
 
 
 def test_foresighter_conforms(tmp_path: Path) -> None:
-    check_ranker(get_config("foresighter"), FM, tmp_path=tmp_path, train_samples=16_384)
+    # 32k samples: at 16k the held-out AUC spans 0.71-0.79 over seeds 0-3 on one thread, so the
+    # 0.75 bar passed or failed with the machine's float summation order; at 32k 0.79-0.83
+    check_ranker(get_config("foresighter"), FM, tmp_path=tmp_path, train_samples=32_768)
 
 
 def _model(**params: object) -> Ranker:

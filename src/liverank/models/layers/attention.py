@@ -97,6 +97,27 @@ class TargetAttention(nn.Module):
         w2 = torch.block_diag(*self.unit_w2.unbind(0))  # [H*U, H]
         return hidden @ w2 + self.unit_b2.squeeze(-1)  # [B, L, H]
 
+    def scores_shared(
+        self, query: torch.Tensor, keys: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`scores` when rows share their keys: ``keys [U, L, D]`` are the distinct key
+        sequences and ``rows [B]`` says which one each query reads -> ``[B, L, H]``.
+
+        The key projection and the unit's ``k (W_k - W_d)`` term are computed once per distinct
+        sequence; only the ``(q * k) W_p`` term and what follows are per row. Equal to
+        ``scores(query, keys[rows])`` up to float summation order.
+        """
+        q = self.q_proj(query)  # [B, D]
+        k = self.k_proj(keys)  # [U, L, D]
+        w_q, w_k, w_d, w_p = (self._block_diag(i) for i in range(4))  # each [D, H*U]
+        q_term = q @ (w_q + w_d) + self.unit_b1.reshape(-1)  # [B, H*U]
+        k_term = (k @ (w_k - w_d)).index_select(0, rows)  # [B, L, H*U]
+        k_rows = k.index_select(0, rows)  # [B, L, D]
+        hidden = k_term + (q.unsqueeze(1) * k_rows) @ w_p + q_term.unsqueeze(1)  # [B, L, H*U]
+        hidden = self.unit_act(hidden)
+        w2 = torch.block_diag(*self.unit_w2.unbind(0))  # [H*U, H]
+        return hidden @ w2 + self.unit_b2.squeeze(-1)  # [B, L, H]
+
     def weights(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, L, H]`` -> pooling weights ``[B, L, H]``, zero at padding."""
         valid = mask.unsqueeze(-1)  # [B, L, 1]
@@ -117,17 +138,30 @@ class TargetAttention(nn.Module):
         values: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         return_weights: bool = False,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Attend over ``keys`` with ``query``; ``values`` default to ``keys``.
+
+        With ``rows [B]``, ``keys``, ``values`` and ``mask`` hold only the distinct sequences
+        (``[U, L, ...]``) and query ``i`` reads sequence ``rows[i]``: the candidate-free work is
+        done once per sequence (the rows of one request share theirs; ``layers/dedup.py``).
 
         Returns ``[B, D]`` (and the ``[B, L, H]`` weights when ``return_weights``).
         """
         values = keys if values is None else values
-        b, length, _ = keys.shape
+        n, length, _ = keys.shape
+        b = query.shape[0] if rows is not None else n
         if mask is None:
-            mask = torch.ones(b, length, dtype=torch.bool, device=keys.device)
-        w = self.weights(self.scores(query, keys), mask.bool())  # [B, L, H]
-        v = self.v_proj(values).view(b, length, self.heads, self.head_dim)  # [B, L, H, dh]
+            mask = torch.ones(n, length, dtype=torch.bool, device=keys.device)
+        if rows is None:
+            scores = self.scores(query, keys)  # [B, L, H]
+            v = self.v_proj(values)  # [B, L, D]
+        else:
+            scores = self.scores_shared(query, keys, rows)  # [B, L, H]
+            v = self.v_proj(values).index_select(0, rows)  # [B, L, D]
+            mask = mask.index_select(0, rows)  # [B, L]
+        w = self.weights(scores, mask.bool())  # [B, L, H]
+        v = v.view(b, length, self.heads, self.head_dim)  # [B, L, H, dh]
         # Elementwise product + sum: ~3x faster on CPU than a bmm over B*H tiny matrices.
         pooled = (w.unsqueeze(-1) * v).sum(1).reshape(b, self.dim)  # [B, D]
         # Rows without any valid position stay exactly zero (no bias leaks in).

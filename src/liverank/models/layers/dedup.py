@@ -30,6 +30,14 @@ MAX_DISTINCT_SHARE = 0.7
 _COEFFS: dict[int, torch.Tensor] = {}
 
 
+def capturing_graph() -> bool:
+    """True while a tracer or exporter records the forward (``torch.jit.trace``,
+    ``torch.export`` / the ONNX exporter, ``torch.compile``): a data-dependent dedup must stay out
+    of a recorded graph, which would freeze one batch's choice (and ``torch.unique`` has no
+    static shape to export)."""
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
 def _coefficients(width: int) -> torch.Tensor:
     """``[width]`` fixed odd int64 multipliers (deterministic; cached per width)."""
     if width not in _COEFFS:

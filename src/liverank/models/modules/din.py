@@ -16,6 +16,7 @@ from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch, FeatureModule, ModuleOutput
 from liverank.models.layers.attention import TargetAttention, WeightNorm
+from liverank.models.layers.dedup import capturing_graph, distinct_rows
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.pooling import Combine, SequenceItems
 from liverank.models.registry import register_module
@@ -34,6 +35,9 @@ class DIN(FeatureModule):
             output's size carries how much of the history matches), ``softmax`` or ``sigmoid``.
             On the planted synthetic signal ``none`` learns clearly faster than ``softmax``.
         combine: how side features make an item vector (``sum`` or ``concat``).
+        dedup_rows: look up and project each distinct sequence of the batch once (the rows of
+            one request share theirs; :mod:`liverank.models.layers.dedup`); exact, and off
+            while tracing for export (a trace must not freeze a data-dependent choice).
     """
 
     name = "din"
@@ -48,6 +52,7 @@ class DIN(FeatureModule):
         unit_hidden: int = 16,
         weight_norm: WeightNorm = "none",
         combine: Combine = "sum",
+        dedup_rows: bool = True,
     ) -> None:
         super().__init__()
         domains = list(feature_map.seq_fields) if domains is None else list(domains)
@@ -67,6 +72,9 @@ class DIN(FeatureModule):
         )
         seq_fields = tuple(f for s in self.seqs for f in s.required_fields)
         self.required_fields = tuple(self.query_fields) + seq_fields
+        #: the candidate-free inputs: rows equal on all of them share their sequences
+        self.seq_fields = tuple(dict.fromkeys(seq_fields))
+        self.dedup_rows = dedup_rows
         self.out_dim = dim * len(self.seqs)
 
     def forward(self, batch: Batch, emb: EmbeddingCollection) -> ModuleOutput:
@@ -74,11 +82,18 @@ class DIN(FeatureModule):
         query = emb.lookup_sum(self.query_tables, ids)  # [B, D]
         outputs: list[torch.Tensor] = []
         diagnostics: dict[str, torch.Tensor | float] = {}
+        distinct = None
+        if self.dedup_rows and not capturing_graph():
+            distinct = distinct_rows([batch[f] for f in self.seq_fields])
+        sub = {f: distinct.take(batch[f]) for f in self.seq_fields} if distinct else batch
+        rows = distinct.inverse if distinct is not None else None
         for seq, attention in zip(self.seqs, self.attention, strict=True):
-            mask = seq.mask(batch)  # [B, L]
-            keys = seq.items(batch, emb)  # [B, L, D]
-            out, w = attention(query, keys, mask=mask, return_weights=True)
+            mask = seq.mask(sub)  # [U, L] (U = B without dedup)
+            keys = seq.items(sub, emb)  # [U, L, D]
+            out, w = attention(query, keys, mask=mask, return_weights=True, rows=rows)
             outputs.append(out)
+            if rows is not None:
+                mask = mask.index_select(0, rows)  # [B, L]
             # How peaked attention is: mean over rows with a sequence of the max weight.
             has_seq = mask.any(1).float()  # [B]
             peak = w.detach().amax(dim=(1, 2))  # [B]

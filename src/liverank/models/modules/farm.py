@@ -56,7 +56,7 @@ from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch, FeatureModule, ModuleOutput, no_video_domain
 from liverank.models.layers.contrastive import info_nce
-from liverank.models.layers.dedup import distinct_rows
+from liverank.models.layers.dedup import capturing_graph, distinct_rows
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.frequency import FrequencyAwareFilter
 from liverank.models.layers.mlp import MLP
@@ -324,9 +324,8 @@ class Farm(FeatureModule):
         align = self.aligned and self.training
         # Everything before the target attentions reads only the sequences: encode it once per
         # distinct row (U <= B; the rows of one request share their sequences) and index back.
-        distinct = (
-            distinct_rows([batch[f] for f in self.seq_fields]) if self.cfg.dedup_rows else None
-        )
+        dedup = self.cfg.dedup_rows and not capturing_graph()  # a recorded graph must not freeze it
+        distinct = distinct_rows([batch[f] for f in self.seq_fields]) if dedup else None
         sub = {f: distinct.take(batch[f]) for f in self.seq_fields} if distinct else batch
 
         def per_row(x: torch.Tensor) -> torch.Tensor:  # [U, ...] -> [B, ...]
