@@ -4,9 +4,14 @@ Starts a ``redis-server`` on a free loopback port (or uses ``--redis``), writes 
 static tables and replays its events into a :class:`RedisFeatureStore` (as ``liverank stream
 --store`` would, in ``--chunk-rows`` chunks), then times ``assemble_request`` for
 ``--candidates`` rooms of a random user at the dataset's end, one request at a time, on both the
-Redis and the in-memory store (same requests).
+Redis and the in-memory store (same requests). With ``--long-len K`` the store also keeps the
+users' long histories (the Cross / FARM histories that follow the stream), and the per-request
+read of the user's ``K`` rows per domain plus the ``[C, K]`` window fields
+(``serve/long_features.realtime_fields``) is timed too.
 
     python benchmarks/redis_store_latency.py --data /tmp/h7_small --requests 2000
+    python benchmarks/redis_store_latency.py --data DATA --long-len 1000 \
+        --out benchmarks/results/redis_long_history_latency.json
 
 Writes ``benchmarks/results/redis_store_latency.json``.
 """
@@ -34,6 +39,7 @@ from rich.table import Table  # noqa: E402
 from liverank.data.io import read_meta, table_path  # noqa: E402
 from liverank.features.vocab import feature_map_for_dataset  # noqa: E402
 from liverank.serve.feature_store import MemoryFeatureStore  # noqa: E402
+from liverank.serve.long_features import realtime_fields  # noqa: E402
 from liverank.serve.online_features import assemble_request  # noqa: E402
 from liverank.serve.redis_store import RedisFeatureStore  # noqa: E402
 
@@ -74,6 +80,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--chunk-rows", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--long-len", type=int, default=0, help="long-history rows kept per user")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "redis_store_latency.json"
     )
@@ -88,7 +95,9 @@ def main() -> None:
         client = redis.Redis.from_url(url)
         client.delete(*client.keys("bench:redis_store:*") or ["_"])
         meta = read_meta(args.data)
-        store = RedisFeatureStore(client, "bench:redis_store", seq_len=args.seq_len)
+        store = RedisFeatureStore(
+            client, "bench:redis_store", seq_len=args.seq_len, long_len=args.long_len
+        )
         t0 = time.perf_counter()
         store.load_static(args.data)
         t1 = time.perf_counter()
@@ -101,7 +110,8 @@ def main() -> None:
         rooms = pl.read_parquet(table_path(args.data, "rooms"))["live_id"].to_numpy()
         ts = meta.end_ts
 
-        lat: dict[str, list[float]] = {"redis": [], "memory": []}
+        lat: dict[str, list[float]] = {"redis": [], "memory": [], "long": []}
+        long_rows: list[int] = []
         for i in range(args.requests + 50):  # 50 warm-up requests
             user = int(rng.choice(users))
             cand = rng.choice(rooms, size=args.candidates, replace=len(rooms) < args.candidates)
@@ -110,6 +120,13 @@ def main() -> None:
                 assemble_request(s, fmap, user, cand, ts)
                 if i >= 50:
                     lat[name].append(time.perf_counter() - t)
+            if args.long_len:
+                t = time.perf_counter()
+                frames = store.long_history(user, ts)
+                fields = realtime_fields(frames, user, ts, args.candidates, args.long_len)
+                if i >= 50:
+                    lat["long"].append(time.perf_counter() - t)
+                    long_rows.append(int(fields["long_live_len"][0] + fields["long_video_len"][0]))
         t = time.perf_counter()
         on_air = [store.rooms_on_air(ts - k * 60_000) for k in range(200)]
         on_air_ms = (time.perf_counter() - t) / 200 * 1e3
@@ -127,7 +144,11 @@ def main() -> None:
             "assemble_request_memory": _percentiles(lat["memory"]),
             "rooms_on_air_redis_ms": round(on_air_ms, 3),
             "rooms_on_air_mean_rooms": float(np.mean([len(r) for r in on_air])),
+            "long_len": args.long_len,
         }
+        if args.long_len:
+            result["long_history_redis"] = _percentiles(lat["long"])
+            result["long_rows_per_request_mean"] = float(np.mean(long_rows))
     finally:
         if proc is not None:
             proc.terminate()
@@ -138,7 +159,9 @@ def main() -> None:
         table.add_column(c)
     table.add_row("load_static / replay (s)", f"{result['load_static_s']} / {result['replay_s']}")
     table.add_row("Redis used memory (MB)", str(result["redis_used_memory_mb"]))
-    for name in ("assemble_request_redis", "assemble_request_memory"):
+    for name in ("assemble_request_redis", "assemble_request_memory", "long_history_redis"):
+        if name not in result:
+            continue
         r = result[name]
         table.add_row(f"{name} p50 / p99 (ms)", f"{r['p50_ms']:.3f} / {r['p99_ms']:.3f}")
     table.add_row("rooms_on_air (Redis, ms)", str(result["rooms_on_air_redis_ms"]))

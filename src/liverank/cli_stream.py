@@ -54,6 +54,13 @@ def add_stream(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--store-seq-len", type=positive_int, default=55, help="behaviours kept per user and domain"
     )
+    p.add_argument(
+        "--store-long-len",
+        type=non_negative_int,
+        default=0,
+        help="also keep this many long-history rows per user and domain in the store (the "
+        "Cross / FARM histories a served moment_cross reads in real time; 0: none)",
+    )
     p.add_argument("--max-rows", type=positive_int, default=None, help="stop early (no flush)")
     add_unknown_events(p)
     p.set_defaults(func=cmd_stream)
@@ -84,6 +91,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         max_rows=args.max_rows,
         store=args.store,
         store_seq_len=args.store_seq_len,
+        store_long_len=args.store_long_len,
         unknown_events=args.unknown_events,
     )
     _print_stats(f"liverank stream ({args.mode})", stats.to_dict())

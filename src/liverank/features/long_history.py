@@ -340,23 +340,34 @@ def live_history_frame(events: pl.DataFrame, long_views: pl.DataFrame) -> pl.Dat
     return pl.concat([base, derived]).sort(["user_id", "ts"], maintain_order=True)
 
 
+def long_play(
+    event: pl.Series, play_ms: np.ndarray, duration_ms: pl.Series | np.ndarray | None
+) -> np.ndarray:
+    """``[N]`` int64 1 where a video event is a long view (the rule in the module doc).
+
+    ``duration_ms``: the video's duration per event, null or negative where unknown (the
+    fallback threshold applies); None when no duration is known at all.
+    """
+    n = len(event)
+    need = np.full(n, float(LONG_PLAY_FALLBACK_MS))  # [N]
+    if duration_ms is not None:
+        dur = pl.Series(duration_ms).cast(pl.Float64).fill_null(-1.0).to_numpy()  # [N]
+        known = dur >= 0
+        need[known] = dur[known] * LONG_PLAY_FRACTION
+    play = np.asarray(play_ms, dtype=np.float64)  # [N]
+    is_play = (event == "play").fill_null(False).to_numpy()
+    return (is_play & (play > 0) & (play >= need)).astype(np.int64)
+
+
 def video_history_frame(events: pl.DataFrame, videos: pl.DataFrame) -> pl.DataFrame:
     """The video history file from ``video_events`` other than ``impression`` (table order).
 
     ``videos`` has ``photo_id, tag`` and optionally ``duration_ms`` (long-play rule above).
     """
-    has_duration = "duration_ms" in videos.columns
     ev = events.join(videos, on="photo_id", how="left", maintain_order="left")
     play_ms = ev["play_ms"].fill_null(0)
-    if has_duration:
-        need = (ev["duration_ms"].cast(pl.Float64) * LONG_PLAY_FRACTION).fill_null(
-            LONG_PLAY_FALLBACK_MS
-        )
-    else:
-        need = pl.Series(np.full(len(ev), float(LONG_PLAY_FALLBACK_MS)))
-    lv = ((ev["event"] == "play") & (play_ms > 0) & (play_ms.cast(pl.Float64) >= need)).cast(
-        pl.Int64
-    )
+    duration = ev["duration_ms"] if "duration_ms" in videos.columns else None
+    lv = pl.Series(long_play(ev["event"], play_ms.to_numpy(), duration))
     frame = pl.DataFrame(
         {
             "user_id": ev["user_id"],

@@ -7,6 +7,14 @@ store from the dataset with the sample builder's own code (visit labels for the 
 adds each request's bounds - the user's rows strictly before the request ``ts``, exactly as the
 builder computes them for an impression at ``ts`` - to the batch. The served model is given the
 store with ``Ranker.attach_long_history`` when it is loaded (:class:`ModelHolder` ``on_load``).
+
+That store is fixed at start. With a Redis feature store that keeps long histories (``liverank
+stream --store URL --store-long-len K``) the histories follow the event stream instead: each
+request reads its user's last ``K`` rows before ``ts`` from Redis
+(:meth:`~liverank.serve.redis_store.RedisFeatureStore.long_history`) and
+:func:`realtime_fields` turns them into the ``[C, K]`` window fields the model reads when no store
+is attached (the same fields ``LongHistory.batch_fields`` gives training's eager path), so an
+event written by the stream worker reaches the next request.
 """
 
 from __future__ import annotations
@@ -69,3 +77,27 @@ def request_bounds(store: lh.LongHistory, user_id: int, ts: int, n: int) -> dict
         out[c_start] = torch.full((n,), int(start[0]), dtype=torch.int64)
         out[c_end] = torch.full((n,), int(end[0]), dtype=torch.int64)
     return out
+
+
+def realtime_fields(
+    frames: dict[str, pl.DataFrame], user_id: int, ts: int, n: int, k: int
+) -> dict[str, torch.Tensor]:
+    """The ``long_<d>_*`` window fields of one request from its user's rows.
+
+    Args:
+        frames: per domain the user's rows before ``ts`` (``user_id, ts`` and the history
+            file's columns), oldest first, as the Redis store returns them.
+        user_id, ts: the request.
+        n: candidates in the request (rows of the batch; the window is shared, not copied).
+        k: the model's window length.
+
+    Returns ``[n, K]`` tensors (``[n]`` for ``long_<d>_len``), expanded views of one row.
+    """
+    store = lh.LongHistory.from_frames(frames)
+    arrays: dict[str, np.ndarray] = {"ts": np.array([ts], dtype=np.int64)}
+    for domain, table in store.tables.items():
+        start, end = table.bounds(np.array([user_id], dtype=np.int64), arrays["ts"])
+        c_start, c_end = lh.index_columns(domain)
+        arrays[c_start], arrays[c_end] = start, end
+    fields = store.batch_fields(arrays, k)  # [1, K] each, [1] for the lengths
+    return {name: torch.from_numpy(v).expand(n, *v.shape[1:]) for name, v in fields.items()}

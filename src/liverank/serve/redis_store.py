@@ -12,13 +12,19 @@ int64 so a reply decodes with one ``np.frombuffer``):
 * ``:meta`` (DatasetMeta JSON), ``:seq_len`` (buffer size per user and domain);
 * ``:users`` hash ``user_id -> [age, gender, device, activity]``; ``:rooms`` hash
   ``live_id -> ROOM_COLUMNS``; ``:rooms:end`` sorted set ``live_id`` by ``end_ts`` (rooms on
-  air); ``:videos`` hash ``photo_id -> tag`` -- the static tables, written by :meth:`load_static`;
+  air); ``:videos`` hash ``photo_id -> [tag, duration_ms]`` (-1: unknown) -- the static tables, written by :meth:`load_static`;
 * ``:live:<user>`` / ``:video:<user>`` sorted sets, one member per behaviour: score ``ts``,
   member ``[seq, ts, codes...]`` packed. ``seq`` (from the counter ``:seq``) grows with arrival,
   so members at equal ``ts`` sort in arrival order (the later the more recent, as
   :class:`~liverank.features.snapshot.SortedHistory` does) and ``ZREMRANGEBYRANK 0 -(n+1)``
   keeps exactly the ``n`` most recent behaviours (``SortedHistory.keep_last``), also for
   events that arrive late;
+* ``:long:live:<user>`` / ``:long:video:<user>`` (only with ``long_len > 0``, the Cross /
+  FARM long histories, :mod:`liverank.features.long_history`): the same packing with the
+  history file's columns (``lv`` last), capped at ``long_len``; live long-view rows come from
+  the visits of the stream (:mod:`liverank.stream.long_views`), whose open visits are kept
+  under ``:visits`` (packed ``[user, live, enter_ts, emitted]`` rows, rewritten with each
+  chunk in the same transaction); ``:long_len``;
 * ``:watermark`` (one member, score = newest event ts, raised with ``ZADD GT``) and ``:applied``
   (hash ``feed name -> stream offset``: what a stream feed has applied, for exactly-once
   updates after a restart, see :mod:`liverank.serve.store_feed`).
@@ -45,6 +51,7 @@ from liverank.data.io import read_meta, table_path
 from liverank.data.schema import NOT_IN_LIVE_SEQUENCE, DatasetMeta
 from liverank.errors import ConfigError, DataValidationError
 from liverank.features import encoders as enc
+from liverank.features import long_history as lh
 from liverank.features.snapshot import Snapshot
 from liverank.serve.feature_store import (
     _LIVE_EVENT_COLUMNS,
@@ -60,6 +67,7 @@ from liverank.serve.feature_store import (
     replay_events,
     rooms_with_authors,
 )
+from liverank.stream import long_views
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +122,28 @@ def _unpack(values: list[bytes | None], k: int) -> tuple[np.ndarray, np.ndarray]
 class RedisFeatureStore(OnlineFeatureStore):
     """Online feature store in Redis (see the module doc for the key layout)."""
 
-    def __init__(self, client, prefix: str = DEFAULT_PREFIX, seq_len: int | None = None) -> None:
+    def __init__(
+        self,
+        client,
+        prefix: str = DEFAULT_PREFIX,
+        seq_len: int | None = None,
+        long_len: int | None = None,
+    ) -> None:
         """A store at ``prefix``. ``seq_len`` is required before :meth:`load_static` and must
-        match the stored one after (None: take the stored one)."""
+        match the stored one after (None: take the stored one). ``long_len`` > 0 also keeps
+        each user's last ``long_len`` long-history rows per domain (the module doc); it too must
+        match the stored one (None: the stored one, or 0 for a new store)."""
         self.client, self.prefix = client, prefix
+        stored_long = client.get(self._key("long_len"))
+        if stored_long is not None and long_len is not None and int(stored_long) != long_len:
+            raise ConfigError(
+                f"Redis feature store '{prefix}' keeps {int(stored_long)} long-history rows per "
+                f"user, asked for {long_len}; use another prefix or long_len={int(stored_long)}"
+            )
+        self._long_len = int(long_len) if long_len is not None else int(stored_long or 0)
+        if self._long_len < 0:
+            raise ValueError(f"long_len must be >= 0, got {self._long_len}")
+        self._visits: pl.DataFrame | None = None  # open visits, read on the first live chunk
         stored = client.get(self._key("seq_len"))
         if stored is not None and seq_len is not None and int(stored) != seq_len:
             raise ConfigError(
@@ -137,12 +163,19 @@ class RedisFeatureStore(OnlineFeatureStore):
         self._packed_hmget = client.register_script(_PACKED_HMGET)
 
     @classmethod
-    def from_url(cls, url: str, seq_len: int | None = None) -> RedisFeatureStore:
+    def from_url(
+        cls, url: str, seq_len: int | None = None, long_len: int | None = None
+    ) -> RedisFeatureStore:
         """Connect to ``redis://host:port/DB/PREFIX`` (see :func:`parse_store_url`)."""
         from liverank.stream.redis_streams import connect
 
         redis_url, prefix = parse_store_url(url)
-        return cls(connect(redis_url), prefix, seq_len)
+        return cls(connect(redis_url), prefix, seq_len, long_len)
+
+    @property
+    def long_len(self) -> int:
+        """Long-history rows kept per user and domain (0: none kept)."""
+        return self._long_len
 
     def _key(self, *parts: object) -> str:
         return ":".join((self.prefix, *map(str, parts)))
@@ -187,10 +220,15 @@ class RedisFeatureStore(OnlineFeatureStore):
                 dict(zip(end_member, rooms["end_ts"].to_list(), strict=True)),
             )
         tags = videos["tag"].cast(pl.Int64).fill_null(0).to_numpy()
-        self._hset(pipe, "videos", videos["photo_id"].to_numpy(), _pack([tags]))
+        if "duration_ms" in videos.columns:
+            duration = videos["duration_ms"].cast(pl.Int64).fill_null(-1).to_numpy()
+        else:
+            duration = np.full(len(videos), -1, dtype=np.int64)
+        self._hset(pipe, "videos", videos["photo_id"].to_numpy(), _pack([tags, duration]))
         meta = read_meta(root)
         pipe.set(self._key("meta"), json.dumps(asdict(meta)))
         pipe.set(self._key("seq_len"), self._seq_len)
+        pipe.set(self._key("long_len"), self._long_len)
         pipe.execute()
         self._meta = meta
         log.info(
@@ -210,11 +248,14 @@ class RedisFeatureStore(OnlineFeatureStore):
         self, data_dir: str | Path, as_of_ts: int | None = None, *, chunk_rows: int = 2_000_000
     ) -> None:
         """Observe the dataset's events with ``ts < as_of_ts`` (default: its end) in file order,
-        as :meth:`MemoryFeatureStore.from_dataset` does (load the static tables first)."""
+        as :meth:`MemoryFeatureStore.from_dataset` does (load the static tables first); with
+        long histories, the long views known at ``as_of_ts - 1`` are then emitted too."""
         root = Path(data_dir)
         as_of = self.meta.end_ts if as_of_ts is None else int(as_of_ts)
         started = time.perf_counter()
         replay_events(self, root, as_of, chunk_rows)
+        if self._long_len:
+            self.advance_long_views(as_of - 1)
         log.info("Redis feature store replayed %s in %.2f s", root, time.perf_counter() - started)
 
     # ------------------------------------------------------------------ writes
@@ -222,7 +263,8 @@ class RedisFeatureStore(OnlineFeatureStore):
         self, events: pl.DataFrame, *, progress: tuple[str, int] | None = None
     ) -> None:
         """Append live behaviours (every event but ``NOT_IN_LIVE_SEQUENCE``), encoded like the
-        builder.
+        builder; with long histories also their long-history rows and the long views the chunk
+        makes known (:mod:`liverank.stream.long_views`).
 
         ``author_id`` may be missing (stream rows): it is then the room's author. ``progress =
         (feed, offset)`` is recorded in the same transaction (:meth:`applied_offset`).
@@ -232,12 +274,31 @@ class RedisFeatureStore(OnlineFeatureStore):
         room = self._room_frame(ev["live_id"].unique().to_numpy())
         ev = ev.join(room, on="live_id", how="left", maintain_order="left")
         author = ev["author_id"] if "author_id" in events.columns else ev["room_author"]
+        user, ts = ev["user_id"].to_numpy(), ev["ts"].to_numpy()
         cols = [
             author.cast(pl.Int64).fill_null(0).to_numpy(),
             ev["category"].fill_null(0).to_numpy(),
             enc.live_action_code(ev["event"]),
         ]
-        self._append("live", ev["user_id"].to_numpy(), ev["ts"].to_numpy(), cols, events, progress)
+        rows = [("live", user, ts, cols, self._seq_len)]
+        state = None
+        if self._long_len:
+            wm = int(events["ts"].max()) if len(events) else None
+            state, lv = self._long_views(events, wm)
+            lv_room = self._room_frame(lv["live_id"].unique().to_numpy())
+            lv = lv.join(lv_room, on="live_id", how="left", maintain_order="left")
+            n = len(lv)
+            rows += [
+                ("long:live", user, ts, [*cols, np.zeros(len(user), dtype=np.int64)],
+                 self._long_len),
+                ("long:live", lv["user_id"].to_numpy(), lv["ts"].to_numpy(), [
+                    lv["room_author"].fill_null(0).to_numpy(),
+                    lv["category"].fill_null(0).to_numpy(),
+                    np.full(n, enc.LIVE_LONG_VIEW_CODE, dtype=np.int64),
+                    np.ones(n, dtype=np.int64),
+                ], self._long_len),
+            ]  # fmt: skip
+        self._write(rows, events, progress, visits=state)
 
     def observe_video_events(
         self, events: pl.DataFrame, *, progress: tuple[str, int] | None = None
@@ -246,15 +307,81 @@ class RedisFeatureStore(OnlineFeatureStore):
         _require(events, _VIDEO_EVENT_COLUMNS, "video_events")
         ev = events.filter(pl.col("event") != "impression")
         photos = ev["photo_id"].unique().cast(pl.Int64).to_numpy()
-        tags = pl.DataFrame({"photo_id": photos, "tag": self._hmget("videos", photos, 1)[0][:, 0]})
-        ev = ev.join(tags, on="photo_id", how="left", maintain_order="left")
+        values = self._hmget("videos", photos, 2)[0]  # [P, 2]: tag, duration_ms (-1 unknown)
+        videos = pl.DataFrame({"photo_id": photos, "tag": values[:, 0], "dur": values[:, 1]})
+        ev = ev.join(videos, on="photo_id", how="left", maintain_order="left")
+        play_ms = ev["play_ms"].fill_null(0).to_numpy()
+        user, ts = ev["user_id"].to_numpy(), ev["ts"].to_numpy()
         cols = [
             ev["author_id"].cast(pl.Int64).to_numpy(),
             ev["tag"].fill_null(0).to_numpy(),
             enc.video_action_code(ev["event"]),
-            enc.play_bucket(ev["play_ms"].fill_null(0).to_numpy()),
+            enc.play_bucket(play_ms),
         ]
-        self._append("video", ev["user_id"].to_numpy(), ev["ts"].to_numpy(), cols, events, progress)
+        rows = [("video", user, ts, cols, self._seq_len)]
+        if self._long_len:
+            lv = lh.long_play(ev["event"], play_ms, ev["dur"])
+            rows.append(("long:video", user, ts, [*cols, lv], self._long_len))
+        self._write(rows, events, progress)
+
+    def advance_long_views(self, watermark: int) -> None:
+        """Emit the long views known at ``watermark`` (every event up to it has been observed):
+        users still in a room ``long_view_ms`` after entering it. The stream does this with
+        every chunk; a replay that stops at ``as_of`` calls it once for ``as_of - 1``."""
+        if not self._long_len:
+            return
+        state, lv = self._long_views(None, watermark)
+        lv_room = self._room_frame(lv["live_id"].unique().to_numpy())
+        lv = lv.join(lv_room, on="live_id", how="left", maintain_order="left")
+        n = len(lv)
+        rows = [("long:live", lv["user_id"].to_numpy(), lv["ts"].to_numpy(), [
+            lv["room_author"].fill_null(0).to_numpy(),
+            lv["category"].fill_null(0).to_numpy(),
+            np.full(n, enc.LIVE_LONG_VIEW_CODE, dtype=np.int64),
+            np.ones(n, dtype=np.int64),
+        ], self._long_len)]  # fmt: skip
+        self._write(rows, None, None, visits=state)
+
+    def _long_views(
+        self, events: pl.DataFrame | None, watermark: int | None
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Run a chunk through the visit rules: (open visits after it, its long views)."""
+        if self._visits is None:
+            raw = self.client.get(self._key("visits"))
+            got = np.frombuffer(raw or b"", dtype=">i8").reshape(-1, 4).astype(np.int64)
+            self._visits = pl.DataFrame(
+                {
+                    "user_id": got[:, 0],
+                    "live_id": got[:, 1],
+                    "enter_ts": got[:, 2],
+                    "emitted": got[:, 3].astype(bool),
+                },
+                schema=long_views.OPEN_COLUMNS,
+            )
+        visits = self._visits
+        if events is None:
+            events = pl.DataFrame(
+                schema={
+                    "ts": pl.Int64,
+                    "user_id": pl.Int64,
+                    "live_id": pl.Int64,
+                    "event": pl.String,
+                }
+            )
+        if watermark is None:  # an empty chunk: nothing new is known
+            none = pl.DataFrame(schema={"user_id": pl.Int64, "live_id": pl.Int64, "ts": pl.Int64})
+            return visits, none
+        lives = np.unique(
+            np.concatenate([visits["live_id"].to_numpy(), events["live_id"].to_numpy()])
+        ).astype(np.int64)
+        rooms = self.rooms(lives)
+        room_end = pl.DataFrame(
+            {"live_id": lives[rooms.known], "end_ts": rooms.columns["end_ts"][rooms.known]}
+        )
+        return long_views.advance(
+            visits, events.select("ts", "user_id", "live_id", "event"), room_end, watermark,
+            self.meta.long_view_ms,
+        )  # fmt: skip
 
     def _room_frame(self, live_ids: np.ndarray) -> pl.DataFrame:
         """``live_id``, ``room_author``, ``category`` of the given rooms (known ones)."""
@@ -265,41 +392,57 @@ class RedisFeatureStore(OnlineFeatureStore):
                 "live_id": ids[known],
                 "room_author": values[known, ROOM_COLUMNS.index("author_id")],
                 "category": values[known, ROOM_COLUMNS.index("room_category")],
-            }
+            },
+            schema={"live_id": pl.Int64, "room_author": pl.Int64, "category": pl.Int64},
         )
 
-    def _append(
+    def _write(
         self,
-        domain: str,
-        user: np.ndarray,
-        ts: np.ndarray,
-        cols: list[np.ndarray],
-        events: pl.DataFrame,
+        parts: list[tuple[str, np.ndarray, np.ndarray, list[np.ndarray], int]],
+        events: pl.DataFrame | None,
         progress: tuple[str, int] | None,
+        visits: pl.DataFrame | None = None,
     ) -> None:
-        """Add ``[M]`` behaviours to the users' sorted sets, capped, in one transaction."""
-        user = np.asarray(user, dtype=np.int64)  # [M]
-        ts = np.asarray(ts, dtype=np.int64)  # [M]
-        m = len(user)
+        """Add behaviours to the users' sorted sets, capped, in one transaction.
+
+        ``parts``: ``(key domain, user [M], ts [M], columns [M] each, cap)``; members get
+        arrival numbers in the order of ``parts`` (so equal-``ts`` rows keep it). The watermark
+        (from ``events``), the feed's progress and the open visits are written with them.
+        """
+        total = sum(len(p[1]) for p in parts)
         pipe = self.client.pipeline(transaction=True)
-        if m:
-            base = int(self.client.incrby(self._key("seq"), m)) - m
-            seq = base + np.arange(m, dtype=np.int64)  # arrival order
-            order = np.argsort(user, kind="stable")  # group by user, arrival order kept
-            members = _pack([seq[order], ts[order], *(c[order] for c in cols)])
-            users, starts = np.unique(user[order], return_index=True)  # [U], [U]
-            ends = np.append(starts[1:], m)
-            scores = ts[order].tolist()
-            for u, s, e in zip(users.tolist(), starts.tolist(), ends.tolist(), strict=True):
-                key = self._key(domain, u)
-                pipe.zadd(key, dict(zip(members[s:e], scores[s:e], strict=True)))
-                pipe.zremrangebyrank(key, 0, -(self._seq_len + 1))
-        if len(events):
+        if total:
+            base = int(self.client.incrby(self._key("seq"), total)) - total
+            for name, user, ts, cols, cap in parts:
+                user = np.asarray(user, dtype=np.int64)  # [M]
+                ts = np.asarray(ts, dtype=np.int64)  # [M]
+                m = len(user)
+                if not m:
+                    continue
+                seq = base + np.arange(m, dtype=np.int64)  # arrival order
+                base += m
+                order = np.argsort(user, kind="stable")  # group by user, arrival order kept
+                members = _pack([seq[order], ts[order], *(c[order] for c in cols)])
+                users, starts = np.unique(user[order], return_index=True)  # [U], [U]
+                ends = np.append(starts[1:], m)
+                scores = ts[order].tolist()
+                for u, s, e in zip(users.tolist(), starts.tolist(), ends.tolist(), strict=True):
+                    key = self._key(name, u)
+                    pipe.zadd(key, dict(zip(members[s:e], scores[s:e], strict=True)))
+                    pipe.zremrangebyrank(key, 0, -(cap + 1))
+        if events is not None and len(events):
             pipe.zadd(self._key("watermark"), {"ts": int(events["ts"].max())}, gt=True)
         if progress is not None:
             pipe.hset(self._key("applied"), progress[0], int(progress[1]))
+        if visits is not None:
+            packed = np.stack(
+                [visits[c].cast(pl.Int64).to_numpy() for c in long_views.OPEN_COLUMNS], axis=1
+            ).astype(">i8")  # [V, 4]
+            pipe.set(self._key("visits"), packed.tobytes())
         if len(pipe):
             pipe.execute()
+        if visits is not None:
+            self._visits = visits
 
     def applied_offset(self, feed: str) -> int:
         """The progress a stream feed recorded with its last write (0: none)."""
@@ -380,3 +523,29 @@ class RedisFeatureStore(OnlineFeatureStore):
 
     def video_history(self, user_id: int, ts: int, n: int) -> Snapshot:
         return self._history("video", user_id, ts, n)
+
+    def long_history(self, user_id: int, ts: int) -> dict[str, pl.DataFrame]:
+        """The user's long-history rows strictly before ``ts``, per domain: at most
+        ``long_len`` (the most recent), oldest first, with ``user_id, ts`` and the history
+        file's columns (:data:`~liverank.features.long_history.DOMAIN_COLUMNS`)."""
+        if not self._long_len:
+            raise ConfigError(
+                f"Redis feature store '{self.prefix}' keeps no long histories (long_len 0): "
+                "run `liverank stream --store URL --store-long-len K`"
+            )
+        pipe = self.client.pipeline(transaction=False)
+        for domain in lh.DOMAIN_COLUMNS:
+            pipe.zrevrangebyscore(
+                self._key("long", domain, int(user_id)), f"({int(ts)}", "-inf", 0, self._long_len
+            )  # most recent first, strictly before ts
+        out = {}
+        for (domain, names), members in zip(lh.DOMAIN_COLUMNS.items(), pipe.execute(), strict=True):
+            got = np.frombuffer(b"".join(members), dtype=">i8").reshape(-1, 2 + len(names))[::-1]
+            out[domain] = pl.DataFrame(
+                {
+                    "user_id": np.full(len(got), int(user_id), dtype=np.int64),
+                    "ts": got[:, 1].astype(np.int64),
+                    **{c: got[:, 2 + j].astype(np.int64) for j, c in enumerate(names)},
+                }
+            )
+        return out

@@ -33,7 +33,7 @@ from liverank.features.store import RoomStatsStore
 from liverank.models.ranker import Ranker
 from liverank.serve.app import MAX_BODY_BYTES, DefaultTime, create_app
 from liverank.serve.feature_store import MemoryFeatureStore, OnlineFeatureStore
-from liverank.serve.long_features import long_history_as_of, request_bounds
+from liverank.serve.long_features import long_history_as_of, realtime_fields, request_bounds
 from liverank.serve.mmbee_features import MMBeeFeatures, NeighbourStoreWatcher
 from liverank.serve.model_holder import ModelHolder
 from liverank.serve.online_features import assemble_request
@@ -107,7 +107,11 @@ class StoreFeatureService:
             return {}, info | {"user_known": known_user, "room_known": [], "on_air": []}
         fmap = self.holder.current().model.feature_map
         batch, req = assemble_request(self.store, fmap, user_id, ids, ts)
-        if fmap.long_len > 0:
+        if fmap.long_len > 0 and getattr(self.store, "long_len", 0) > 0:
+            # histories kept up to date by the stream worker (real time)
+            frames = self.store.long_history(user_id, ts)  # type: ignore[attr-defined]
+            batch |= realtime_fields(frames, user_id, ts, len(ids), fmap.long_len)
+        elif fmap.long_len > 0:
             if self.long_history is None:
                 raise ConfigError(
                     "the served model reads long user histories but the service has none "
@@ -177,9 +181,19 @@ def build_service(
     shopping = "product" in first.feature_map.seq_fields
     backend = open_feature_store(store, data, n, as_of_ts, shopping=shopping)
     long_store = None
-    if first.feature_map.long_len > 0:
+    realtime_long = getattr(backend, "long_len", 0)
+    if first.feature_map.long_len > 0 and realtime_long:
+        if realtime_long < first.feature_map.long_len:
+            raise ConfigError(
+                f"the feature store keeps {realtime_long} long-history rows per user, the model "
+                f"reads {first.feature_map.long_len}; restart `liverank stream --store` with "
+                f"--store-long-len >= {first.feature_map.long_len} on a new prefix"
+            )
+        log.info("long user histories: read per request from %s (real time)", store)
+    elif first.feature_map.long_len > 0:
         # a model that reads long user histories (moment_cross): build them as of as_of and
-        # give them to this and every later version before it is swapped in
+        # give them to this and every later version before it is swapped in (a Redis store
+        # with long histories keeps them up to date instead, see long_features.py)
         long_store = long_history_as_of(data, as_of_ts)
 
     def attach(m: Ranker) -> None:

@@ -89,11 +89,17 @@ class StoreFeedSource(StreamSource):
 
 
 def feed_source(
-    source: StreamSource, store_url: str, data_dir: str | Path, name: str, seq_len: int
+    source: StreamSource,
+    store_url: str,
+    data_dir: str | Path,
+    name: str,
+    seq_len: int,
+    long_len: int = 0,
 ) -> StoreFeedSource:
     """``liverank stream --store URL``: open (and on first use fill the static tables of) the
-    store at ``store_url`` and wrap ``source``; ``data_dir``'s video events are fed in step."""
-    store = RedisFeatureStore.from_url(store_url, seq_len=seq_len)
+    store at ``store_url`` and wrap ``source``; ``data_dir``'s video events are fed in step.
+    ``long_len`` > 0 keeps long histories too (:class:`RedisFeatureStore`)."""
+    store = RedisFeatureStore.from_url(store_url, seq_len=seq_len, long_len=long_len)
     if not store.loaded:
         store.load_static(data_dir)
     video = read_table(data_dir, "video_events").select(

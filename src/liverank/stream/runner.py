@@ -176,6 +176,7 @@ def stream_main(
     progress: bool = True,
     store: str | None = None,
     store_seq_len: int = 55,
+    store_long_len: int = 0,
     unknown_events: str = "dead-letter",
 ) -> StreamRunStats:
     """``liverank stream``: run the engine of ``mode`` live and write its rows to ``out``.
@@ -188,7 +189,8 @@ def stream_main(
     ``out_key`` (``sink="redis"``); ``out`` also gets ``dead_letters.parquet`` and
     ``stream_stats.json``. ``resume`` continues from the newest checkpoint in ``checkpoint``.
     ``store`` (``redis://host:port/DB/PREFIX``) also keeps that online feature store up to date
-    (:mod:`liverank.serve.store_feed`, ``store_seq_len`` behaviours per user and domain).
+    (:mod:`liverank.serve.store_feed`, ``store_seq_len`` behaviours per user and domain; ``store_long_len`` > 0 also keeps that many
+    long-history rows per user and domain for the Cross / FARM long histories).
     Rows of unknown users (not in ``data``'s users table), rooms or event names are
     dead-lettered; ``unknown_events="error"`` makes an unknown event name an error instead
     (checked on the whole ``live_events`` table first with a Parquet source).
@@ -217,7 +219,7 @@ def stream_main(
         from liverank.serve.store_feed import feed_source
 
         feed = f"{stream_key}:{shard}" if source == "redis" else "replay"
-        src = feed_source(src, store, data, feed, store_seq_len)
+        src = feed_source(src, store, data, feed, store_seq_len, store_long_len)
     if sink == "parquet":
         dst: StreamSink = ParquetSink(out_dir / SAMPLES_DIR)
         if not resume and dst.existing_rows:  # type: ignore[attr-defined]

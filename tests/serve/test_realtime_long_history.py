@@ -1,0 +1,174 @@
+"""Long user histories that follow the event stream (issue #20): the Redis feature store keeps
+each user's last K history rows (behaviours and the long views the stream makes known), the
+service reads them per request, and a new event reaches the next request's features.
+
+Against a real ``redis-server``; the reference is the offline builder's long-history store."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from liverank.data.io import read_meta, read_table
+from liverank.data.samples import build_samples
+from liverank.data.sim import SimConfig, simulate
+from liverank.features import encoders as enc
+from liverank.features import long_history as lh
+from liverank.features.spec import FeatureMap
+from liverank.models.ranker import Ranker
+from liverank.models.zoo import get_config
+from liverank.serve.long_features import realtime_fields
+from liverank.train.registry import ModelRegistry
+
+redis = pytest.importorskip("redis", reason="redis-py is not installed (pip install 'redis>=5')")
+if shutil.which("redis-server") is None:
+    pytest.skip("the redis-server binary is not installed", allow_module_level=True)
+
+from liverank.serve.redis_store import RedisFeatureStore  # noqa: E402
+from liverank.serve.service import build_service  # noqa: E402
+
+LONG = 40
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("realtime_long")
+    simulate(SimConfig.preset("tiny", seed=0), root / "data", progress=False)
+    build_samples(root / "data", root / "samples", seq_len=10, long_len=LONG, progress=False)
+    fmap = FeatureMap.load(root / "samples")
+    Ranker(fmap, get_config("moment_cross")).save(root / "m.pt")
+    ModelRegistry(root / "reg").publish("cross", root / "m.pt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(redis_server_url: str):
+    c = redis.Redis.from_url(redis_server_url)
+    yield c
+    c.close()
+
+
+def _builder_fields(built: lh.LongHistory, user: int, ts: int) -> dict[str, np.ndarray]:
+    arrays = {"ts": np.array([ts], dtype=np.int64)}
+    for domain, table in built.tables.items():
+        start, end = table.bounds(np.array([user]), arrays["ts"])
+        c_start, c_end = lh.index_columns(domain)
+        arrays[c_start], arrays[c_end] = start, end
+    return built.batch_fields(arrays, LONG)
+
+
+def _replayed(client, data: Path, prefix: str, as_of: int) -> RedisFeatureStore:
+    store = RedisFeatureStore(client, prefix, seq_len=15, long_len=LONG)
+    store.load_static(data)
+    store.replay_dataset(data, as_of_ts=as_of, chunk_rows=5_000)
+    return store
+
+
+def test_replayed_store_gives_the_builders_windows(client, world: Path) -> None:
+    data = world / "data"
+    meta = read_meta(data)
+    as_of = (meta.start_ts + meta.end_ts) // 2
+    store = _replayed(client, data, "rt:parity", as_of)
+    built = lh.LongHistory.load(world / "samples")
+    users = read_table(data, "live_events")["user_id"].unique().sort().to_numpy()
+    rng = np.random.default_rng(0)
+    n_rows = n_lv = 0
+    for user in rng.choice(users, 40, replace=False).tolist():
+        got = realtime_fields(store.long_history(user, as_of), user, as_of, 1, LONG)
+        want = _builder_fields(built, user, as_of)
+        assert got.keys() == want.keys()
+        for name, value in want.items():
+            np.testing.assert_array_equal(got[name].numpy(), value, err_msg=f"{name} {user}")
+        n_rows += int(want["long_live_len"][0] + want["long_video_len"][0])
+        n_lv += int(want["long_live_lv"].sum())
+    assert n_rows > 500 and n_lv > 0, "too little history for the comparison to mean anything"
+
+
+def test_a_new_event_reaches_the_next_request(client, world: Path) -> None:
+    data = world / "data"
+    meta = read_meta(data)
+    as_of = (meta.start_ts + meta.end_ts) // 2
+    store = _replayed(client, data, "rt:fresh", as_of)
+    room = int(store.rooms_on_air(as_of)[0])
+    author = int(store.rooms(np.array([room])).columns["author_id"][0])
+    user = int(read_table(data, "users")["user_id"][3])
+
+    def window(ts: int) -> dict[str, torch.Tensor]:
+        return realtime_fields(store.long_history(user, ts), user, ts, 3, LONG)
+
+    before = window(as_of + 50)
+    like = pl.DataFrame(
+        {"ts": [as_of + 10], "user_id": [user], "live_id": [room], "event": ["like"]}
+    )
+    store.observe_live_events(like)
+    after = window(as_of + 50)
+    assert int(after["long_live_len"][0]) == min(int(before["long_live_len"][0]) + 1, LONG)
+    assert after["long_live_action"].shape == (3, LONG)  # one window for every candidate
+    assert int(after["long_live_action"][0, 0]) == int(enc.live_action_code(pl.Series(["like"]))[0])
+    assert int(after["long_live_author"][0, 0]) == author
+    assert int(window(as_of + 10)["long_live_len"][0]) == int(before["long_live_len"][0])  # ts <
+
+    # a long view becomes a history row once the stream's time passes enter + long_view_ms
+    enter_ts = as_of + 100
+    lv_ts = enter_ts + meta.long_view_ms
+    store.observe_live_events(
+        pl.DataFrame({"ts": [enter_ts], "user_id": [user], "live_id": [room], "event": ["enter"]})
+    )
+    assert int(window(lv_ts + 1)["long_live_lv"].sum()) == int(after["long_live_lv"].sum())
+    other = int(read_table(data, "users")["user_id"][4])
+    store.observe_live_events(  # any later event moves the watermark past the long view
+        pl.DataFrame({"ts": [lv_ts], "user_id": [other], "live_id": [room], "event": ["like"]})
+    )
+    now = window(lv_ts + 1)
+    assert int(now["long_live_action"][0, 0]) == enc.LIVE_LONG_VIEW_CODE
+    assert int(now["long_live_lv"][0, 0]) == 1
+
+
+def test_the_service_reads_histories_from_the_store(client, world: Path, redis_server_url) -> None:
+    data = world / "data"
+    meta = read_meta(data)
+    as_of = (meta.start_ts + meta.end_ts) // 2
+    store = _replayed(client, data, "rt:serve", as_of)
+    url = f"{redis_server_url.rsplit('/', 1)[0]}/0/rt:serve"
+    app = build_service(world / "reg", "cross", data, store=url, watch_interval_s=60)
+    try:
+        features = app.state.features
+        assert features.long_history is None  # nothing built at start: read per request
+        user = int(read_table(data, "users")["user_id"][5])
+        room = int(store.rooms_on_air(as_of)[0])
+        batch, _ = features.assemble(user, [room], as_of + 30)
+        n = int(batch["long_live_len"][0])
+        store.observe_live_events(
+            pl.DataFrame(
+                {"ts": [as_of + 5], "user_id": [user], "live_id": [room], "event": ["comment"]}
+            )
+        )
+        batch, _ = features.assemble(user, [room], as_of + 30)
+        assert int(batch["long_live_len"][0]) == min(n + 1, LONG)
+        r = TestClient(app).post("/rank", json={"user_id": user, "ts": as_of + 30})
+        assert r.status_code == 200, r.text
+        assert np.isfinite([it["score"] for it in r.json()["items"]]).all()
+    finally:
+        app.state.holder.stop()
+
+
+def test_a_store_with_fewer_rows_than_the_model_reads_is_refused(
+    client, world: Path, redis_server_url
+) -> None:
+    from liverank.errors import ConfigError
+
+    store = RedisFeatureStore(client, "rt:short", seq_len=15, long_len=LONG // 2)
+    store.load_static(world / "data")
+    url = f"{redis_server_url.rsplit('/', 1)[0]}/0/rt:short"
+    with pytest.raises(
+        ConfigError, match="keeps 20 long-history rows per user, the model reads 40"
+    ):
+        build_service(world / "reg", "cross", world / "data", store=url, watch_interval_s=60)
+    with pytest.raises(ConfigError, match="keeps 20 long-history rows per user, asked for 40"):
+        RedisFeatureStore(client, "rt:short", long_len=LONG)
