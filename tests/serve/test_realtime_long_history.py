@@ -172,3 +172,47 @@ def test_a_store_with_fewer_rows_than_the_model_reads_is_refused(
         build_service(world / "reg", "cross", world / "data", store=url, watch_interval_s=60)
     with pytest.raises(ConfigError, match="keeps 20 long-history rows per user, asked for 40"):
         RedisFeatureStore(client, "rt:short", long_len=LONG)
+
+
+def test_stream_feed_with_a_restart_keeps_the_same_long_histories(client, world: Path) -> None:
+    """``run_stream`` through a StoreFeedSource with long histories, killed half way; a new
+    process (a new store object: open visits read back from Redis) resumes from an earlier
+    offset. Its long histories equal a direct replay's."""
+    from liverank.serve.store_feed import StoreFeedSource
+    from liverank.stream.engine import StreamEngine, merge_stream
+    from liverank.stream.runner import run_stream
+    from liverank.stream.sources import FrameReplaySource, InProcessSink
+
+    data = world / "data"
+    live = read_table(data, "live_events")
+    stream = merge_stream(read_table(data, "live_impressions"), live)
+    video = read_table(data, "video_events")
+    rooms, long_view = read_table(data, "rooms"), read_meta(data).long_view_ms
+    store = RedisFeatureStore(client, "rt:stream", seq_len=15, long_len=LONG)
+    store.load_static(data)
+    first = StoreFeedSource(FrameReplaySource(stream, 700), store, "s0", video)
+    run_stream(first, StreamEngine(rooms, long_view, "moment"), InProcessSink(),
+               max_rows=len(stream) // 2, progress=False)  # fmt: skip
+    applied = store.applied_offset("s0")
+    assert 0 < applied < len(stream)
+    assert client.exists("rt:stream:visits")  # the open visits outlive the process
+    reopened = RedisFeatureStore(client, "rt:stream")  # a new process: state from Redis
+    assert reopened.long_len == LONG
+    restarted = StoreFeedSource(FrameReplaySource(stream, 900), reopened, "s0", video)
+    restarted.seek(applied - 1_500)
+    run_stream(restarted, StreamEngine(rooms, long_view, "moment"), InProcessSink(),
+               progress=False)  # fmt: skip
+
+    # the source has ended (the feed wrote the remaining video events): the dataset's end is
+    # the stream's time, and the long views known then are written as a replay writes them
+    end = read_meta(data).end_ts
+    reopened.advance_long_views(end - 1)
+    replayed = _replayed(client, data, "rt:stream_ref", end)
+    users = live["user_id"].unique().sort().to_list()
+    n_lv = 0
+    for user in users[:: max(1, len(users) // 40)]:
+        got, want = reopened.long_history(user, end), replayed.long_history(user, end)
+        for domain in lh.DOMAIN_COLUMNS:
+            assert got[domain].equals(want[domain]), (user, domain)
+        n_lv += int(want["live"]["lv"].sum())
+    assert n_lv > 0
