@@ -6,7 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test lint format install clean torch-plan
+FLINK_VENV ?= .venv-flink
+FLINK_STAMP := $(FLINK_VENV)/.installed-stamp
+
+.PHONY: demo test lint format install clean torch-plan flink
 
 # torch first, the build that fits the machine (scripts/install_torch.py: CPU-only unless an
 # NVIDIA GPU is present; LIVERANK_TORCH=cpu|cuda overrides), then liverank and its extras.
@@ -18,6 +21,16 @@ $(STAMP): pyproject.toml scripts/install_torch.py
 
 install: $(STAMP)
 
+# PyFlink in its own environment (it pins numpy / pyarrow versions older than liverank's): the
+# Flink job of the first-only stream (src/liverank/stream/flink_job.py) and its parity test.
+# Java 17 comes from the OS (.ci/run installs it when missing).
+$(FLINK_STAMP):
+	test -x $(FLINK_VENV)/bin/python || $(PYTHON) -m venv $(FLINK_VENV)
+	$(FLINK_VENV)/bin/python -m pip install --quiet "apache-flink==2.3.0" "polars>=1.20"
+	touch $(FLINK_STAMP)
+
+flink: $(FLINK_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/liverank demo --out $(DEMO_OUT)
 
@@ -25,7 +38,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
-test: lint
+test: lint $(FLINK_STAMP)
 	$(PY) -m pytest
 
 format: $(STAMP)
@@ -33,7 +46,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(FLINK_VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
 
 # What a fresh machine of this kind would install for torch, resolved against the public
 # index without installing anything (counts nvidia-* packages).
