@@ -216,3 +216,28 @@ def test_stream_feed_with_a_restart_keeps_the_same_long_histories(client, world:
             assert got[domain].equals(want[domain]), (user, domain)
         n_lv += int(want["live"]["lv"].sum())
     assert n_lv > 0
+
+
+def test_liverank_stream_keeps_long_histories(
+    client, world: Path, redis_server_url, tmp_path
+) -> None:
+    """``liverank stream --store URL --store-long-len K``: the worker writes the long histories
+    (behaviours and long views) that ``liverank serve --store URL`` reads."""
+    from liverank.cli import main
+
+    url = f"{redis_server_url.rsplit('/', 1)[0]}/0/rt:cli"
+    data = world / "data"
+    rc = main(["stream", "--data", str(data), "--out", str(tmp_path / "out"), "--mode", "moment",
+               "--store", url, "--store-long-len", str(LONG)])  # fmt: skip
+    assert rc == 0
+    store = RedisFeatureStore.from_url(url)
+    assert store.long_len == LONG
+    live = read_table(data, "live_events")
+    end = int(live["ts"].max())
+    n_rows = n_lv = 0
+    for user in live["user_id"].unique().sort().to_list()[:60]:
+        frames = store.long_history(user, end)
+        n_rows += sum(len(f) for f in frames.values())
+        n_lv += int(frames["live"]["lv"].sum())
+        assert all(len(f) <= LONG for f in frames.values())
+    assert n_rows > 500 and n_lv > 0
