@@ -120,3 +120,19 @@ def test_filter_is_the_gated_sum_of_eq_9() -> None:
                 p.zero_()
     out, alpha, _ = layer(x, mask)
     torch.testing.assert_close(out, 0.5 * x * mask.unsqueeze(-1))
+
+
+def test_export_path_is_the_same_projection_as_a_real_matrix(monkeypatch) -> None:
+    """In a recorded graph (export) the low-pass is one real ``[N, N]`` matrix instead of the
+    rfft / irfft pair (ONNX has no complex tensors): the same outputs."""
+    import liverank.models.layers.frequency as freq
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 50, 8)
+    mask = torch.rand(3, 50) > 0.3
+    eager = freq.frequency_split(x, 5, mask)
+    monkeypatch.setattr(freq, "capturing_graph", lambda: True)
+    exported = freq.frequency_split(x, 5, mask)
+    for a, b in zip(eager, exported, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
+    assert freq.low_pass_matrix(50, 5).dtype == torch.float64

@@ -65,7 +65,7 @@ def _assert_parity(model: Ranker, exported: ExportedModel, fm: FeatureMap) -> No
         torch.testing.assert_close(got, _eager(model, batch), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["mlp", "din", "mmoe", "ple"])
+@pytest.mark.parametrize("name", ["mlp", "din", "mmoe", "ple", "farm"])
 def test_zoo_parity(name: str, tmp_path: Path) -> None:
     fm = synthetic_feature_map()
     model = _trained(get_config(name), fm)
@@ -192,15 +192,23 @@ def test_moment_cross_not_exportable(tmp_path: Path) -> None:
     assert not (tmp_path / "mc.ts").exists()
 
 
-def test_farm_not_exportable_because_its_attention_span_depends_on_the_batch(
-    tmp_path: Path,
-) -> None:
+def test_farm_trace_is_exact_for_sequences_longer_than_the_example(tmp_path: Path) -> None:
+    """FARM's eager attentions run over the batch's longest real sequence; a trace must not
+    freeze that length: traced on an example whose sequences hold 2 items, the export gives the
+    eager outputs on batches with full-length sequences (and on empty ones)."""
     fm = synthetic_feature_map()
-    model = Ranker(fm, get_config("farm"))
-    assert set(export_blockers(model)) == {"farm"}
-    with pytest.raises(ConfigError, match="not exportable yet.*farm.*longest real sequence"):
-        export_torchscript(model, synthetic_batches(fm, 1, 4)[0], tmp_path / "farm.ts")
-    assert not (tmp_path / "farm.ts").exists()
+    model = _trained(get_config("farm"), fm)
+    assert export_blockers(model) == {}
+    example = synthetic_batches(fm, 1, 5, seed=9)[0]
+    for c in [c for c in example if "_seq_" in c and not c.endswith("_len")]:
+        example[c][:, 2:] = 0  # padding after 2 items
+    exported = load_exported(export_torchscript(model, example, tmp_path / "farm.ts"))
+    for n in (1, 9, 64):
+        batch = synthetic_batches(fm, 1, n, seed=200 + n)[0]
+        torch.testing.assert_close(exported(batch), _eager(model, batch), atol=1e-5, rtol=0)
+        for c in [c for c in batch if "_seq_" in c and not c.endswith("_len")]:
+            batch[c][: n // 2] = 0  # half the rows with no history at all
+        torch.testing.assert_close(exported(batch), _eager(model, batch), atol=1e-5, rtol=0)
 
 
 def test_load_errors(tmp_path: Path) -> None:

@@ -87,13 +87,6 @@ NOT_EXPORTABLE: dict[str, str] = {
         "its long histories come from a store outside the model; an export needs an "
         "inference-only forward without these (no aux losses, a fixed-size scoring path)"
     ),
-    "farm": (
-        "its self- and cross-attentions run over the batch's longest real sequence, sized by "
-        "int(mask.sum(1).max()) (a data-dependent Python value a trace would freeze, giving "
-        "wrong outputs for batches with longer sequences), and its per-request dedup decides "
-        "from the data whether to encode distinct rows only; an export needs them over the "
-        "full window and a fixed dedup path (a request is one user: encode row 0 once)"
-    ),
 }
 
 

@@ -38,12 +38,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from liverank.errors import ConfigError
+from liverank.models.layers.dedup import capturing_graph
 from liverank.models.layers.mlp import MLP
 from liverank.models.layers.pooling import masked_mean
+
+_LOW_PASS: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def low_pass_matrix(n: int, cutoff: int) -> torch.Tensor:
+    """``[N, N]`` float64 ``P`` with ``Low[x] = P x`` along time: the same projection as the
+    ``rfft`` / ``irfft`` pair, as one real matrix (computed once per ``(N, c)`` with NumPy, so a
+    recorded graph holds a constant and no complex op: ONNX has none)."""
+    key = (n, cutoff)
+    if key not in _LOW_PASS:
+        spectrum = np.fft.rfft(np.eye(n), axis=0, norm="ortho")[:cutoff]  # [c, N] complex
+        _LOW_PASS[key] = torch.from_numpy(np.fft.irfft(spectrum, n=n, axis=0, norm="ortho"))
+    return _LOW_PASS[key]
 
 
 def frequency_split(
@@ -70,6 +85,11 @@ def frequency_split(
     bins = n // 2 + 1
     if cutoff >= bins:
         low = x
+    elif capturing_graph():  # export: the real matrix form (no complex tensors in the graph)
+        proj = low_pass_matrix(n, cutoff).to(dtype=x.dtype, device=x.device)  # [N, N]
+        low = torch.einsum("nm,bmd->bnd", proj, x)  # [B, N, D]
+        if m is not None:
+            low = low * m
     else:
         spectrum = torch.fft.rfft(x, dim=1, norm="ortho")  # [B, N//2 + 1, D] complex
         # irfft zero-pads the missing bins: only bins 0 .. c-1 survive (Eq. 4).

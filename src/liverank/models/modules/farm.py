@@ -162,6 +162,9 @@ class Farm(FeatureModule):
             the same outputs, losses and gradients; faster on batches of whole requests.
     """
 
+    #: eval-mode forward traces batch-size-independently: in a recorded graph the attentions
+    #: run over the full window and the dedup is off (tests/serve/test_export.py)
+    exportable = True
     name = "farm"
 
     @classmethod
@@ -311,7 +314,9 @@ class Farm(FeatureModule):
             if dom in self.filters:
                 parts["f"], parts["low"], parts["high"] = self.filters[dom](v, mask)  # Eq. 9-10
             if need_self:
-                span = max(int(mask.sum(1).max()), 1)  # longest real sequence in the batch
+                # longest real sequence in the batch; the full window in a recorded graph (a
+                # trace must not freeze one batch's length; exact either way, see above)
+                span = mask.shape[1] if capturing_graph() else max(int(mask.sum(1).max()), 1)
                 vs, ms = v[:, :span], mask[:, :span]  # [B, S, dim], [B, S]
                 parts["v_hat"] = self.self_attn[dom](vs, vs, ms, ms)  # Eq. 12, [B, S, dim]
                 parts["self_mask"] = ms
@@ -347,7 +352,8 @@ class Farm(FeatureModule):
 
         diagnostics: dict[str, torch.Tensor | float] = {}
         has = {dom: per_row(seqs[dom]["mask"].any(1)) for dom in DOMAINS}  # [B] each
-        for dom, gate in (("video", "beta"), ("live", "delta")):
+        # diagnostics branch on the data and are no output: none in a recorded graph
+        for dom, gate in () if capturing_graph() else (("video", "beta"), ("live", "delta")):
             diagnostics[f"{dom}_empty_frac"] = (~has[dom]).float().mean()
             if "high" in seqs[dom]:
                 high = per_row(seqs[dom]["high"].detach().mean(1))  # [B]
@@ -367,8 +373,9 @@ class Farm(FeatureModule):
             aux["cl"] = self.cfg.contrastive_weight * loss  # lambda * L_cl, Eq. 15
             cos = F.cosine_similarity(h_video.detach(), h_live.detach(), dim=-1)  # [B]
             diagnostics["cos_video_live"] = cos[valid].mean() if bool(valid.any()) else float("nan")
-        u = distinct.count if distinct is not None else len(query)
-        diagnostics["distinct_rows_frac"] = u / max(len(query), 1)
+        if not capturing_graph():
+            u = distinct.count if distinct is not None else len(query)
+            diagnostics["distinct_rows_frac"] = u / max(len(query), 1)
         return ModuleOutput(torch.cat(outputs, dim=-1), aux_losses=aux, diagnostics=diagnostics)
 
     # ------------------------------------------------------------------ analysis
