@@ -92,3 +92,18 @@ def test_holder_builds_runners_and_rejects_a_version_whose_runner_fails(tmp_path
     assert not holder.refresh()
     assert holder.version == "v0001" and "cannot run on TorchScript" in holder.rejected["v0002"]
     assert holder.current().runtime == "torchscript"
+
+
+def test_farm_is_served_eagerly_on_auto_and_traced_on_request() -> None:
+    """FARM exports, but its eager forward serves a request faster (the per-request dedup a
+    trace cannot keep): auto picks eager; torchscript, asked for, traces and matches."""
+    fm = synthetic_feature_map()
+    model = Ranker(fm, get_config("farm")).eval()
+    example = synthetic_batches(fm, 1, 6, seed=1)[0]
+    assert isinstance(make_runner(model, "auto", example), EagerRunner)
+    traced = make_runner(model, "torchscript", example)
+    assert isinstance(traced, TorchScriptRunner)
+    batch = synthetic_batches(fm, 1, 9, seed=2)[0]
+    got, want = traced.predict_proba(batch), make_runner(model, "eager", None).predict_proba(batch)
+    for task in model.tasks:
+        torch.testing.assert_close(got[task], want[task], atol=1e-5, rtol=0)

@@ -13,7 +13,9 @@ Runtimes (``liverank serve --runtime``):
   measures it faster than eager on the baselines (PLE, 200 candidates, one thread); a model
   with a module that cannot be traced (``moment_cross``) is rejected with the reason.
 * ``auto`` (default): ``torchscript`` when every module of the model can be exported, else
-  ``eager``, logged.
+  ``eager``, logged; also ``eager`` when a module says its eager forward serves a request
+  faster than its trace (class attribute ``serve_eagerly``, the reason: ``farm``, whose
+  per-request dedup a trace cannot keep).
 
 Parity gate: a traced program is compared with eager on an example request batch before it is
 accepted; a maximum absolute difference above :data:`PARITY_ATOL` rejects it (``torchscript``:
@@ -136,6 +138,14 @@ def make_runner(model: Ranker, runtime: str, example: Batch | None) -> ModelRunn
         if runtime == "torchscript":
             raise ConfigError(f"model '{name}' cannot run on TorchScript: {why}")
         log.info("model '%s' runs eagerly (not traceable: %s)", name, why)
+        return eager
+    prefer = {
+        key: why
+        for key, module in model.feature_modules.items()
+        if (why := getattr(type(module), "serve_eagerly", None))
+    }
+    if runtime == "auto" and prefer:
+        log.info("model '%s' runs eagerly (faster than its trace: %s)", name, prefer)
         return eager
     traced = TorchScriptRunner(model, example)
     with torch.inference_mode():
