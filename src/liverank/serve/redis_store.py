@@ -285,19 +285,9 @@ class RedisFeatureStore(OnlineFeatureStore):
         if self._long_len:
             wm = int(events["ts"].max()) if len(events) else None
             state, lv = self._long_views(events, wm)
-            lv_room = self._room_frame(lv["live_id"].unique().to_numpy())
-            lv = lv.join(lv_room, on="live_id", how="left", maintain_order="left")
-            n = len(lv)
-            rows += [
-                ("long:live", user, ts, [*cols, np.zeros(len(user), dtype=np.int64)],
-                 self._long_len),
-                ("long:live", lv["user_id"].to_numpy(), lv["ts"].to_numpy(), [
-                    lv["room_author"].fill_null(0).to_numpy(),
-                    lv["category"].fill_null(0).to_numpy(),
-                    np.full(n, enc.LIVE_LONG_VIEW_CODE, dtype=np.int64),
-                    np.ones(n, dtype=np.int64),
-                ], self._long_len),
-            ]  # fmt: skip
+            lv_zero = np.zeros(len(user), dtype=np.int64)
+            rows += [("long:live", user, ts, [*cols, lv_zero], self._long_len),
+                     self._long_view_part(lv)]  # fmt: skip
         self._write(rows, events, progress, visits=state)
 
     def observe_video_events(
@@ -331,16 +321,27 @@ class RedisFeatureStore(OnlineFeatureStore):
         if not self._long_len:
             return
         state, lv = self._long_views(None, watermark)
-        lv_room = self._room_frame(lv["live_id"].unique().to_numpy())
-        lv = lv.join(lv_room, on="live_id", how="left", maintain_order="left")
+        self._write([self._long_view_part(lv)], None, None, visits=state)
+
+    def _long_view_part(
+        self, lv: pl.DataFrame
+    ) -> tuple[str, np.ndarray, np.ndarray, list[np.ndarray], int]:
+        """The ``_write`` part of long views (``user_id, live_id, ts``): history rows with the
+        room's author and category, the long-view action and ``lv = 1``."""
+        lv = lv.join(
+            self._room_frame(lv["live_id"].unique().to_numpy()),
+            on="live_id",
+            how="left",
+            maintain_order="left",
+        )
         n = len(lv)
-        rows = [("long:live", lv["user_id"].to_numpy(), lv["ts"].to_numpy(), [
+        cols = [
             lv["room_author"].fill_null(0).to_numpy(),
             lv["category"].fill_null(0).to_numpy(),
             np.full(n, enc.LIVE_LONG_VIEW_CODE, dtype=np.int64),
             np.ones(n, dtype=np.int64),
-        ], self._long_len)]  # fmt: skip
-        self._write(rows, None, None, visits=state)
+        ]
+        return "long:live", lv["user_id"].to_numpy(), lv["ts"].to_numpy(), cols, self._long_len
 
     def _long_views(
         self, events: pl.DataFrame | None, watermark: int | None
