@@ -151,3 +151,15 @@ def test_errors_name_the_problem() -> None:
         reconstruct_visits(imps, events, rooms, 60_000)
     with pytest.raises(DataValidationError, match="event"):
         reconstruct_visits(imps, events.drop("event"), rooms, 60_000)
+
+
+def test_null_keys_are_named() -> None:
+    imps, events, rooms = _frames([(1, 0, 0, 1, 9)], [(10, 1, 9, "enter")], [(9, 1_000)])
+    with pytest.raises(DataValidationError, match="live_impressions.*user_id"):
+        reconstruct_visits(
+            imps.with_columns(pl.lit(None, pl.Int64).alias("user_id")), events, rooms, 60_000
+        )
+    with pytest.raises(DataValidationError, match="live_events.*ts"):
+        reconstruct_visits(
+            imps, events.with_columns(pl.lit(None, pl.Int64).alias("ts")), rooms, 60_000
+        )

@@ -26,7 +26,10 @@ An ``enter`` that clicks no impression is either a *re-entry* (it lies inside a 
 visit of the same user and room) or an *orphan* (e.g. the user came from a surface that has no
 impression log). Both are counted in :class:`VisitStats` and logged, never silently lost.
 
-Everything is vectorised with polars sorts and ``join_asof`` (no Python loop over rows).
+Everything is vectorised: one ``np.lexsort`` of the impressions by (user, room, time) and, per
+event type, one sort and one ``np.searchsorted`` over int64 keys that order rows as
+``(user_id, live_id, ts)`` (:mod:`liverank.data.pair_keys`); no join, no Python loop over rows.
+Key columns must not be null (a :class:`DataValidationError` names the column and rows).
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
+from liverank.data.pair_keys import PairTimeKeys, SortedEvents, pair_order, pair_time_keys
 from liverank.data.schema import CLICK_WINDOW_MS, EFFECTIVE_VIEW_MS
 from liverank.errors import DataValidationError
 
@@ -48,7 +54,8 @@ DEFAULT_BEHAVIOURS: dict[str, str] = {"ltr": "like", "cmtr": "comment", "gtr": "
 _KEEP = ("request_id", "position", "ts", "user_id", "live_id")
 _EVENT_COLUMNS = ("ts", "user_id", "live_id", "event")
 _ROOM_COLUMNS = ("live_id", "end_ts")
-_PAIR = ["user_id", "live_id"]
+#: the impression columns read as int64 arrays, in the order they are unpacked
+_ALIGN = ("user_id", "live_id", "ts", "request_id", "position")
 
 
 def time_columns(behaviours: Mapping[str, str] = DEFAULT_BEHAVIOURS) -> dict[str, str]:
@@ -122,58 +129,69 @@ def reconstruct_visits_with_stats(
     _require(rooms, "rooms", _ROOM_COLUMNS)
     if long_view_ms <= 0:
         raise DataValidationError(f"long_view_ms must be > 0, got {long_view_ms}")
-    events = live_events.select(_EVENT_COLUMNS)
+    _require_values(impressions, "live_impressions", _KEEP)
+    _require_values(live_events, "live_events", _EVENT_COLUMNS[:3])
+    imp = impressions.select(_KEEP)
+    n = len(imp)
+    room_end = _room_end(imp, rooms)  # [N]
+    i_user, i_live, i_ts, i_req, i_pos = (_ints(imp[c]) for c in _ALIGN)
+    e_user, e_live, e_ts = (_ints(live_events[c]) for c in ("user_id", "live_id", "ts"))
+    names = live_events["event"]
 
-    imp = impressions.select(_KEEP).with_row_index("_row")
-    imp = _with_room_end(imp, rooms)
-    # window end: min(ts + CLICK_WINDOW_MS, next impression of the same (user, room))
-    next_ts = pl.col("ts").shift(-1).over(_PAIR)
-    imp = imp.sort([*_PAIR, "ts", "request_id", "position"]).with_columns(
-        pl.min_horizontal(pl.col("ts") + CLICK_WINDOW_MS, next_ts).alias("_win_end")
+    keys = pair_time_keys(
+        np.concatenate([i_user, e_user]),
+        np.concatenate([i_live, e_live]),
+        np.concatenate([i_ts, e_ts]),
     )
-    # the first enter at or after the impression
-    df = _first_at_or_after(imp.sort("ts"), "ts", _event_times(events, "enter"), "_enter")
-    clicked = pl.col("_enter").is_not_null() & (pl.col("_enter") < pl.col("_win_end"))
-    df = df.with_columns(clicked.alias("clicked"))
-    df = df.with_columns(
-        pl.when("clicked").then(pl.col("_enter")).alias("enter_ts"),
-        # a non-null sort key for the joins below (rows that are not clicked are masked later)
-        pl.col("_enter").fill_null(pl.col("ts")).alias("_k"),
-    ).sort("_k")
+    ev_keys = PairTimeKeys(keys.pair[n:], keys.key[n:])
 
-    df = _first_at_or_after(df, "_k", _event_times(events, "exit"), "_exit")
-    df = df.with_columns(
-        pl.when("clicked").then(pl.coalesce("_exit", "_room_end")).alias("exit_ts")
-    ).with_columns(
-        pl.when("clicked")
-        .then(pl.col("exit_ts") - pl.col("enter_ts"))
-        .otherwise(0)
-        .alias("stay_ms")
-    )
+    def events_of(event: str) -> SortedEvents:
+        return SortedEvents.of(ev_keys, e_ts, (names == event).fill_null(False).to_numpy())
 
-    in_visit = pl.col("clicked") & (pl.col("_t") <= pl.col("exit_ts"))
+    # impressions in (user, room, ts, request_id, position) order: the searches below then run
+    # over sorted queries (fast), and results are put back in input order once (``back``)
+    order = pair_order(keys.key[:n], i_req, i_pos)
+    pair, key, ts = keys.pair[:n][order], keys.key[:n][order], i_ts[order]
+    # window end: min(ts + CLICK_WINDOW_MS, the next impression of the same (user, room))
+    win_end = ts + CLICK_WINDOW_MS
+    same = pair[1:] == pair[:-1]  # [N - 1]: row i + 1 is the next impression of row i's pair
+    win_end[:-1] = np.where(same, np.minimum(win_end[:-1], ts[1:]), win_end[:-1])
+
+    enters = events_of("enter")
+    enter = enters.first_at_or_after(key, pair)
+    clicked = enter.found & (enter.ts < win_end)
+    # later searches start at the enter (its key); rows that are not clicked are masked below
+    k = np.where(enter.found, enter.key, key)
+    exit_ = events_of("exit").first_at_or_after(k, pair)
+    exit_sorted = np.where(exit_.found, exit_.ts, room_end[order])
+    behaviour_sorted: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for task, event in behaviours.items():
-        df = _first_at_or_after(df, "_k", _event_times(events, event), "_t")
-        df = df.with_columns(pl.when(in_visit).then(pl.col("_t")).alias(f"t_{task}")).drop("_t")
+        first = events_of(event).first_at_or_after(k, pair)
+        behaviour_sorted[task] = (clicked & first.found & (first.ts <= exit_sorted), first.ts)
+    stats = _stats(pair, clicked, enter.key, exit_sorted, exit_.found, enters)
 
+    back = np.empty(n, dtype=np.int64)  # input row -> its position in the sorted order
+    back[order] = np.arange(n)
+    clicked, enter_ts, exit_ts = clicked[back], enter.ts[back], exit_sorted[back]
+    stay = np.where(clicked, exit_ts - enter_ts, 0)
+    times: dict[str, tuple[np.ndarray, np.ndarray]] = {"ctr": (clicked, enter_ts)}
     for task, threshold in (("evtr", EFFECTIVE_VIEW_MS), ("lvtr", long_view_ms)):
-        reached = pl.col("clicked") & (pl.col("stay_ms") >= threshold)
-        df = df.with_columns(
-            pl.when(reached).then(pl.col("enter_ts") + threshold).alias(f"t_{task}")
-        )
-    df = df.with_columns(pl.col("enter_ts").alias("t_click"))
+        times[task] = (clicked & (stay >= threshold), enter_ts + threshold)
+    for task, (valid, at) in behaviour_sorted.items():
+        times[task] = (valid[back], at[back])
 
-    times = time_columns(behaviours)
-    out = df.sort("_row").select(
-        *_KEEP,
-        "clicked",
-        "enter_ts",
-        "exit_ts",
-        pl.col("stay_ms").cast(pl.Int64),
-        *times.values(),
-        *(pl.col(col).is_not_null().cast(pl.Int8).alias(task) for task, col in times.items()),
-    )
-    stats = _stats(df, events)
+    columns = {
+        "clicked": pl.Series(clicked),
+        "enter_ts": _nullable(enter_ts, clicked),
+        "exit_ts": _nullable(exit_ts, clicked),
+        "stay_ms": pl.Series(stay),
+    }
+    for task, col in time_columns(behaviours).items():
+        valid, at = times[task]
+        columns[col] = _nullable(at, valid)
+    labels = {task: pl.Series(times[task][0].astype(np.int8)) for task in time_columns(behaviours)}
+    out = imp.with_columns(**columns, **labels)
+
     log.info("visits: %s", stats.to_dict())
     return out, stats
 
@@ -187,62 +205,72 @@ def _require(df: pl.DataFrame, table: str, columns: tuple[str, ...]) -> None:
             )
 
 
-def _with_room_end(imp: pl.DataFrame, rooms: pl.DataFrame) -> pl.DataFrame:
-    ends = rooms.select("live_id", pl.col("end_ts").alias("_room_end"))
-    out = imp.join(ends, on="live_id", how="left", maintain_order="left")
-    unknown = out.filter(pl.col("_room_end").is_null())
-    if len(unknown):
+def _nullable(values: np.ndarray, valid: np.ndarray) -> pl.Series:
+    """An Int64 column of ``values`` with nulls where not ``valid``."""
+    return pl.from_arrow(pa.array(values, mask=~valid))  # type: ignore[return-value]
+
+
+def _require_values(df: pl.DataFrame, table: str, columns: tuple[str, ...]) -> None:
+    """Raise naming the column and rows when a key column holds nulls (no rule applies to them)."""
+    for c in columns:
+        if df[c].null_count():
+            rows = df.with_row_index("_row").filter(pl.col(c).is_null())["_row"].head(5).to_list()
+            raise DataValidationError(
+                f"table '{table}' has null values in column '{c}'", file=table, column=c, rows=rows
+            )
+
+
+def _ints(series: pl.Series) -> np.ndarray:
+    return series.cast(pl.Int64).to_numpy()
+
+
+def _room_end(imp: pl.DataFrame, rooms: pl.DataFrame) -> np.ndarray:
+    """``end_ts`` of each impression's room ``[N]``; raises naming rooms missing from ``rooms``."""
+    ids, ends = _ints(rooms["live_id"].fill_null(-1)), _ints(rooms["end_ts"].fill_null(0))
+    order = np.argsort(ids, kind="stable")
+    ids, ends = ids[order], ends[order]
+    live = _ints(imp["live_id"])
+    at = np.minimum(np.searchsorted(ids, live), max(len(ids) - 1, 0))
+    known = (ids[at] == live) if len(ids) else np.zeros(len(live), dtype=bool)
+    if not known.all():
+        rows = np.flatnonzero(~known)[:5]
         raise DataValidationError(
             "impressions refer to rooms missing from the rooms table",
             file="live_impressions",
             column="live_id",
-            rows=unknown["_row"].head(5).to_list(),
-            examples=unknown["live_id"].head(5).to_list(),
+            rows=rows.tolist(),
+            examples=live[rows].tolist(),
         )
-    return out
+    return ends[at] if len(ids) else np.zeros(0, dtype=np.int64)
 
 
-def _event_times(events: pl.DataFrame, event: str) -> pl.DataFrame:
-    """``(user_id, live_id, _t)`` of one event type, sorted by time."""
-    return (
-        events.filter(pl.col("event") == event).select(*_PAIR, pl.col("ts").alias("_t")).sort("_t")
-    )
+def _stats(
+    pair: np.ndarray,
+    clicked: np.ndarray,
+    enter_key: np.ndarray,
+    exit_ts: np.ndarray,
+    exit_found: np.ndarray,
+    enters: SortedEvents,
+) -> VisitStats:
+    """Count clicks, re-entries and orphan enters (see the module docstring).
 
-
-def _first_at_or_after(left: pl.DataFrame, on: str, times: pl.DataFrame, name: str) -> pl.DataFrame:
-    """Add ``name``: the first ``times._t >= left[on]`` of the same (user, room); keeps order.
-
-    ``left`` must be sorted by ``on``.
+    Arguments are the impressions' arrays ``[N]`` in (user, room, ts) order, so the clicked
+    ones' enter keys are sorted (the enters of one pair's visits increase with its impressions).
     """
-    joined = left.join_asof(
-        times,
-        left_on=on,
-        right_on="_t",
-        by=_PAIR,
-        strategy="forward",
-        check_sortedness=False,  # both sides are sorted by their key above
-    )
-    return joined.rename({"_t": name}) if name != "_t" else joined
-
-
-def _stats(df: pl.DataFrame, events: pl.DataFrame) -> VisitStats:
-    """Count clicks, re-entries and orphan enters (see the module docstring)."""
-    visits = (
-        df.filter("clicked").select(*_PAIR, pl.col("enter_ts").alias("_t"), "exit_ts").sort("_t")
-    )
-    enters = _event_times(events, "enter").rename({"_t": "_e"})
-    # the latest visit of the same (user, room) starting at or before each enter
-    latest = enters.join_asof(
-        visits, left_on="_e", right_on="_t", by=_PAIR, strategy="backward", check_sortedness=False
-    )
-    inside = int(latest.select((pl.col("_e") <= pl.col("exit_ts")).sum()).item() or 0)
-    clicks = int(df["clicked"].sum())
-    closed_at_end = int(df.select((pl.col("clicked") & pl.col("_exit").is_null()).sum()).item())
+    v_key, v_pair, v_exit = enter_key[clicked], pair[clicked], exit_ts[clicked]
+    inside = 0
+    if len(v_key):
+        # the latest visit of the same (user, room) starting at or before each enter
+        at = np.searchsorted(v_key, enters.key, side="right") - 1  # [E]
+        safe = np.maximum(at, 0)
+        has = (at >= 0) & (v_pair[safe] == enters.pair)  # [E]
+        inside = int((has & (enters.ts <= v_exit[safe])).sum())
+    clicks = int(clicked.sum())
     return VisitStats(
-        impressions=len(df),
+        impressions=len(pair),
         clicks=clicks,
-        enters=len(enters),
+        enters=len(enters.key),
         reentries=inside - clicks,
-        orphan_enters=len(enters) - inside,
-        closed_at_room_end=closed_at_end,
+        orphan_enters=len(enters.key) - inside,
+        closed_at_room_end=int((clicked & ~exit_found).sum()),
     )

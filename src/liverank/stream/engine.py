@@ -20,7 +20,7 @@ The input is one merged stream (:func:`merge_stream`) of ``live_impressions`` an
 On each push the engine re-derives the visits of its open state with
 :func:`liverank.data.visits.reconstruct_visits`, computes the rows of
 :func:`liverank.stream.reporting.emit_rows` and emits those with ``emit_ts < watermark`` that it
-has not emitted yet. Because a row due before the watermark depends only on events before it
+has not emitted yet: those at or after the previous push's watermark (see ``_emit``). Because a row due before the watermark depends only on events before it
 (reporting's windows close strictly before the emission), the union of everything emitted
 equals ``emit_rows`` on the whole (accepted) data, whatever the chunking - the property the
 tests check. This is a micro-batch over the open state (cost per push ~ the open state), the
@@ -38,10 +38,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from liverank.data import dead_letters as dl
 from liverank.data.io import read_table
+from liverank.data.pair_keys import pair_codes, pair_order, pair_time_keys
 from liverank.data.schema import LIVE_EVENTS
 from liverank.data.validate import check_columns
 from liverank.data.visits import DEFAULT_BEHAVIOURS, reconstruct_visits, time_columns
@@ -59,7 +61,6 @@ STREAM_SCHEMA: dict[str, pl.DataType] = dl.STREAM_SCHEMA
 DEAD_SCHEMA: dict[str, pl.DataType] = dl.DEAD_SCHEMA
 #: the ``kind`` values the engine knows
 KINDS: tuple[str, ...] = (IMPRESSION, *LIVE_EVENTS)
-_IDS = ("sample_id", "request_id", "position")
 _NEVER = 2**62  # a watermark past every event (flush)
 
 
@@ -152,7 +153,8 @@ class StreamEngine:
         self._max_ts: int | None = None
         self._imps = pl.DataFrame(schema=STREAM_SCHEMA)
         self._events = pl.DataFrame(schema=STREAM_SCHEMA)
-        self._emitted = pl.DataFrame(schema=dict.fromkeys(_IDS, pl.Int64()))
+        # every row with emit_ts below this has been emitted (None: nothing yet); see _emit
+        self._emitted_below: int | None = None
         self._dead: list[pl.DataFrame] = []
 
     @property
@@ -223,7 +225,7 @@ class StreamEngine:
             "rooms": self.rooms,
             "impressions": self._imps,
             "events": self._events,
-            "emitted": self._emitted,
+            "emitted_below": self._emitted_below,
             "dead_letters": self.dead_letters,
         } | ({} if self.users is None else {"users": self.users})
 
@@ -237,7 +239,7 @@ class StreamEngine:
                 "build the engine with the saved configuration (stream.checkpoint.restore_engine)"
             )
         frames: dict[str, pl.DataFrame] = {}
-        for name in ("rooms", "impressions", "events", "emitted", "dead_letters"):
+        for name in ("rooms", "impressions", "events", "dead_letters"):
             frame = state[name]
             if not isinstance(frame, pl.DataFrame):
                 raise DataValidationError(f"engine state '{name}' is not a DataFrame")
@@ -245,7 +247,6 @@ class StreamEngine:
         self.rooms = frames["rooms"].select("live_id", "end_ts")
         self._imps = frames["impressions"].select(list(STREAM_SCHEMA)).cast(STREAM_SCHEMA)
         self._events = frames["events"].select(list(STREAM_SCHEMA)).cast(STREAM_SCHEMA)
-        self._emitted = frames["emitted"].select(_IDS).cast(dict.fromkeys(_IDS, pl.Int64()))
         saved = frames["dead_letters"]  # checkpoints from before photo_id / table / row lack them
         dead = saved.select(
             (pl.col(c) if c in saved.columns else pl.lit(None)).cast(t).alias(c)
@@ -257,6 +258,10 @@ class StreamEngine:
             self.users = users.select(pl.col("user_id").cast(pl.Int64))
         max_ts = state["max_ts"]
         self._max_ts = None if max_ts is None else int(max_ts)  # type: ignore[call-overload]
+        # checkpoints written before emitted_below kept the emitted ids instead; every push
+        # emits up to the watermark, so theirs is the watermark at the checkpoint
+        below = state.get("emitted_below", self.watermark)
+        self._emitted_below = None if below is None else int(below)  # type: ignore[call-overload]
         self.stats = EngineStats(**dict(state["stats"]))  # type: ignore[call-overload]
 
     def flush(self) -> pl.DataFrame:
@@ -346,8 +351,17 @@ class StreamEngine:
         return flagged.filter(~is_late).drop("_wm")
 
     def _emit(self, watermark: int | None) -> pl.DataFrame:
+        """Rows with ``emitted_below <= emit_ts < watermark``, then retire what is done.
+
+        A row due before the watermark depends only on events before it, and an impression
+        accepted now has ``ts`` at or after every earlier watermark, so the rows below the
+        previous watermark were all emitted by earlier pushes, with the same content: the
+        band is exactly the rows not emitted yet (no set of emitted ids to keep).
+        """
         if watermark is None:
             return self._empty()
+        lo = self._emitted_below
+        self._emitted_below = watermark if lo is None else max(lo, watermark)
         if len(self._imps) == 0:
             self._events = self._events.filter(pl.col("ts") >= watermark)
             return self._empty()
@@ -358,30 +372,35 @@ class StreamEngine:
             self.long_view_ms,
             behaviours=self.behaviours,
         )
-        rows = emit_rows(visits, self.mode, behaviours=self.behaviours, window_ms=self.window_ms)
-        due = rows.filter(pl.col("emit_ts") < watermark).join(
-            self._emitted, on="sample_id", how="anti"
+        due = emit_rows(
+            visits,
+            self.mode,
+            behaviours=self.behaviours,
+            window_ms=self.window_ms,
+            emit_range=(lo, watermark),
         )
-        self._emitted = pl.concat([self._emitted, due.select(_IDS)])
         self.stats.emitted += len(due)
         self._retire(visits, watermark)
         return due
 
     def _retire(self, visits: pl.DataFrame, watermark: int) -> None:
-        """Drop impressions whose last row is emitted, their ids and the events no one needs."""
+        """Drop impressions whose last row is emitted, and the events no one needs."""
         # An impression's click window ends at the *next* impression of the same (user, room),
         # so an impression may only leave once every earlier one of its pair has left too.
-        order = ["user_id", "live_id", "ts", "request_id", "position"]
-        due = (final_emit_ts(self.mode, self.window_ms) < watermark).cast(pl.Int8)
-        done = (
-            visits.sort(order)
-            .filter(due.cum_min().over("user_id", "live_id") == 1)
-            .select("request_id", "position")
-        )
-        if len(done):
-            self._imps = self._imps.join(done, on=["request_id", "position"], how="anti")
-            # rows of retired impressions cannot come back: forget their ids
-            self._emitted = self._emitted.join(done, on=["request_id", "position"], how="anti")
+        final = visits.select(final_emit_ts(self.mode, self.window_ms))
+        due = final.to_series().to_numpy() < watermark  # [N]
+        cols = [visits[c].to_numpy() for c in ("user_id", "live_id", "ts")]
+        keys = pair_time_keys(*cols)
+        order = pair_order(keys.key, visits["request_id"].to_numpy(), visits["position"].to_numpy())
+        pair, waiting = keys.pair[order], ~due[order]  # [N] in pair order
+        seen = np.cumsum(waiting)  # impressions not due up to and including each row
+        start = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])  # first row of each pair
+        sizes = np.diff(np.r_[start, len(pair)])
+        before_pair = np.repeat(seen[start] - waiting[start], sizes)  # not due in earlier pairs
+        leave = np.empty(len(order), dtype=bool)
+        leave[order] = seen == before_pair  # none waiting at or before it in its own pair
+        if leave.any():
+            self._imps = self._imps.filter(pl.Series(~leave))
         self._events = self._live_events_needed(watermark)
 
     def _live_events_needed(self, watermark: int) -> pl.DataFrame:
@@ -393,15 +412,25 @@ class StreamEngine:
         every event after the earliest open impression) keeps the state small even when one
         long visit stays open for an hour.
         """
-        late_enough = pl.col("ts") >= watermark
-        if len(self._imps) == 0:
-            return self._events.filter(late_enough)
-        first = self._imps.group_by("user_id", "live_id").agg(pl.col("ts").min().alias("_first"))
-        return (
-            self._events.join(first, on=["user_id", "live_id"], how="left", maintain_order="left")
-            .filter(late_enough | (pl.col("ts") >= pl.col("_first")).fill_null(False))
-            .drop("_first")
-        )
+        ev_ts = self._events["ts"].to_numpy()
+        keep = ev_ts >= watermark  # [E]
+        if len(self._imps) and not keep.all():
+            n = len(self._imps)
+            codes, _ = pair_codes(
+                np.concatenate(
+                    [self._imps["user_id"].to_numpy(), self._events["user_id"].to_numpy()]
+                ),
+                np.concatenate(
+                    [self._imps["live_id"].to_numpy(), self._events["live_id"].to_numpy()]
+                ),
+            )
+            imp_pair, ev_pair = codes[:n], codes[n:]
+            by_pair = np.lexsort((self._imps["ts"].to_numpy(), imp_pair))
+            pairs, first = np.unique(imp_pair[by_pair], return_index=True)  # [P], sorted
+            first_ts = self._imps["ts"].to_numpy()[by_pair][first]  # [P] earliest open impression
+            at = np.minimum(np.searchsorted(pairs, ev_pair), len(pairs) - 1)  # [E]
+            keep |= (pairs[at] == ev_pair) & (ev_ts >= first_ts[at])
+        return self._events if keep.all() else self._events.filter(pl.Series(keep))
 
     def _empty(self) -> pl.DataFrame:
         cols = {c: pl.Int64() for c in (*KEYS, "exit_ts", *time_columns(self.behaviours).values())}

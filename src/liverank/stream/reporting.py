@@ -83,6 +83,7 @@ def emit_rows(
     *,
     behaviours: Mapping[str, str] = DEFAULT_BEHAVIOURS,
     window_ms: int = WINDOW_MS,
+    emit_range: tuple[int | None, int | None] | None = None,
 ) -> pl.DataFrame:
     """All rows ``mode`` emits for ``visits``, sorted by ``(emit_ts, request_id, position)``.
 
@@ -91,6 +92,8 @@ def emit_rows(
         mode: one of :data:`MODES`.
         behaviours: the task -> event map given to ``reconstruct_visits``.
         window_ms: grid step of ``moment`` mode.
+        emit_range: ``(lo, hi)``: only the rows with ``lo <= emit_ts < hi`` (``None``: no
+            bound), selected before ids and sorting (the stream engine's per-push band).
 
     Returns:
         Columns :data:`META` (``part`` Int64, ``slow`` Int8), then per task ``<task>`` and
@@ -108,12 +111,13 @@ def emit_rows(
             column=missing[0],
         )
     v = visits.select(*KEYS, "clicked", "exit_ts", *times.values()).with_columns(visit_end())
-    if mode == "exit":
-        out = _exit(v, times)
-    elif mode == "fast_slow":
-        out = _fast_slow(v, times)
+    lo, hi = emit_range or (None, None)
+    if mode == "moment":
+        out = _moment(v, times, window_ms, lo, hi)
     else:
-        out = _moment(v, times, window_ms)
+        out = _exit(v, times) if mode == "exit" else _fast_slow(v, times)
+        if emit_range is not None:
+            out = out.filter(pl.Series(_in_band(out["emit_ts"].to_numpy(), lo, hi)))
     out = _with_ids(out, MODE_CODE[mode])
     cols = [*META, *times, *(f"mask_{t}" for t in times)]
     return out.select(cols).sort("emit_ts", "request_id", "position", "part")
@@ -160,39 +164,45 @@ def _fast_slow(v: pl.DataFrame, times: dict[str, str]) -> pl.DataFrame:
     return pl.concat([fast, slow])
 
 
-def _moment(v: pl.DataFrame, times: dict[str, str], window_ms: int) -> pl.DataFrame:
+def _moment(
+    v: pl.DataFrame, times: dict[str, str], window_ms: int, lo: int | None, hi: int | None
+) -> pl.DataFrame:
     """One row per (impression, window with something to report), vectorised in NumPy.
 
     Each task of an impression is reported in one window: the window of its first occurrence
     (label 1) or, if it never happens, the window of ``visit_end`` (label 0). An impression
-    emits one row per *distinct* window among its tasks' windows.
+    emits one row per *distinct* window among its tasks' windows. Most impressions (every one
+    not clicked) report all their tasks in one window and take a fast path; the others sort
+    their ``T`` windows to find the distinct ones. Rows outside ``lo <= emit_ts < hi`` (bounds
+    that are ``None`` are open) are dropped before the output columns are built.
     """
-    n = len(v)
-    end = v["visit_end"].to_numpy()  # [N]
-    occ = np.stack(
-        [v[c].fill_null(-1).to_numpy() for c in times.values()], axis=1
-    )  # [N, T] first occurrence (ms) or -1
-    pos = np.stack([v[c].is_not_null().to_numpy() for c in times.values()], axis=1)  # [N, T]
-    when = np.where(pos, occ, end[:, None])  # [N, T] report time of each task
-    part = when // window_ms  # [N, T] window index of each task
-    # distinct windows per impression: sort each row, keep the first of every run
-    srt = np.sort(part, axis=1)  # [N, T]
+    report = [(pl.coalesce(c, "visit_end") // window_ms).alias(t) for t, c in times.items()]
+    part = v.select(report).to_numpy()  # [N, T] window of each task's report
+    pos = v.select(pl.col(c).is_not_null() for c in times.values()).to_numpy()  # [N, T]
+    single = (part == part[:, :1]).all(axis=1)  # [N] every task in one window
+    one = np.flatnonzero(single)  # [S]
+    many = np.flatnonzero(~single)  # [M]
+    srt = np.sort(part[many], axis=1)  # [M, T]
     new = np.ones_like(srt, dtype=bool)
     new[:, 1:] = srt[:, 1:] != srt[:, :-1]
-    row_of, col_of = np.nonzero(new)  # [R] impression index, position in the sorted row
-    row_part = srt[row_of, col_of]  # [R]
-    mask = part[row_of] == row_part[:, None]  # [R, T] task reported in this row
-    label = mask & pos[row_of]  # [R, T]
-    keys = v.select(KEYS)[row_of] if n else v.select(KEYS)
+    row_of, col_of = np.nonzero(new)  # [R'] row of many, position in the sorted row
+    rows = np.concatenate([one, many[row_of]])  # [R] impression of each emitted row
+    row_part = np.concatenate([part[one, 0], srt[row_of, col_of]])  # [R]
+    emit_ts = (row_part + 1) * window_ms  # [R]
+    if lo is not None or hi is not None:
+        keep = _in_band(emit_ts, lo, hi)
+        rows, row_part, emit_ts = rows[keep], row_part[keep], emit_ts[keep]
+    mask = part[rows] == row_part[:, None]  # [R, T] task reported in this row
+    label = mask & pos[rows]  # [R, T]
     cols = {
         "part": pl.Series("part", row_part, dtype=pl.Int64),
-        "emit_ts": pl.Series("emit_ts", (row_part + 1) * window_ms, dtype=pl.Int64),
-        "slow": pl.Series("slow", np.zeros(len(row_of), dtype=np.int8), dtype=pl.Int8),
+        "emit_ts": pl.Series("emit_ts", emit_ts, dtype=pl.Int64),
+        "slow": pl.Series("slow", np.zeros(len(rows), dtype=np.int8), dtype=pl.Int8),
     }
     for j, t in enumerate(times):
-        cols[t] = pl.Series(t, label[:, j].astype(np.float32))
-        cols[f"mask_{t}"] = pl.Series(f"mask_{t}", mask[:, j].astype(np.float32))
-    return keys.with_columns(**cols)
+        cols[t] = pl.Series(t, label[:, j], dtype=pl.Float32)
+        cols[f"mask_{t}"] = pl.Series(f"mask_{t}", mask[:, j], dtype=pl.Float32)
+    return v.select(KEYS)[rows].with_columns(**cols)
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -204,6 +214,16 @@ def _with_ids(df: pl.DataFrame, mode_code: int) -> pl.DataFrame:
         df["part"].to_numpy(),
     )  # [R]
     return df.with_columns(pl.Series("sample_id", ids, dtype=pl.Int64))
+
+
+def _in_band(emit_ts: np.ndarray, lo: int | None, hi: int | None) -> np.ndarray:
+    """``lo <= emit_ts < hi`` per row (a ``None`` bound is open)."""
+    keep = np.ones(len(emit_ts), dtype=bool)
+    if lo is not None:
+        keep &= emit_ts >= lo
+    if hi is not None:
+        keep &= emit_ts < hi
+    return keep
 
 
 def _check_mode(mode: str) -> None:
