@@ -12,6 +12,9 @@ run under ``torch.no_grad``:
 * ``torchscript_unfrozen``: the same with ``load_exported(..., freeze=False)``;
 * ``torch_export``: ``torch.export.export`` with a dynamic batch dimension, run through
   ``ExportedProgram.module()`` (a peer only; the library exports TorchScript);
+* ``aoti``: the same ``torch.export`` program compiled ahead of time by AOTInductor
+  (``torch._inductor.aoti_compile_and_package``: C++ kernels built with the machine's compiler,
+  minutes per model) and loaded with ``aoti_load_package``; ``--no-aoti`` skips it;
 * ``onnxruntime``: :func:`liverank.serve.export_onnx.load_onnx` (Python field checks + an
   onnxruntime session with ``intra_op_num_threads`` = the thread count of the row, inter-op 1,
   all graph optimisations); skipped with a log line if onnxruntime is not installed.
@@ -57,6 +60,8 @@ from liverank.serve.export import (
 )
 
 log = logging.getLogger("export_latency")
+#: variants called with the required fields only (the exported program's exact inputs)
+ON_FIELDS = ("torch_export", "aoti")
 Batch = dict[str, torch.Tensor]
 
 
@@ -77,21 +82,28 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=200, help="timed calls per variant")
     p.add_argument("--rounds", type=int, default=4, help="interleaved rounds the runs split into")
     p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor variant")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/export_latency.json"))
     return p.parse_args()
 
 
-def _torch_export(model: Ranker, fields: Batch) -> Callable[[Batch], torch.Tensor]:
+def _export_program(model: Ranker, fields: Batch) -> torch.export.ExportedProgram:
     from torch.export import Dim, export
 
     batch_dim = Dim("B", min=1, max=1 << 20)
     shapes = ({k: {0: batch_dim} for k in fields},)
-    program = export(RankerProbabilities(model), (fields,), dynamic_shapes=shapes, strict=False)
-    return program.module()
+    return export(RankerProbabilities(model), (fields,), dynamic_shapes=shapes, strict=False)
+
+
+def _aoti(program: torch.export.ExportedProgram, path: Path) -> Callable[[Batch], torch.Tensor]:
+    start = time.perf_counter()
+    package = torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    log.info("AOTInductor compiled %s in %.0f s", path.name, time.perf_counter() - start)
+    return torch._inductor.aoti_load_package(package)
 
 
 def build_variants(
-    name: str, candidates: int, workdir: Path, threads: list[int]
+    name: str, candidates: int, workdir: Path, threads: list[int], aoti: bool = True
 ) -> tuple[dict, Batch, Batch]:
     """Callables of every variant, the full batch and its required-field subset.
 
@@ -106,7 +118,7 @@ def build_variants(
     path = export_torchscript(model, batch, workdir / f"{name}.ts")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exported_program = _torch_export(model, fields)
+        program = _export_program(model, fields)
 
     def eager(b: Batch) -> torch.Tensor:
         out = model(b)
@@ -116,8 +128,10 @@ def build_variants(
         "eager": eager,
         "torchscript": load_exported(path),
         "torchscript_unfrozen": load_exported(path, freeze=False),
-        "torch_export": exported_program,
+        "torch_export": program.module(),
     }
+    if aoti:
+        variants["aoti"] = _aoti(program, workdir / f"{name}.pt2")
     try:
         from liverank.serve.export_onnx import export_onnx, load_onnx
     except ImportError as exc:  # pragma: no cover - the 'serve' extra is not installed
@@ -131,7 +145,7 @@ def build_variants(
     with torch.no_grad():  # every variant must agree with eager before it is timed
         reference = eager(batch)
         for key, fn in variants.items():
-            diff = (fn(batch if key != "torch_export" else fields) - reference).abs()
+            diff = (fn(batch if key not in ON_FIELDS else fields) - reference).abs()
             if float(diff.max()) > 1e-5:
                 raise RuntimeError(f"{name}/{key}: max |diff| {float(diff.max())} vs eager")
     return variants, batch, fields
@@ -150,12 +164,12 @@ def measure(
     per_round = max(1, args.runs // args.rounds)
     with torch.no_grad():
         for key, fn in variants.items():
-            arg = batch if key != "torch_export" else fields
+            arg = batch if key not in ON_FIELDS else fields
             for _ in range(args.warmup):
                 fn(arg)
         for _ in range(args.rounds):
             for key, fn in variants.items():
-                arg = batch if key != "torch_export" else fields
+                arg = batch if key not in ON_FIELDS else fields
                 for _ in range(per_round):
                     start = time.perf_counter()
                     fn(arg)
@@ -177,7 +191,9 @@ def main() -> None:
     results: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
-            variants, batch, fields = build_variants(name, args.candidates, Path(tmp), args.threads)
+            variants, batch, fields = build_variants(
+                name, args.candidates, Path(tmp), args.threads, aoti=not args.no_aoti
+            )
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 stats = measure(variants, batch, fields, args, threads)

@@ -30,9 +30,11 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--runtime",
-        choices=["auto", "eager", "torchscript"],
+        choices=["auto", "eager", "torchscript", "aoti"],
         default="auto",
-        help="forward pass: TorchScript trace (auto: when the model can be traced) or eager",
+        help="forward pass: TorchScript trace (auto: when the model can be traced), eager, or "
+        "aoti (torch.export + AOTInductor: fastest measured, compiles each version once, "
+        "cached in REGISTRY/.aoti; needs g++)",
     )
     p.add_argument(
         "--graph",

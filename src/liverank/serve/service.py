@@ -204,7 +204,8 @@ def build_service(
             m.attach_long_history(long_store, m.feature_map.long_len)
 
     def runner(m: Ranker) -> ModelRunner:
-        return make_runner(m, runtime, example_request(backend, m, mmbee=mmbee))
+        example = example_request(backend, m, mmbee=mmbee)
+        return make_runner(m, runtime, example, aoti_cache=Path(registry) / ".aoti")
 
     holder.prepare(attach, runner)  # the first version too: its runner is built now
     log.info("serving %s/%s on %s", model, holder.version, holder.current().runtime)

@@ -74,7 +74,10 @@ class ModelRegistry:
     def names(self) -> list[str]:
         if not self.root.exists():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        # hidden directories are caches (the service's compiled packages in .aoti), not models
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
 
     def versions(self, name: str) -> list[str]:
         d = self.root / name

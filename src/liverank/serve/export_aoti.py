@@ -1,0 +1,181 @@
+"""Export a trained :class:`~liverank.models.ranker.Ranker` with ``torch.export`` and compile it
+ahead of time with AOTInductor (issue #20): the serving runtime that replaces TorchScript.
+
+Same contract as the TorchScript and ONNX exports (:mod:`liverank.serve.export`,
+:mod:`liverank.serve.export_onnx`): the program maps the fields of
+:func:`~liverank.serve.export.required_fields` (dynamic leading axis ``B``) to probabilities
+``[B, T]`` in ``model.tasks`` order, and which modules can be exported is decided by the same
+:func:`~liverank.serve.export.export_blockers`.
+
+How: ``torch.export.export`` captures :class:`~liverank.serve.export.RankerProbabilities`
+(non-strict, batch axis declared with a ``torch.export.Dim``); ``torch._inductor.
+aoti_compile_and_package`` turns the program into C++ kernels built with the machine's C++
+compiler (tens of seconds per model on 2 cores) and packs them with the weights in one ``.pt2``
+file; ``aoti_load_package`` runs it with no Python in the forward pass. The metadata document
+(:func:`~liverank.serve.export.export_metadata`, ``format`` = :data:`AOTI_FORMAT`) is written
+next to the package as ``<path>.json`` and is required to load it.
+
+Why this runtime: ``benchmarks/export_latency.py`` (200 candidates, quiet 2-core machine)
+measured it the fastest of eager, TorchScript, ``torch.export``'s Python runner and onnxruntime
+(docs/serving.md); ``torch.jit`` is deprecated upstream.
+
+Example::
+
+    path = export_aoti(model, batch, "registry/v3/ranker.pt2")
+    ranker = load_aoti(path)
+    proba = ranker(batch)                    # [B, T] in ranker.tasks order
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from liverank.errors import ConfigError
+from liverank.models.base import Batch
+from liverank.models.ranker import Ranker
+from liverank.serve.export import (
+    ExportedModel,
+    RankerProbabilities,
+    check_exportable,
+    export_metadata,
+    parse_export_metadata,
+    required_fields,
+)
+
+log = logging.getLogger(__name__)
+
+#: ``format`` of the metadata document of an AOTInductor export
+AOTI_FORMAT = "liverank.export.aoti"
+
+
+def capture(model: Ranker, example: dict[str, torch.Tensor]) -> torch.export.ExportedProgram:
+    """``torch.export`` program of ``model``'s probabilities over the fields of ``example``,
+    with a dynamic batch axis (eval mode, no grad; the model's train/eval mode is restored).
+
+    Raises:
+        ConfigError: ``torch.export`` failed (its last message line is in the error).
+    """
+    from torch.export import Dim
+
+    batch_dim = Dim("B", min=1, max=1 << 20)
+    shapes = ({name: {0: batch_dim} for name in example},)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.export's FutureWarnings on its own internals
+            return torch.export.export(
+                RankerProbabilities(model), (example,), dynamic_shapes=shapes, strict=False
+            )
+    except Exception as exc:
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+        raise ConfigError(
+            f"model '{model.config.name}': torch.export failed ({type(exc).__name__}: {last})"
+        ) from exc
+    finally:
+        model.train(was_training)
+
+
+def export_aoti(model: Ranker, example_batch: Batch, path: str | Path) -> Path:
+    """Compile ``model`` to an AOTInductor package at ``path`` (a ``.pt2`` file).
+
+    Args:
+        model: a trained Ranker whose modules are all exportable.
+        example_batch: a batch with every field of ``required_fields(model)``; its dtypes and
+            ranks become the contract, its batch size does not matter.
+        path: the package to write (atomically; must end in ``.pt2``); the metadata goes to
+            ``<path>.json``.
+
+    Raises:
+        ConfigError: a module cannot be exported, the example lacks a field, the path does not
+            end in ``.pt2``, or the capture / compilation failed.
+    """
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ConfigError(f"{path}: an AOTInductor package must be named *.pt2")
+    check_exportable(model)
+    model.check_batch(example_batch)
+    example = {f: example_batch[f] for f in required_fields(model)}
+    meta = export_metadata(model, example, fmt=AOTI_FORMAT)
+    program = capture(model, example)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
+    except Exception as exc:
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+        raise ConfigError(
+            f"model '{model.config.name}': AOTInductor compilation failed "
+            f"({type(exc).__name__}: {last}); it needs a C++ compiler (g++)"
+        ) from exc
+    tmp.replace(path)  # atomic: a registry watcher never sees half a package
+    path.with_name(path.name + ".json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    log.info(
+        "compiled %s with AOTInductor in %.0f s at %s",
+        model.config.name,
+        time.perf_counter() - start,
+        path,
+    )
+    return path
+
+
+class AotiRanker(ExportedModel):
+    """A loaded AOTInductor package: validates batches in Python, then runs the compiled code.
+
+    Same API as :class:`~liverank.serve.export.ExportedRanker`.
+    """
+
+    def __init__(self, runner: Any, meta: dict[str, Any]) -> None:
+        super().__init__(meta)
+        self.runner = runner
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        """Probabilities ``[B, T]`` (columns in :attr:`tasks` order)."""
+        self.check_batch(batch)
+        return self.runner({name: batch[name] for name in self.fields})
+
+
+def load_aoti(path: str | Path) -> AotiRanker:
+    """Load a package written by :func:`export_aoti` (no liverank model code runs).
+
+    Raises:
+        ConfigError: no such file, no metadata next to it, not a liverank export of a supported
+            version, or a file AOTInductor cannot load.
+    """
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".json")
+    if not path.exists():
+        raise ConfigError(f"{path}: no such exported model")
+    if not sidecar.exists():
+        raise ConfigError(f"{path}: its metadata {sidecar.name} is missing (export it again)")
+    meta = parse_export_metadata(path, sidecar.read_text(), AOTI_FORMAT, "an AOTInductor package")
+    try:
+        runner = torch._inductor.aoti_load_package(str(path))
+    except Exception as exc:
+        raise ConfigError(f"{path}: not a loadable AOTInductor package ({exc})") from exc
+    return AotiRanker(runner, meta)
+
+
+def package_key(model: Ranker, example: dict[str, torch.Tensor]) -> str:
+    """Content hash (16 hex digits) of what a compiled package depends on: torch's version, the
+    model's configuration, its weights and the example's field dtypes and ranks. Two models
+    with the same key compile to interchangeable packages (the service's compile cache)."""
+    digest = hashlib.sha256()
+    meta = export_metadata(model, example, fmt=AOTI_FORMAT)
+    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
