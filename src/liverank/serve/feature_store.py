@@ -57,6 +57,7 @@ from liverank.features.snapshot import Snapshot, SortedHistory
 from liverank.serve.shopping_store import (
     PRODUCT_EVENT_COLUMNS,
     ROOM_PRODUCT_COLUMNS,
+    ShoppingSource,
     ShoppingState,
 )
 
@@ -164,7 +165,7 @@ class OnlineFeatureStore(ABC):
         """Ingest a chunk of ``video_events`` rows (columns ``_VIDEO_EVENT_COLUMNS``)."""
 
     @property
-    def shopping(self) -> ShoppingState | None:
+    def shopping(self) -> ShoppingSource | None:
         """The product histories and room products (``--shopping`` features), if this store
         keeps them; ``None`` otherwise (the default)."""
         return None
@@ -418,7 +419,7 @@ class MemoryFeatureStore(OnlineFeatureStore):
         return self._video.last_n_before(np.array([user_id]), np.array([ts]), n)
 
     @property
-    def shopping(self) -> ShoppingState | None:
+    def shopping(self) -> ShoppingSource | None:
         return self._shopping
 
     def history_rows(self) -> dict[str, int]:

@@ -196,7 +196,8 @@ def _shopping_columns(
         raise ConfigError(
             f"the model reads the shopping features (a 'product' sequence) but the "
             f"{type(store).__name__} keeps none; serve it from the in-memory store of a "
-            "dataset with products, product_events and room_products"
+            "dataset with products, product_events and room_products, or from a Redis store "
+            "filled by `liverank stream --store` from such a dataset (a new prefix)"
         )
     q_ts = np.array([ts], dtype=np.int64)  # [1]
     snap = shop.product_history(user_id, ts, n_seq)

@@ -53,6 +53,7 @@ from liverank.errors import ConfigError, DataValidationError
 from liverank.features import encoders as enc
 from liverank.features import long_history as lh
 from liverank.features.snapshot import Snapshot
+from liverank.serve import redis_shopping
 from liverank.serve.feature_store import (
     _LIVE_EVENT_COLUMNS,
     _VIDEO_EVENT_COLUMNS,
@@ -67,12 +68,17 @@ from liverank.serve.feature_store import (
     replay_events,
     rooms_with_authors,
 )
+from liverank.serve.shopping_store import ShoppingSource
 from liverank.stream import long_views
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "liverank:features"
-_HISTORY = {"live": tuple(LIVE_HISTORY_COLUMNS), "video": tuple(VIDEO_HISTORY_COLUMNS)}
+_HISTORY = {
+    "live": tuple(LIVE_HISTORY_COLUMNS),
+    "video": tuple(VIDEO_HISTORY_COLUMNS),
+    **redis_shopping.HISTORY_COLUMNS,
+}
 _HSET_BATCH = 10_000  # hash fields per HSET command when loading static tables
 #: HMGET of the space-separated ids in ARGV[2], replying two bulk strings (the values
 #: concatenated, a missing one as ARGV[1] zero bytes; a "1"/"0" flag per id): redis-py encodes
@@ -161,6 +167,11 @@ class RedisFeatureStore(OnlineFeatureStore):
         self._seq_len = n
         self._meta: DatasetMeta | None = None
         self._packed_hmget = client.register_script(_PACKED_HMGET)
+        self._shopping = (
+            redis_shopping.RedisShoppingState(self)
+            if client.exists(self._key("products"))
+            else None
+        )
 
     @classmethod
     def from_url(
@@ -186,11 +197,13 @@ class RedisFeatureStore(OnlineFeatureStore):
         return bool(self.client.exists(self._key("meta")))
 
     # ------------------------------------------------------------------ static tables
-    def load_static(self, data_dir: str | Path) -> None:
-        """Write the dataset's static tables (users, authors, rooms, videos) and its meta."""
+    def load_static(self, data_dir: str | Path, *, shopping: bool = False) -> None:
+        """Write the dataset's static tables (users, authors, rooms, videos) and its meta;
+        with ``shopping`` also the products table, so that the store keeps the shopping state
+        (:attr:`shopping`, :mod:`liverank.serve.redis_shopping`)."""
         root = Path(data_dir)
         tables = {}
-        for name in ("users", "authors", "rooms", "videos"):
+        for name in ("users", "authors", "rooms", "videos", *(("products",) if shopping else ())):
             path = table_path(root, name)
             if not path.exists():
                 raise DataValidationError(f"required table '{name}' is missing", file=str(path))
@@ -208,8 +221,13 @@ class RedisFeatureStore(OnlineFeatureStore):
             users[s].cast(pl.Int64).fill_null(0).to_numpy() for s in USER_COLUMNS.values()
         ]
         pipe = self.client.pipeline(transaction=True)
-        for key in ("users", "rooms", "rooms:end", "videos"):
+        for key in ("users", "rooms", "rooms:end", "videos", "products"):
             pipe.delete(self._key(key))
+        if shopping:
+            products = tables["products"]
+            _require(products, ("product_id", "cat3"), "'products' table")
+            cats = products["cat3"].cast(pl.Int64).fill_null(0).to_numpy()
+            self._hset(pipe, "products", products["product_id"].to_numpy(), _pack([cats]))
         self._hset(pipe, "users", users["user_id"].to_numpy(), _pack(user_codes))
         room_ids = rooms["live_id"].to_numpy()  # [R]
         self._hset(pipe, "rooms", room_ids, _pack([rooms[c].to_numpy() for c in ROOM_COLUMNS]))
@@ -231,6 +249,7 @@ class RedisFeatureStore(OnlineFeatureStore):
         pipe.set(self._key("long_len"), self._long_len)
         pipe.execute()
         self._meta = meta
+        self._shopping = redis_shopping.RedisShoppingState(self) if shopping else None
         log.info(
             "Redis feature store '%s': static tables of %s written (%d users, %d rooms, %d videos)",
             self.prefix, meta.name, len(users), len(rooms), len(videos),
@@ -524,6 +543,12 @@ class RedisFeatureStore(OnlineFeatureStore):
 
     def video_history(self, user_id: int, ts: int, n: int) -> Snapshot:
         return self._history("video", user_id, ts, n)
+
+    @property
+    def shopping(self) -> ShoppingSource | None:
+        """The product histories and room products, when the static tables were written with
+        ``shopping`` (:mod:`liverank.serve.redis_shopping`); ``None`` otherwise."""
+        return self._shopping
 
     def long_history(self, user_id: int, ts: int) -> dict[str, pl.DataFrame]:
         """The user's long-history rows strictly before ``ts``, per domain: at most

@@ -6,7 +6,8 @@ every chunk the runner reads is also written to a
 behaviours) before the engine sees it, so ``run_stream`` needs no change. The merged stream
 carries no short-video events; when given, the dataset's ``video_events`` are fed in step with
 the stream's event time (every video event with ``ts <=`` the newest stream row read; all of
-them once the source ends).
+them once the source ends), and so are the product events and room products when the store
+keeps the shopping state (:mod:`liverank.serve.redis_shopping`, eLiveRec's features).
 
 Exactly once after a restart: each write records, in the same Redis transaction, the stream
 offset (or video row count) it reached under ``applied[<feed name>]``. A restarted worker
@@ -18,17 +19,43 @@ writer per shard, as for the engine).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from liverank.data.io import read_table
+from liverank.data.io import read_table, table_path
 from liverank.serve.redis_store import RedisFeatureStore
+from liverank.serve.shopping_store import PRODUCT_EVENT_COLUMNS, ROOM_PRODUCT_COLUMNS
 from liverank.stream.engine import IMPRESSION
 from liverank.stream.sources import StreamSource
 
 log = logging.getLogger(__name__)
+
+#: the tables of the shopping state (kept when a new store's dataset has them all)
+SHOPPING_TABLES = ("products", "product_events", "room_products")
+
+
+@dataclass
+class SideFeed:
+    """Events outside the merged stream (short-video events, product events, room products),
+    fed to the store in step with the stream's event time; ``done`` rows already applied."""
+
+    name: str
+    rows: pl.DataFrame  # sorted by ts
+    observe: Callable[..., None]  # observe(rows, progress=(feed, offset))
+    done: int = 0
+
+    def advance(self, upto_ts: int | None, feed: str) -> None:
+        """Apply every row with ``ts <= upto_ts`` (None: every row) not applied yet."""
+        ts = self.rows["ts"].to_numpy()  # [V]
+        upto = len(ts) if upto_ts is None else int(np.searchsorted(ts, upto_ts, side="right"))
+        if upto > self.done:
+            part = self.rows.slice(self.done, upto - self.done)
+            self.observe(part, progress=(f"{feed}:{self.name}", upto))
+            self.done = upto
 
 
 class StoreFeedSource(StreamSource):
@@ -40,13 +67,17 @@ class StoreFeedSource(StreamSource):
         store: RedisFeatureStore,
         name: str,
         video_events: pl.DataFrame | None = None,
+        side: list[SideFeed] | None = None,
     ) -> None:
         self.source, self.store, self.name = source, store, name
         self.total_rows = source.total_rows
         self._applied = store.applied_offset(name)
-        self._video = None if video_events is None else video_events.sort("ts", maintain_order=True)
-        self._video_ts = None if self._video is None else self._video["ts"].to_numpy()  # [V]
-        self._video_done = store.applied_offset(f"{name}:video")
+        self._side = list(side or [])
+        if video_events is not None:
+            self._side.insert(0, SideFeed("video", video_events, store.observe_video_events))
+        for feed in self._side:
+            feed.rows = feed.rows.sort("ts", maintain_order=True)
+            feed.done = store.applied_offset(f"{name}:{feed.name}")
 
     @property
     def offset(self) -> int:
@@ -66,16 +97,10 @@ class StoreFeedSource(StreamSource):
             )
             self.store.observe_live_events(events, progress=(self.name, offset))
             self._applied = offset
-        if self._video_ts is not None:
-            upto = self._video_done
-            if self.source.finished:
-                upto = len(self._video_ts)
-            elif len(chunk):
-                upto = int(np.searchsorted(self._video_ts, int(chunk["ts"].max()), side="right"))
-            if upto > self._video_done:
-                rows = self._video.slice(self._video_done, upto - self._video_done)  # type: ignore[union-attr]
-                self.store.observe_video_events(rows, progress=(f"{self.name}:video", upto))
-                self._video_done = upto
+        if self.source.finished or len(chunk):
+            upto = None if self.source.finished else int(chunk["ts"].max())
+            for feed in self._side:
+                feed.advance(upto, self.name)
         return chunk, offset
 
     def seek(self, offset: int) -> None:
@@ -100,10 +125,31 @@ def feed_source(
     store at ``store_url`` and wrap ``source``; ``data_dir``'s video events are fed in step.
     ``long_len`` > 0 keeps long histories too (:class:`RedisFeatureStore`)."""
     store = RedisFeatureStore.from_url(store_url, seq_len=seq_len, long_len=long_len)
-    if not store.loaded:
-        store.load_static(data_dir)
+    if not store.loaded:  # the shopping state too when the dataset has its tables (eLiveRec)
+        shopping = all(table_path(data_dir, t).exists() for t in SHOPPING_TABLES)
+        store.load_static(data_dir, shopping=shopping)
     video = read_table(data_dir, "video_events").select(
         "ts", "user_id", "photo_id", "author_id", "event", "play_ms"
     )
-    log.info("feeding Redis feature store %s as '%s' (seq_len %d)", store_url, name, seq_len)
-    return StoreFeedSource(source, store, name, video)
+    side = []
+    if store.shopping is not None:
+        side = [
+            SideFeed(
+                "product",
+                read_table(data_dir, "product_events", list(PRODUCT_EVENT_COLUMNS)),
+                store.shopping.observe_product_events,
+            ),
+            SideFeed(
+                "room_products",
+                read_table(data_dir, "room_products", list(ROOM_PRODUCT_COLUMNS)),
+                store.shopping.observe_room_products,
+            ),
+        ]
+    log.info(
+        "feeding Redis feature store %s as '%s' (seq_len %d%s)",
+        store_url,
+        name,
+        seq_len,
+        ", with the shopping state" if side else "",
+    )
+    return StoreFeedSource(source, store, name, video, side)
