@@ -315,3 +315,19 @@ def test_ranking_score_validates_its_inputs() -> None:
         ranking_score({"ctr": torch.tensor([1.5])}, {"ctr": 1.0})
     with pytest.raises(ValueError, match="shape"):
         ranking_score({"ctr": torch.ones(2) / 2, "ltr": torch.ones(3) / 2}, {"ctr": 1, "ltr": 1})
+
+
+def test_contrastive_terms_only_in_training() -> None:
+    """Scoring (eval mode) skips the InfoNCE terms; the representation is the same."""
+    fm = synthetic_feature_map(long_len=16)
+    torch.manual_seed(0)
+    model = Ranker(fm, get_config("moment_cross"))
+    batch = synthetic_batches(fm, 1, 32, seed=3)[0]
+    (key,) = [k for k, m in model.feature_modules.items() if m.name == "moment_cross"]
+    module = model.feature_modules[key]
+    trained = module(batch, model.embeddings)
+    assert trained.aux_losses
+    module.eval()
+    scored = module(batch, model.embeddings)
+    assert scored.aux_losses == {}
+    torch.testing.assert_close(scored.representation, trained.representation)

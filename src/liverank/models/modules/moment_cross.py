@@ -489,9 +489,11 @@ class MomentCross(FeatureModule):
         pooled: dict[str, tuple[torch.Tensor, torch.Tensor]],
         diagnostics: dict[str, torch.Tensor | float],
     ) -> ModuleOutput:
-        """Concatenated outputs ``[B, n * D]`` plus the InfoNCE terms of eq. 6 (when on)."""
+        """Concatenated outputs ``[B, n * D]`` plus the InfoNCE terms of eq. 6 (when on, and in
+        training only, as FARM's: scoring needs no loss, and the terms were ~13 % of a
+        200-candidate request's eager forward)."""
         aux: dict[str, torch.Tensor] = {}
-        if self.aligned:
+        if self.aligned and self.training:
             anchor, anchor_ok = pooled["mixed"]
             groups = batch["user_id"] if self.cfg.dedup_users else None
             for name in self.aligned:
