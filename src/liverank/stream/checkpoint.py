@@ -4,9 +4,9 @@ Layout of a checkpoint directory (``checkpoint_dir``)::
 
     ckpt-000000000123/          one complete checkpoint (the number is a sequence, not an offset)
         manifest.json           format, source offset, wall time, the engine's scalars
+                                (the watermark state, ``emitted_below``, counters)
         impressions.parquet     every DataFrame of StreamEngine.state_dict(), one file each
         events.parquet
-        emitted.parquet
         dead_letters.parquet
         rooms.parquet
         users.parquet           only when the engine checks users
