@@ -40,6 +40,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--candidates", type=int, default=200)
     ap.add_argument("--swaps", type=int, default=0, help="model versions published during the run")
+    ap.add_argument("--runtime", default="auto", help="the server's --runtime (auto, aoti, ...)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -60,7 +61,9 @@ def main() -> int:
         rooms = read_table(data, "rooms")["live_id"].to_numpy()
         users = imp.filter(pl.col("ts") < as_of)["user_id"].unique().to_numpy()
         env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-        server, url = start_server(reg, args.model, data, as_of, env, "--watch-interval", "0.5")
+        server, url = start_server(
+            reg, args.model, data, as_of, env, "--watch-interval", "0.5", "--runtime", args.runtime
+        )
         try:
             n = int(args.rate * args.duration)
             rng = np.random.default_rng(0)
@@ -142,6 +145,11 @@ def main() -> int:
         "max_ms": round(float(ms.max()), 2),
         "swaps": swapped,
         "versions_served": served_versions,
+        # when each version answered first (s after the start, by schedule): publish -> served
+        "first_served_s": {
+            v: round(min(i for i, x in enumerate(versions) if x == v) / args.rate, 2)
+            for v in served_versions
+        },
         "final_version": health.get("model_version"),
         "runtime": health.get("runtime"),
     }
