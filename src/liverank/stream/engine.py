@@ -46,9 +46,9 @@ from liverank.data.io import read_table
 from liverank.data.pair_keys import pair_codes, pair_order, pair_time_keys
 from liverank.data.schema import LIVE_EVENTS
 from liverank.data.validate import check_columns
-from liverank.data.visits import DEFAULT_BEHAVIOURS, reconstruct_visits, time_columns
+from liverank.data.visits import DEFAULT_BEHAVIOURS, reconstruct_visits
 from liverank.errors import ConfigError, DataValidationError
-from liverank.stream.reporting import KEYS, WINDOW_MS, emit_rows, final_emit_ts
+from liverank.stream.reporting import WINDOW_MS, emit_rows, empty_rows, final_emit_ts
 
 log = logging.getLogger(__name__)
 
@@ -433,6 +433,4 @@ class StreamEngine:
         return self._events if keep.all() else self._events.filter(pl.Series(keep))
 
     def _empty(self) -> pl.DataFrame:
-        cols = {c: pl.Int64() for c in (*KEYS, "exit_ts", *time_columns(self.behaviours).values())}
-        visits = pl.DataFrame(schema=cols | {"clicked": pl.Boolean()})
-        return emit_rows(visits, self.mode, behaviours=self.behaviours, window_ms=self.window_ms)
+        return empty_rows(self.mode, behaviours=self.behaviours, window_ms=self.window_ms)

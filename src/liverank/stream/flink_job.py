@@ -55,7 +55,7 @@ import polars as pl
 
 from liverank.data.visits import DEFAULT_BEHAVIOURS, reconstruct_visits
 from liverank.stream.engine import IMPRESSION, STREAM_SCHEMA, read_stream
-from liverank.stream.reporting import MODES, WINDOW_MS, emit_rows, final_emit_ts
+from liverank.stream.reporting import MODES, WINDOW_MS, emit_rows, empty_rows, final_emit_ts
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +71,7 @@ def _in_type():
 
 
 def _output_columns(behaviours: dict[str, str]) -> list[str]:
-    empty = emit_rows(_visits_schema(behaviours), "exit", behaviours=behaviours)
-    return empty.columns
-
-
-def _visits_schema(behaviours: dict[str, str]) -> pl.DataFrame:
-    from liverank.data.visits import time_columns
-    from liverank.stream.reporting import KEYS
-
-    cols = {c: pl.Int64() for c in (*KEYS, "exit_ts", *time_columns(behaviours).values())}
-    return pl.DataFrame(schema=cols | {"clicked": pl.Boolean()})
+    return empty_rows("exit", behaviours=behaviours).columns
 
 
 try:  # PyFlink lives in its own environment (module doc); the rules above import without it

@@ -123,6 +123,19 @@ def emit_rows(
     return out.select(cols).sort("emit_ts", "request_id", "position", "part")
 
 
+def empty_rows(
+    mode: str,
+    *,
+    behaviours: Mapping[str, str] = DEFAULT_BEHAVIOURS,
+    window_ms: int = WINDOW_MS,
+) -> pl.DataFrame:
+    """The frame of ``mode``'s rows with no row: :func:`emit_rows` of no visit (every column,
+    every dtype), for callers that emit nothing yet (the stream engine, the Flink job)."""
+    cols = {c: pl.Int64() for c in (*KEYS, "exit_ts", *time_columns(behaviours).values())}
+    visits = pl.DataFrame(schema=cols | {"clicked": pl.Boolean()})
+    return emit_rows(visits, mode, behaviours=behaviours, window_ms=window_ms)
+
+
 # ---------------------------------------------------------------------------------- modes
 def _exit(v: pl.DataFrame, times: dict[str, str]) -> pl.DataFrame:
     return v.select(
