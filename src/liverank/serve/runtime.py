@@ -13,8 +13,9 @@ Runtimes (``liverank serve --runtime``):
   measures it faster than eager on the baselines (PLE, 200 candidates, one thread); a model
   with a module that cannot be traced (``moment_cross``) is rejected with the reason.
 * ``aoti``: the model captured with ``torch.export`` and compiled ahead of time by AOTInductor
-  (:mod:`liverank.serve.export_aoti`): the fastest runtime measured (PLE, 200 candidates,
-  quiet 2-core machine: p50 3.6 ms vs 6.1 ms TorchScript, docs/serving.md), at the cost of a
+  (:mod:`liverank.serve.export_aoti`): the fastest runtime measured on one thread (PLE, 200
+  candidates, quiet 2-core machine: p50 3.6 ms vs 6.1 ms TorchScript; in the service, at equal
+  threads, 1.2x on the model and no gain at saturation, docs/serving.md), at the cost of a
   compilation when a version is loaded (tens of seconds on 2 cores, off the request path) and
   a C++ compiler on the machine. Packages are cached by content (:func:`~liverank.serve.
   export_aoti.package_key`) in ``aoti_cache`` (the service uses ``<registry>/.aoti``), so a
