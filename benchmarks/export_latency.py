@@ -39,7 +39,6 @@ import os
 import platform
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,11 +52,11 @@ from liverank.models.ranker import Ranker
 from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
 from liverank.models.zoo import get_config
 from liverank.serve.export import (
-    RankerProbabilities,
     export_torchscript,
     load_exported,
     required_fields,
 )
+from liverank.serve.export_aoti import capture
 
 log = logging.getLogger("export_latency")
 #: variants called with the required fields only (the exported program's exact inputs)
@@ -87,14 +86,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def _export_program(model: Ranker, fields: Batch) -> torch.export.ExportedProgram:
-    from torch.export import Dim, export
-
-    batch_dim = Dim("B", min=1, max=1 << 20)
-    shapes = ({k: {0: batch_dim} for k in fields},)
-    return export(RankerProbabilities(model), (fields,), dynamic_shapes=shapes, strict=False)
-
-
 def _aoti(program: torch.export.ExportedProgram, path: Path) -> Callable[[Batch], torch.Tensor]:
     start = time.perf_counter()
     package = torch._inductor.aoti_compile_and_package(program, package_path=str(path))
@@ -116,9 +107,7 @@ def build_variants(
     batch = synthetic_batches(fm, 1, candidates, seed=1)[0]
     fields = {k: batch[k] for k in required_fields(model)}
     path = export_torchscript(model, batch, workdir / f"{name}.ts")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = _export_program(model, fields)
+    program = capture(model, fields)  # silences torch.export's own warnings
 
     def eager(b: Batch) -> torch.Tensor:
         out = model(b)

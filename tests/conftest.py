@@ -6,6 +6,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -89,3 +90,13 @@ def _headless_chromium(
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout, shot.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def redis_client(redis_server_url: str) -> Iterator[Any]:
+    """A redis-py client of :func:`redis_server_url` (one per test module)."""
+    import redis
+
+    c = redis.Redis.from_url(redis_server_url)
+    yield c
+    c.close()

@@ -47,13 +47,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def client(redis_server_url: str):
-    c = redis.Redis.from_url(redis_server_url)
-    yield c
-    c.close()
-
-
 def _builder_fields(built: lh.LongHistory, user: int, ts: int) -> dict[str, np.ndarray]:
     arrays = {"ts": np.array([ts], dtype=np.int64)}
     for domain, table in built.tables.items():
@@ -63,18 +56,18 @@ def _builder_fields(built: lh.LongHistory, user: int, ts: int) -> dict[str, np.n
     return built.batch_fields(arrays, LONG)
 
 
-def _replayed(client, data: Path, prefix: str, as_of: int) -> RedisFeatureStore:
-    store = RedisFeatureStore(client, prefix, seq_len=15, long_len=LONG)
+def _replayed(redis_client, data: Path, prefix: str, as_of: int) -> RedisFeatureStore:
+    store = RedisFeatureStore(redis_client, prefix, seq_len=15, long_len=LONG)
     store.load_static(data)
     store.replay_dataset(data, as_of_ts=as_of, chunk_rows=5_000)
     return store
 
 
-def test_replayed_store_gives_the_builders_windows(client, world: Path) -> None:
+def test_replayed_store_gives_the_builders_windows(redis_client, world: Path) -> None:
     data = world / "data"
     meta = read_meta(data)
     as_of = (meta.start_ts + meta.end_ts) // 2
-    store = _replayed(client, data, "rt:parity", as_of)
+    store = _replayed(redis_client, data, "rt:parity", as_of)
     built = lh.LongHistory.load(world / "samples")
     users = read_table(data, "live_events")["user_id"].unique().sort().to_numpy()
     rng = np.random.default_rng(0)
@@ -90,11 +83,11 @@ def test_replayed_store_gives_the_builders_windows(client, world: Path) -> None:
     assert n_rows > 500 and n_lv > 0, "too little history for the comparison to mean anything"
 
 
-def test_a_new_event_reaches_the_next_request(client, world: Path) -> None:
+def test_a_new_event_reaches_the_next_request(redis_client, world: Path) -> None:
     data = world / "data"
     meta = read_meta(data)
     as_of = (meta.start_ts + meta.end_ts) // 2
-    store = _replayed(client, data, "rt:fresh", as_of)
+    store = _replayed(redis_client, data, "rt:fresh", as_of)
     room = int(store.rooms_on_air(as_of)[0])
     author = int(store.rooms(np.array([room])).columns["author_id"][0])
     user = int(read_table(data, "users")["user_id"][3])
@@ -130,11 +123,13 @@ def test_a_new_event_reaches_the_next_request(client, world: Path) -> None:
     assert int(now["long_live_lv"][0, 0]) == 1
 
 
-def test_the_service_reads_histories_from_the_store(client, world: Path, redis_server_url) -> None:
+def test_the_service_reads_histories_from_the_store(
+    redis_client, world: Path, redis_server_url
+) -> None:
     data = world / "data"
     meta = read_meta(data)
     as_of = (meta.start_ts + meta.end_ts) // 2
-    store = _replayed(client, data, "rt:serve", as_of)
+    store = _replayed(redis_client, data, "rt:serve", as_of)
     url = f"{redis_server_url.rsplit('/', 1)[0]}/0/rt:serve"
     app = build_service(world / "reg", "cross", data, store=url, watch_interval_s=60)
     try:
@@ -159,11 +154,11 @@ def test_the_service_reads_histories_from_the_store(client, world: Path, redis_s
 
 
 def test_a_store_with_fewer_rows_than_the_model_reads_is_refused(
-    client, world: Path, redis_server_url
+    redis_client, world: Path, redis_server_url
 ) -> None:
     from liverank.errors import ConfigError
 
-    store = RedisFeatureStore(client, "rt:short", seq_len=15, long_len=LONG // 2)
+    store = RedisFeatureStore(redis_client, "rt:short", seq_len=15, long_len=LONG // 2)
     store.load_static(world / "data")
     url = f"{redis_server_url.rsplit('/', 1)[0]}/0/rt:short"
     with pytest.raises(
@@ -171,10 +166,12 @@ def test_a_store_with_fewer_rows_than_the_model_reads_is_refused(
     ):
         build_service(world / "reg", "cross", world / "data", store=url, watch_interval_s=60)
     with pytest.raises(ConfigError, match="keeps 20 long-history rows per user, asked for 40"):
-        RedisFeatureStore(client, "rt:short", long_len=LONG)
+        RedisFeatureStore(redis_client, "rt:short", long_len=LONG)
 
 
-def test_stream_feed_with_a_restart_keeps_the_same_long_histories(client, world: Path) -> None:
+def test_stream_feed_with_a_restart_keeps_the_same_long_histories(
+    redis_client, world: Path
+) -> None:
     """``run_stream`` through a StoreFeedSource with long histories, killed half way; a new
     process (a new store object: open visits read back from Redis) resumes from an earlier
     offset. Its long histories equal a direct replay's."""
@@ -188,15 +185,15 @@ def test_stream_feed_with_a_restart_keeps_the_same_long_histories(client, world:
     stream = merge_stream(read_table(data, "live_impressions"), live)
     video = read_table(data, "video_events")
     rooms, long_view = read_table(data, "rooms"), read_meta(data).long_view_ms
-    store = RedisFeatureStore(client, "rt:stream", seq_len=15, long_len=LONG)
+    store = RedisFeatureStore(redis_client, "rt:stream", seq_len=15, long_len=LONG)
     store.load_static(data)
     first = StoreFeedSource(FrameReplaySource(stream, 700), store, "s0", video)
     run_stream(first, StreamEngine(rooms, long_view, "moment"), InProcessSink(),
                max_rows=len(stream) // 2, progress=False)  # fmt: skip
     applied = store.applied_offset("s0")
     assert 0 < applied < len(stream)
-    assert client.exists("rt:stream:visits")  # the open visits outlive the process
-    reopened = RedisFeatureStore(client, "rt:stream")  # a new process: state from Redis
+    assert redis_client.exists("rt:stream:visits")  # the open visits outlive the process
+    reopened = RedisFeatureStore(redis_client, "rt:stream")  # a new process: state from Redis
     assert reopened.long_len == LONG
     restarted = StoreFeedSource(FrameReplaySource(stream, 900), reopened, "s0", video)
     restarted.seek(applied - 1_500)
@@ -207,7 +204,7 @@ def test_stream_feed_with_a_restart_keeps_the_same_long_histories(client, world:
     # the stream's time, and the long views known then are written as a replay writes them
     end = read_meta(data).end_ts
     reopened.advance_long_views(end - 1)
-    replayed = _replayed(client, data, "rt:stream_ref", end)
+    replayed = _replayed(redis_client, data, "rt:stream_ref", end)
     users = live["user_id"].unique().sort().to_list()
     n_lv = 0
     for user in users[:: max(1, len(users) // 40)]:
@@ -219,7 +216,7 @@ def test_stream_feed_with_a_restart_keeps_the_same_long_histories(client, world:
 
 
 def test_liverank_stream_keeps_long_histories(
-    client, world: Path, redis_server_url, tmp_path
+    redis_client, world: Path, redis_server_url, tmp_path
 ) -> None:
     """``liverank stream --store URL --store-long-len K``: the worker writes the long histories
     (behaviours and long views) that ``liverank serve --store URL`` reads."""

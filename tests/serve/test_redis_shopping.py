@@ -5,7 +5,6 @@ with the stream, exactly once across a restart), and unknown products named."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +32,6 @@ from liverank.stream.sources import FrameReplaySource, InProcessSink  # noqa: E4
 
 SEQ_LEN = 12
 STORE_SEQ = SEQ_LEN + 5
-
-
-@pytest.fixture(scope="module")
-def client(redis_server_url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_server_url)
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="module")
@@ -82,26 +74,26 @@ def _assert_same_shopping(
     assert n_items > 20 and n_rooms > 5, "the comparison saw (almost) empty shopping columns"
 
 
-def test_same_shopping_columns_as_memory_store(client, data, fmap) -> None:
-    client.flushdb()
+def test_same_shopping_columns_as_memory_store(redis_client, data, fmap) -> None:
+    redis_client.flushdb()
     mem = MemoryFeatureStore.from_dataset(data, seq_len=STORE_SEQ, shopping=True)
-    store = RedisFeatureStore(client, "s:full", seq_len=STORE_SEQ)
+    store = RedisFeatureStore(redis_client, "s:full", seq_len=STORE_SEQ)
     store.load_static(data, shopping=True)
     store.replay_dataset(data, chunk_rows=2_000)  # other chunks than the memory store's
     assert store.shopping is not None
     _assert_same_shopping(mem, store, fmap, data, seed=0)
-    reader = RedisFeatureStore(client, "s:full")  # opened from the prefix: keeps the state
+    reader = RedisFeatureStore(redis_client, "s:full")  # opened from the prefix: keeps the state
     assert reader.shopping is not None
     _assert_same_shopping(mem, reader, fmap, data, seed=1)
-    plain = RedisFeatureStore(client, "s:plain", seq_len=STORE_SEQ)
+    plain = RedisFeatureStore(redis_client, "s:plain", seq_len=STORE_SEQ)
     plain.load_static(data)
     assert plain.shopping is None
 
 
-def test_stream_feed_keeps_shopping_up_to_date_across_a_restart(client, data, fmap) -> None:
+def test_stream_feed_keeps_shopping_up_to_date_across_a_restart(redis_client, data, fmap) -> None:
     stream = merge_stream(read_table(data, "live_impressions"), read_table(data, "live_events"))
     rooms, long_view = read_table(data, "rooms"), read_meta(data).long_view_ms
-    store = RedisFeatureStore(client, "s:stream", seq_len=STORE_SEQ)
+    store = RedisFeatureStore(redis_client, "s:stream", seq_len=STORE_SEQ)
     store.load_static(data, shopping=True)
     assert store.shopping is not None
     tables = {
@@ -133,8 +125,8 @@ def test_stream_feed_keeps_shopping_up_to_date_across_a_restart(client, data, fm
     _assert_same_shopping(mem, store, fmap, data, seed=2)
 
 
-def test_unknown_products_are_named(client, data) -> None:
-    store = RedisFeatureStore(client, "s:bad", seq_len=STORE_SEQ)
+def test_unknown_products_are_named(redis_client, data) -> None:
+    store = RedisFeatureStore(redis_client, "s:bad", seq_len=STORE_SEQ)
     store.load_static(data, shopping=True)
     assert store.shopping is not None
     bad = pl.DataFrame({"ts": [1], "user_id": [1], "product_id": [987_654_321], "event": ["click"]})

@@ -8,7 +8,6 @@ restart); ``request_arrays`` must give identical arrays for random ``(user, ts)`
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +32,6 @@ from liverank.stream.sources import FrameReplaySource, InProcessSink  # noqa: E4
 
 SEQ_LEN = 20
 STORE_SEQ = SEQ_LEN + 5
-
-
-@pytest.fixture(scope="module")
-def client(redis_server_url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_server_url)
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +82,10 @@ def _assert_same_batches(
     assert n_hist > 0, "no request had any history: the comparison tests nothing"
 
 
-def test_same_batches_as_memory_store(client, data, fmap) -> None:
-    client.flushdb()
+def test_same_batches_as_memory_store(redis_client, data, fmap) -> None:
+    redis_client.flushdb()
     mem = MemoryFeatureStore.from_dataset(data, seq_len=STORE_SEQ)
-    store = RedisFeatureStore(client, "t:full", seq_len=STORE_SEQ)
+    store = RedisFeatureStore(redis_client, "t:full", seq_len=STORE_SEQ)
     store.load_static(data)
     store.replay_dataset(data, chunk_rows=3_000)  # uneven chunks vs the memory store's one
     _assert_same_batches(mem, store, fmap, _requests(data, 50, seed=0))
@@ -103,29 +95,29 @@ def test_same_batches_as_memory_store(client, data, fmap) -> None:
     assert last < wm and len(mem.rooms_on_air(last)) > 0 and len(mem.rooms_on_air(last + 1)) == 0
     assert store.last_on_air_ts(read_meta(data).start_ts - 1) is None  # before any room
     # a reader opened from the prefix alone sees the same store
-    reader = RedisFeatureStore(client, "t:full")
+    reader = RedisFeatureStore(redis_client, "t:full")
     assert reader.seq_len == STORE_SEQ and reader.meta == mem.meta
     _assert_same_batches(mem, reader, fmap, _requests(data, 10, seed=1))
 
 
-def test_as_of_midpoint_with_requests_just_after(client, data, fmap) -> None:
+def test_as_of_midpoint_with_requests_just_after(redis_client, data, fmap) -> None:
     meta = read_meta(data)
     mid = (meta.start_ts + meta.end_ts) // 2
     mem = MemoryFeatureStore.from_dataset(data, seq_len=STORE_SEQ, as_of_ts=mid)
-    store = RedisFeatureStore(client, "t:mid", seq_len=STORE_SEQ)
+    store = RedisFeatureStore(redis_client, "t:mid", seq_len=STORE_SEQ)
     store.load_static(data)
     store.replay_dataset(data, as_of_ts=mid)
     reqs = [(u, mid + (t % 3_600_000)) for u, t in _requests(data, 50, seed=2)]
     _assert_same_batches(mem, store, fmap, reqs)
 
 
-def test_stream_feed_with_restart_equals_replay(client, data, fmap) -> None:
+def test_stream_feed_with_restart_equals_replay(redis_client, data, fmap) -> None:
     """``run_stream`` through a StoreFeedSource, killed mid-way and resumed from an earlier
     offset (rows re-read): the store equals the memory replay of the whole dataset."""
     stream = merge_stream(read_table(data, "live_impressions"), read_table(data, "live_events"))
     video = read_table(data, "video_events")
     rooms, long_view = read_table(data, "rooms"), read_meta(data).long_view_ms
-    store = RedisFeatureStore(client, "t:stream", seq_len=STORE_SEQ)
+    store = RedisFeatureStore(redis_client, "t:stream", seq_len=STORE_SEQ)
     store.load_static(data)
 
     first = StoreFeedSource(FrameReplaySource(stream, 700), store, "shard0", video)
@@ -152,13 +144,13 @@ def test_open_errors_and_url() -> None:
         parse_store_url("redis://h:1/abc")
 
 
-def test_missing_store_and_seq_len_mismatch(client, data) -> None:
+def test_missing_store_and_seq_len_mismatch(redis_client, data) -> None:
     with pytest.raises(Exception, match="no feature store"):
-        RedisFeatureStore(client, "t:absent")
-    store = RedisFeatureStore(client, "t:small", seq_len=5)
+        RedisFeatureStore(redis_client, "t:absent")
+    store = RedisFeatureStore(redis_client, "t:small", seq_len=5)
     store.load_static(data)
     with pytest.raises(Exception, match="keeps 5 behaviours"):
-        RedisFeatureStore(client, "t:small", seq_len=7)
+        RedisFeatureStore(redis_client, "t:small", seq_len=7)
     events = pl.DataFrame(
         {"ts": [5, 5, 1] * 4, "user_id": [1] * 12, "live_id": [1] * 12, "event": ["like"] * 12}
     )
