@@ -4,6 +4,9 @@ The impressions of one request share their user's behaviour sequences; FARM's mo
 work (two self-attentions and a cross-attention over the sequences, the DFT filters, the
 sequence lookups) reads nothing else, and ``layers/dedup.py`` encodes it once per distinct row.
 That saves work only when a batch holds whole requests (``data.batch_order: requests``).
+Cross (``moment_cross``) does the same for its long-history windows and its candidate-free
+sequences (``short``, ``mixed``); give ``--long-len K`` and samples built with long histories
+to time it (the store is attached as in training).
 
 Two parts, on one samples directory (real simulated rows, not synthetic batches):
 
@@ -21,6 +24,9 @@ Usage::
     python benchmarks/request_batches.py --samples runs/bench_ddp/samples --quality-seeds 0 1 2
     python benchmarks/request_batches.py --samples runs/bench_ddp/samples --quality-seeds  # speed
                                                    # only; keeps the file's earlier quality part
+    python benchmarks/request_batches.py --samples <evidence-s0 samples with K = 1000> \
+        --long-len 1000 --configs ple moment_cross --quality-seeds \
+        --out benchmarks/results/request_batches_moment_cross.json
 
 Writes ``benchmarks/results/request_batches.json`` (``--out``) and prints the tables.
 """
@@ -53,12 +59,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--long-len", type=int, default=0, help="long-history window K (moment_cross; 0 = none)"
+    )
     p.add_argument("--quality-seeds", type=int, nargs="*", default=[0, 1, 2])
     p.add_argument("--quality-model", default="farm")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--no-speed", action="store_true", help="only the quality part")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/request_batches.json"))
     return p.parse_args()
+
+
+#: modules with a ``dedup_rows`` switch (timed with it off on request batches: the control)
+DEDUP_MODULES = ("farm", "moment_cross")
 
 
 def _stepper(model, opt, fracs: list[float]):  # noqa: ANN001, ANN202
@@ -94,7 +107,7 @@ def speed(args: argparse.Namespace, train) -> list[dict]:  # noqa: ANN001 (Sampl
     for name in args.configs:
         for order in ("rows", "requests"):
             arms.append((name, order, True))
-        if name == "farm":
+        if name in DEDUP_MODULES:
             arms.append((name, "requests", False))
     times: dict[tuple, list[tuple[float, float]]] = {a: [] for a in arms}
     distinct: dict[tuple, float] = {}
@@ -102,12 +115,13 @@ def speed(args: argparse.Namespace, train) -> list[dict]:  # noqa: ANN001 (Sampl
         for arm in arms:
             name, order, dedup = arm
             cfg = get_config(name)
-            if name == "farm" and not dedup:
+            if not dedup:
                 for spec in cfg.modules:
-                    if spec.name == "farm":
+                    if spec.name in DEDUP_MODULES:
                         spec.params["dedup_rows"] = False
             torch.manual_seed(0)
             model = Ranker(train.feature_map, cfg)
+            model.attach_long_history(train.long_history, train.long_len)
             model.train()
             opt = build_optimizers(model, lr_sparse=0.02, lr_dense=0.002)
             fracs: list[float] = []
@@ -201,7 +215,9 @@ def main() -> None:
     from liverank.config import DataConfig, ExperimentConfig
     from liverank.train.experiment import load_splits
 
-    cfg = ExperimentConfig(name="x", data=DataConfig(samples=args.samples), model="ple")
+    cfg = ExperimentConfig(
+        name="x", data=DataConfig(samples=args.samples, long_len=args.long_len), model="ple"
+    )
     splits = load_splits(cfg)
     train = splits[1]
     console = Console()
@@ -267,6 +283,7 @@ def main() -> None:
                 "samples": str(args.samples),
                 "batch_size": args.batch_size,
                 "threads": args.threads,
+                "long_len": args.long_len,
                 "steps": args.steps,
                 "repeats": args.repeats,
                 "speed": sp,

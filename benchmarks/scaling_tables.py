@@ -116,7 +116,7 @@ def request_batches(d: dict) -> list[str]:
     if speed:
         rows += [
             "| model | batch order | request dedup | ms/step | samples/s | vs ple, rows "
-            "| vs ple, same order | distinct rows per batch (FARM) |",
+            "| vs ple, same order | distinct rows per batch (dedup modules) |",
             "|---|---|---|---|---|---|---|---|",
         ]
     for r in speed:
@@ -159,6 +159,7 @@ def request_batches(d: dict) -> list[str]:
 TABLES: dict[str, Callable[[dict], list[str]]] = {
     "request_batches": request_batches,
     "request_batches_ple": request_batches,
+    "request_batches_moment_cross": request_batches,
     "ddp_throughput": ddp_throughput,
     "larger_than_memory": larger_than_memory,
     "hashed_ids": hashed_ids,

@@ -92,3 +92,44 @@ def test_attention_prefers_keys_that_match_the_query() -> None:
 def test_heads_must_divide_dim() -> None:
     with pytest.raises(ConfigError, match="must divide"):
         TargetAttention(10, heads=3)
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+def test_dot_target_attention_equals_eq7_literally(heads: int) -> None:
+    """The associative evaluation of Moment&Cross eq. 7 equals projecting every item with
+    W^k / W^v first: outputs, weights and every gradient; masked-out rows give zeros."""
+    import math
+
+    from liverank.models.layers.search import DotTargetAttention
+
+    torch.manual_seed(0)
+    att = DotTargetAttention(12, 8, heads)
+    query = torch.randn(7, 12, requires_grad=True)
+    items = torch.randn(7, 5, 8, requires_grad=True)
+    mask = torch.rand(7, 5) < 0.6
+    mask[3] = False  # a row without history
+
+    def literal() -> tuple[torch.Tensor, torch.Tensor]:
+        b, length, dh = 7, 5, 8 // heads
+        q = att.w_q(query).view(b, 1, heads, dh)
+        k = att.w_k(items).view(b, length, heads, dh)
+        v = att.w_v(items).view(b, length, heads, dh)
+        scores = (q * k).sum(-1) / math.sqrt(dh)  # [B, L, H]
+        scores = scores.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # [B, L, H]
+        return (weights.unsqueeze(-1) * v).sum(1).reshape(b, 8), weights
+
+    results = []
+    for fn in (literal, lambda: att(query, items, mask)):
+        for t in (query, items, *att.parameters()):
+            t.grad = None
+        out, weights = fn()
+        (out * torch.arange(8.0)).sum().backward()
+        grads = [t.grad.clone() for t in (query, items, *att.parameters())]
+        results.append((out.detach(), weights.detach(), grads))
+    (want, w_want, g_want), (got, w_got, g_got) = results
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(w_got, w_want)
+    assert torch.equal(got[3], torch.zeros(8))
+    for a, b in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(a, b)

@@ -196,3 +196,100 @@ def test_ranker_without_store_names_the_fix(fm, pair, tmp_path: Path) -> None:
         torch.testing.assert_close(again[task], want[task], rtol=1e-6, atol=1e-6)
     with pytest.raises(ConfigError, match="long_len >= 1"):
         model.attach_long_history(store, 0)
+
+
+# ------------------------------------------------------------------ trimmed and deduplicated reads
+#: fields that describe the candidate room (differ between the rows of one request)
+CANDIDATE = ("author_id", "author_type", "author_fans", "room_category", "live_id")
+
+
+def _requests(batch: dict, per_request: int, seed: int = 3) -> dict:
+    """Rows of ``batch`` grouped as requests: every ``per_request`` consecutive rows share the
+    user, time, histories and sequences of one row and keep their own candidate room."""
+    n = len(batch["user_id"])
+    owner = torch.arange(n) // per_request * per_request  # [B]: the request's first row
+    out = {k: v.index_select(0, owner) for k, v in batch.items()}
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    for k in CANDIDATE:
+        if k in batch:
+            out[k] = batch[k].index_select(0, perm)
+    return out
+
+
+def _outputs_and_grads(module, emb, batch):
+    module.zero_grad(set_to_none=True)
+    out = module(batch, emb)
+    (out.representation.sum() + sum(out.aux_losses.values(), torch.tensor(0.0))).backward()
+    grads = [None if p.grad is None else p.grad.clone() for p in module.parameters()]
+    return out, grads
+
+
+def _assert_same(got, want, g_got, g_want) -> None:
+    torch.testing.assert_close(got.representation, want.representation, rtol=1e-5, atol=1e-6)
+    assert set(got.aux_losses) == set(want.aux_losses)
+    for name, value in want.aux_losses.items():
+        torch.testing.assert_close(got.aux_losses[name], value, rtol=1e-5, atol=1e-6)
+    for name, value in want.diagnostics.items():
+        torch.testing.assert_close(float(got.diagnostics[name]), float(value), rtol=1e-6, atol=0)
+    for a, b in zip(g_got, g_want, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("params", CONFIGS, ids=str)
+def test_request_batches_deduplicate_exactly(fm, pair, params) -> None:
+    """On a batch of requests (rows sharing user, time and histories) the deduplicated module
+    gives the eager reference's outputs, losses, diagnostics and gradients."""
+    eager, lazy, store = pair
+    eager_r, lazy_r = _requests(eager, 4), _requests(lazy, 4)
+    module, emb = _module(fm, store, **({"gsu_len": 6} | params))
+    module.train()
+    distinct = module._distinct(lazy_r)
+    assert distinct is not None and distinct.count == B // 4
+    want, g_want = _outputs_and_grads(module, emb, eager_r)  # eager fields: never deduplicated
+    got, g_got = _outputs_and_grads(module, emb, lazy_r)
+    assert float(got.diagnostics["distinct_rows_frac"]) == 0.25
+    _assert_same(got, want, g_got, g_want)
+    module.cfg = module.cfg.model_copy(update={"dedup_rows": False})
+    assert module._distinct(lazy_r) is None
+
+
+def test_windows_are_trimmed_to_the_longest_row(fm, pair) -> None:
+    """A batch whose windows all end before K reads them at that width, same outputs."""
+    from liverank.models.layers.history import ExpandedWindow, ServiceWindow
+
+    eager, lazy, store = pair
+    short = (lazy["long_video_end"] - lazy["long_video_start"] < K // 2) & (
+        lazy["long_live_end"] - lazy["long_live_start"] < K // 2
+    )
+    rows = short.nonzero().squeeze(1)
+    assert len(rows) >= 8
+    eager_s = {k: v.index_select(0, rows) for k, v in eager.items()}
+    lazy_s = {k: v.index_select(0, rows) for k, v in lazy.items()}
+    tensors = store.tensors()
+    for domain in store.tables:
+        full = ServiceWindow(lazy_s, domain, tensors[domain], K)
+        trimmed = ServiceWindow(lazy_s, domain, tensors[domain], K, trim=True)
+        assert full.width == K and trimmed.width < K // 2
+        assert not full.valid[:, trimmed.width :].any()
+        for suffix in ("author", "lv"):
+            assert torch.equal(trimmed.full(suffix), full.full(suffix)[:, : trimmed.width])
+        # the expanded view of distinct rows reads what a window of every row reads
+        owner = torch.arange(len(rows)) // 2 * 2
+        repeated = {k: v.index_select(0, owner) for k, v in lazy_s.items()}
+        inverse = torch.arange(len(rows)) // 2
+        firsts = {k: v.index_select(0, owner[::2]) for k, v in lazy_s.items()}
+        expanded = ExpandedWindow(ServiceWindow(firsts, domain, tensors[domain], K), inverse)
+        per_row = ServiceWindow(repeated, domain, tensors[domain], K)
+        assert torch.equal(expanded.valid, per_row.valid)
+        assert torch.equal(expanded.dt(), per_row.dt())
+        index = torch.randint(0, K, (len(rows), 5))
+        for suffix in [*lh.BATCH_FEATURES[domain].values(), "age"]:
+            assert torch.equal(expanded.at(suffix, index), per_row.at(suffix, index)), suffix
+    for params in CONFIGS:
+        module, emb = _module(fm, store, **({"gsu_len": 6} | params))
+        module.train()
+        want, g_want = _outputs_and_grads(module, emb, eager_s)
+        got, g_got = _outputs_and_grads(module, emb, lazy_s)
+        _assert_same(got, want, g_got, g_want)

@@ -53,11 +53,12 @@ def test_gather_equals_embedding(path: str, sparse: bool) -> None:
     torch.testing.assert_close(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize("width", [3, 9])  # column-wise backward, and the [D, B*J] one
 @pytest.mark.parametrize("weighted", [True, False])
-def test_bag_sum_equals_embedding_bag(path: str, weighted: bool) -> None:
+def test_bag_sum_equals_embedding_bag(path: str, weighted: bool, width: int) -> None:
     torch.manual_seed(0)
-    rows = torch.randint(0, 25, (6, 9))
-    weights = torch.rand(6, 9) if weighted else None
+    rows = torch.randint(0, 25, (6, width))
+    weights = torch.rand(6, width) if weighted else None
     upstream = torch.randn(6, 4)
     results = []
     for fn in (

@@ -76,9 +76,16 @@ from liverank.features.long_history import index_columns
 from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch, FeatureModule, ModuleOutput
 from liverank.models.layers.contrastive import info_nce
+from liverank.models.layers.dedup import DistinctRows, capturing_graph, distinct_rows
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.gather import unique_rows
-from liverank.models.layers.history import EagerWindow, LongDomain, ServiceWindow, Window
+from liverank.models.layers.history import (
+    EagerWindow,
+    ExpandedWindow,
+    LongDomain,
+    ServiceWindow,
+    Window,
+)
 from liverank.models.layers.pooling import SequenceItems, masked_mean
 from liverank.models.layers.search import (
     DotTargetAttention,
@@ -95,6 +102,8 @@ SequenceName = Literal["short", "long", "aidhard", "livelong", "mixed"]
 SEQUENCES: tuple[str, ...] = ("short", "long", "aidhard", "livelong", "mixed")
 #: the sequences aligned to the mixed anchor (each gives an aux loss ``cl_<name>``)
 ALIGNED: tuple[str, ...] = ("short", "long", "aidhard", "livelong")
+#: the sequences whose GSU never looks at the candidate (selected once per distinct row)
+CANDIDATE_FREE: frozenset[str] = frozenset({"short", "mixed"})
 #: ``gsu``: the paper's search + target attention; ``mean``: the mean-pooling control
 SearchMode = Literal["gsu", "mean"]
 
@@ -118,6 +127,7 @@ class MomentCrossConfig(BaseModel):
     )
     dedup_users: bool = True
     search: SearchMode = "gsu"
+    dedup_rows: bool = True
 
     @field_validator("sequences")
     @classmethod
@@ -156,6 +166,10 @@ class MomentCrossConfig(BaseModel):
         return self.contrastive_weight
 
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 @register_module
 class MomentCross(FeatureModule):
     """Five GSU sequences -> ESU target attention -> ``[B, n_sequences * D]`` (+ InfoNCE losses).
@@ -173,6 +187,12 @@ class MomentCross(FeatureModule):
         search: ``gsu`` (default: GSU search + ESU target attention) or ``mean`` (the
             mean-pooling control of the module docstring: every sequence is the masked mean of
             all the items its GSU searches; no search, no attention; ``aidhard`` not allowed).
+        dedup_rows: read the long windows and build the candidate-independent sequences
+            (``short``, ``mixed``; every sequence of the ``mean`` control) once per distinct
+            (sample time, history range, short sequence) of the batch, i.e. once per request on
+            request batches (``data.batch_order: requests``), and index them back to the rows;
+            exact (:mod:`liverank.models.layers.dedup`). Only on the history-service path: the
+            eager ``[B, K]`` fields are the reference it is tested against.
     """
 
     name = "moment_cross"
@@ -196,6 +216,7 @@ class MomentCross(FeatureModule):
         gsu_query_fields: list[str] | None = None,
         dedup_users: bool = True,
         search: str = "gsu",
+        dedup_rows: bool = True,
     ) -> None:
         super().__init__()
         raw = {
@@ -205,6 +226,7 @@ class MomentCross(FeatureModule):
             "contrastive_weight": contrastive_weight,
             "dedup_users": dedup_users,
             "search": search,
+            "dedup_rows": dedup_rows,
         }
         for key, value in (
             ("sequences", sequences),
@@ -336,6 +358,22 @@ class MomentCross(FeatureModule):
         self._history, self._history_len = tensors, long_len
         self.required_fields = self._fields()
 
+    def _user_fields(self) -> list[str]:
+        """The candidate-independent fields the sequences read (with a store attached)."""
+        fields = list(self.short.required_fields) if self.short is not None else []
+        for d in self.long:
+            fields += ["ts", *index_columns(d)]
+        return list(dict.fromkeys(fields))
+
+    def _distinct(self, batch: Batch) -> DistinctRows | None:
+        """The batch's distinct rows over :meth:`_user_fields`, or None (no dedup: off, eager
+        windows, a recorded graph, or too few repeats to pay)."""
+        if not self.cfg.dedup_rows or self._history is None or capturing_graph():
+            return None
+        if any(f"long_{d}_author" in batch for d in self.long):
+            return None  # eager [B, K] fields: the reference path
+        return distinct_rows([batch[f] for f in self._user_fields()])
+
     def _windows(self, batch: Batch) -> dict[str, Window]:
         """One reader per long domain: the batch's ``[B, K]`` fields or the history service."""
         windows: dict[str, Window] = {}
@@ -343,7 +381,9 @@ class MomentCross(FeatureModule):
             if f"long_{d}_author" in batch:
                 windows[d] = EagerWindow(batch, d, self._window_suffixes(d))
             elif self._history is not None:
-                windows[d] = ServiceWindow(batch, d, self._history[d], self._history_len)
+                # trimmed to the batch's longest window (exact; off while a graph is recorded)
+                trim = not capturing_graph()
+                windows[d] = ServiceWindow(batch, d, self._history[d], self._history_len, trim)
             else:
                 raise ConfigError(
                     f"moment_cross: the batch has no long {d} history fields and no long-history "
@@ -352,6 +392,18 @@ class MomentCross(FeatureModule):
                     f"(Ranker.attach_long_history), or load them with long_fields='eager'"
                 )
         return windows
+
+    def _slots(self, name: str, batch: Batch) -> int:
+        """Slots of sequence ``name`` on an untrimmed window: ``min(gsu_len, searched width)``."""
+        if name == "short":
+            assert self.short is not None
+            return self.short.mask(batch).shape[1]
+        domains = {"long": ["video"], "aidhard": ["video"], "livelong": ["live"]}
+        width = 0
+        for d in domains.get(name, ["live", "video"]):  # mixed: both windows
+            field = f"long_{d}_author"
+            width += batch[field].shape[1] if field in batch else self._history_len
+        return min(self.cfg.gsu_len, width)
 
     # ------------------------------------------------------------------ GSU
     def _select(
@@ -455,17 +507,34 @@ class MomentCross(FeatureModule):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Batch, emb: EmbeddingCollection) -> ModuleOutput:
-        windows = self._windows(batch)
+        # Per distinct (time, histories, short sequence) of the batch when the rows repeat them
+        # (a request's rows): ``sub`` holds those rows and ``expand`` maps [U, ...] -> [B, ...].
+        distinct = self._distinct(batch)
+        if distinct is None:
+            sub, expand = batch, _identity
+        else:
+            sub = {f: distinct.take(batch[f]) for f in self._user_fields()}
+            expand = distinct.expand
+        windows = self._windows(sub)  # [U, W] windows (U = B without dedup)
         outputs: list[torch.Tensor] = []
         pooled: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> mean [B, D], ok [B]
         diagnostics: dict[str, torch.Tensor | float] = {}
-        if self.cfg.search == "mean":
+        if distinct is not None:
+            diagnostics["distinct_rows_frac"] = distinct.count / max(len(distinct.inverse), 1)
+        if self.cfg.search == "mean":  # candidate-independent throughout
             for name in self.sequences:
-                vec, count = self._mean(name, batch, windows, emb)  # [B, D], [B]
+                vec, count = self._mean(name, sub, windows, emb)  # [U, D], [U]
+                vec, count = expand(vec), expand(count)  # [B, D], [B]
                 outputs.append(vec)
                 pooled[name] = (vec, count > 0)
                 diagnostics[f"{name}_items"] = count.float().mean().detach()
             return self._aligned(batch, outputs, pooled, diagnostics)
+        # the candidate-dependent GSUs read every row's window (from the distinct reads)
+        row_windows: dict[str, Window] = (
+            windows
+            if distinct is None
+            else {d: ExpandedWindow(w, distinct.inverse) for d, w in windows.items()}  # type: ignore[arg-type]
+        )
 
         ids = torch.stack([batch[f] for f in self.cfg.query_fields], dim=-1)  # [B, Q]
         query = emb.lookup_stack(self.query_tables, ids).flatten(1)  # [B, Q * D]
@@ -475,11 +544,19 @@ class MomentCross(FeatureModule):
                 gids = torch.stack([batch[f] for f in self.cfg.gsu_query_fields], dim=-1)
                 gsu_query = emb.lookup_sum(self.gsu_query_tables, gids)  # [B, D]
         for name in self.sequences:
-            items, mask = self._select(name, batch, windows, emb, gsu_query)  # [B, G, D], [B, G]
+            if name in CANDIDATE_FREE:  # selected and pooled once per distinct row
+                items, mask = self._select(name, sub, windows, emb, None)  # [U, G, D], [U, G]
+                mean, ok = expand(masked_mean(items, mask)), expand(mask.any(1))  # [B, D], [B]
+                items, mask = expand(items), expand(mask)  # [B, G, D], [B, G]
+            else:
+                items, mask = self._select(name, batch, row_windows, emb, gsu_query)
+                mean, ok = masked_mean(items, mask), mask.any(1)  # [B, D], [B]
             out, _ = self.esu[name](query, items, mask)  # [B, D]
             outputs.append(out)
-            pooled[name] = (masked_mean(items, mask), mask.any(1))  # [B, D], [B]
-            diagnostics[f"{name}_fill"] = mask.float().mean().detach()
+            pooled[name] = (mean, ok)
+            # share of the min(gsu_len, K) slots filled, whatever width the window was read at
+            slots = mask.shape[0] * self._slots(name, batch)
+            diagnostics[f"{name}_fill"] = mask.sum().detach().float() / max(slots, 1)
         return self._aligned(batch, outputs, pooled, diagnostics)
 
     def _aligned(
