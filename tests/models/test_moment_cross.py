@@ -79,6 +79,36 @@ def test_selection_rules_match_a_reference(length: int, k: int, data: st.DataObj
         assert set(aged) <= set(real) and list(s[aged]) == sorted(s[real])[: len(aged)]
 
 
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_ties_are_broken_by_recency_whatever_the_width(data: st.DataObject) -> None:
+    """Equal scores / ages: the most recent (lowest position, live before video when merged)
+    first, so a window trimmed of its padding columns selects exactly what the full one does."""
+    b, width, pad, k = 4, data.draw(st.integers(1, 10)), data.draw(st.integers(1, 6)), 4
+    levels = st.lists(st.integers(-2, 2), min_size=b * width, max_size=b * width)
+    scores = torch.tensor(data.draw(levels), dtype=torch.float32).view(b, width)  # many ties
+    valid = torch.tensor(data.draw(st.lists(st.booleans(), min_size=b * width, max_size=b * width)))
+    valid = valid.view(b, width)
+    padded = torch.cat([scores, torch.full((b, pad), 7.0)], 1)  # padding holds anything
+    padded_valid = torch.cat([valid, torch.zeros(b, pad, dtype=torch.bool)], 1)
+    index, mask = select_top_scores(scores, valid, k)
+    p_index, p_mask = select_top_scores(padded, padded_valid, k)
+    kk = mask.shape[1]
+    assert torch.equal(p_mask[:, :kk], mask) and not p_mask[:, kk:].any()
+    assert torch.equal(p_index[:, :kk][mask], index[mask])
+    for row in range(b):  # highest score first, then lowest position
+        picked = index[row][mask[row]].tolist()
+        assert picked == sorted(picked, key=lambda i: (-float(scores[row, i]), i))
+    # merged windows: positions of the second one ranked after every position of the first
+    rank = torch.cat([torch.arange(width), (1 << 30) + torch.arange(width)])
+    age = torch.cat([scores, scores], 1)
+    cond = torch.cat([valid, valid], 1)
+    a_index, a_mask = select_most_recent_by_age(age, cond, k, rank)
+    for row in range(b):
+        picked = a_index[row][a_mask[row]].tolist()
+        assert picked == sorted(picked, key=lambda i: (float(age[row, i]), int(rank[i])))
+
+
 # ---------------------------------------------------------------------- module behaviour
 def test_shapes_losses_and_diagnostics(fm, batch) -> None:
     module, emb = _module(fm)

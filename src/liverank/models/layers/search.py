@@ -36,6 +36,29 @@ def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return positions.unsqueeze(0) < lengths.unsqueeze(1)  # [B, K]
 
 
+#: tie ranks below this are positions; the second window of a merged pair starts here
+SECOND_WINDOW_RANK = 1 << 30
+
+
+def _top_k_ties_by_rank(
+    key: torch.Tensor, k: int, rank: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Indices ``[B, k]`` of the ``k`` largest float32 ``key [B, K]``, equal keys ordered by
+    ``rank`` (``[K]`` or ``[B, K]`` ints in ``[0, 2^32)``, smaller first; default: position).
+
+    ``torch.topk`` breaks ties arbitrarily, and differently for different widths: with ties
+    broken by a rank that does not depend on the width, a window trimmed of its padding columns
+    (``layers/history.py``) selects exactly what the full window selects. The float is mapped
+    to an order-preserving int (``-inf`` lowest) and combined with the rank in one int64 key.
+    """
+    bits = key.detach().to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
+    order = torch.where(bits < 0, -(bits & 0x7FFFFFFF) - 1, bits)  # monotone in the float
+    if rank is None:
+        rank = torch.arange(key.shape[1], device=key.device)  # [K]
+    combined = order * (1 << 32) + ((1 << 32) - 1 - rank)  # [B, K], distinct per row
+    return torch.topk(combined, k, dim=1).indices  # [B, k]
+
+
 def select_top_scores(
     scores: torch.Tensor, valid: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,12 +70,13 @@ def select_top_scores(
         k: how many to keep (``min(k, K)`` slots are returned).
 
     Returns:
-        ``(index [B, k'], mask [B, k'])``, highest score first; ``mask`` is false for slots left
-        empty because a row has fewer than ``k'`` valid positions.
+        ``(index [B, k'], mask [B, k'])``, highest score first, equal scores most recent
+        (lowest position) first; ``mask`` is false for slots left empty because a row has fewer
+        than ``k'`` valid positions.
     """
     k = min(k, scores.shape[1])
     filled = scores.detach().masked_fill(~valid, float("-inf"))  # [B, K]
-    _, index = torch.topk(filled, k, dim=1)  # [B, k]
+    index = _top_k_ties_by_rank(filled, k)  # [B, k]
     mask = torch.gather(valid, 1, index)  # [B, k]
     return index, mask
 
@@ -73,7 +97,7 @@ def select_recent(condition: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
 
 
 def select_most_recent_by_age(
-    age: torch.Tensor, condition: torch.Tensor, k: int
+    age: torch.Tensor, condition: torch.Tensor, k: int, rank: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard search by recency when positions are not in time order (e.g. two merged domains).
 
@@ -81,13 +105,16 @@ def select_most_recent_by_age(
         age: ``[B, K]`` time since each behaviour (smaller = more recent; any unit).
         condition: ``[B, K]`` bool, which positions may be selected (false at padding).
         k: how many to keep.
+        rank: ``[K]`` ints in ``[0, 2^32)``: equal ages are taken in increasing rank (default:
+            position; two merged windows pass ``position`` and ``SECOND_WINDOW_RANK +
+            position``, so the order does not depend on the first window's width).
 
     Returns:
-        ``(index [B, k'], mask [B, k'])``, most recent first. Ties keep an arbitrary order.
+        ``(index [B, k'], mask [B, k'])``, most recent first.
     """
     k = min(k, age.shape[1])
     key = (-age.float()).masked_fill(~condition, float("-inf"))  # [B, K]
-    _, index = torch.topk(key, k, dim=1)  # [B, k]
+    index = _top_k_ties_by_rank(key, k, rank)  # [B, k]
     return index, torch.gather(condition, 1, index)
 
 

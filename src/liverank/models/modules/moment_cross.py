@@ -88,6 +88,7 @@ from liverank.models.layers.history import (
 )
 from liverank.models.layers.pooling import SequenceItems, masked_mean
 from liverank.models.layers.search import (
+    SECOND_WINDOW_RANK,
     DotTargetAttention,
     select_most_recent_by_age,
     select_recent,
@@ -441,7 +442,14 @@ class MomentCross(FeatureModule):
         k_live = wins[0].width
         cond = torch.cat([(w.full("lv") != 0) & w.valid for w in wins], 1)  # [B, K_l + K_v]
         age = torch.cat([w.dt() for w in wins], dim=1)  # [B, K_live + K_video]
-        index, mask = select_most_recent_by_age(age, cond, k)  # [B, G]
+        # equal times: live before video, then by position (whatever the windows' widths)
+        rank = torch.cat(
+            [
+                torch.arange(k_live, device=age.device),
+                SECOND_WINDOW_RANK + torch.arange(wins[1].width, device=age.device),
+            ]
+        )  # [K_live + K_video]
+        index, mask = select_most_recent_by_age(age, cond, k, rank)  # [B, G]
         is_video = index >= k_live  # [B, G]
         live, video = self._domain("live"), self._domain("video")
         items = live.items(wins[0], emb, index.clamp(max=k_live - 1), mask & ~is_video)
