@@ -68,3 +68,18 @@ def test_module_example_holds():
     from liverank.experiments import intervals
 
     assert doctest.testmod(intervals).failed == 0
+
+
+def test_an_effect_inside_the_margin_is_marked_as_such():
+    """Rule unchanged (the interval excludes 0: effect), but the report says when the whole
+    interval is also inside ±margin, i.e. smaller than what was registered as mattering."""
+    from liverank.experiments.report_page import _verdict
+
+    base = np.array([0.70, 0.71, 0.69, 0.70, 0.72])
+    tiny = paired_delta(base + [0.0008, 0.0009, 0.0007, 0.0008, 0.0008], base, margin=0.002)
+    assert (tiny.verdict, tiny.direction) == ("effect", "+")
+    assert _verdict(tiny) == "effect (+, inside ±0.002)"
+    big = paired_delta(base + [0.010, 0.012, 0.009, 0.011, 0.010], base, margin=0.002)
+    assert _verdict(big) == "effect (+)"
+    same = paired_delta(base + [0.0002, -0.0001, 0.0001, -0.0002, 0.0], base, margin=0.002)
+    assert _verdict(same) == "no effect"

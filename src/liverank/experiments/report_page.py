@@ -51,7 +51,16 @@ def _n(d: PairedDelta) -> str:
 
 
 def _verdict(d: PairedDelta) -> str:
-    return f"{d.verdict} ({d.direction})" if d.direction else d.verdict
+    """The verdict; an effect whose whole interval lies inside ±margin is marked so: real, but
+    smaller than the difference registered as mattering (the verdict rule is unchanged)."""
+    if not d.direction:
+        return d.verdict
+    small = -d.margin <= d.ci_low and d.ci_high <= d.margin
+    return (
+        f"{d.verdict} ({d.direction}, inside ±{d.margin:g})"
+        if small
+        else f"{d.verdict} ({d.direction})"
+    )
 
 
 def _pct(confidence: float) -> str:
@@ -66,7 +75,9 @@ def rule_text(metric: MetricSpec) -> str:
         f"the units both have); the interval is the {_pct(metric.confidence)} Student-t interval "
         "of the mean Δ. Verdict, fixed before the runs: 'effect' when the interval excludes 0, "
         f"'no effect' when it lies inside ±margin ({metric.margin:g} for "
-        f"{metric_label(metric)}), else 'inconclusive'."
+        f"{metric_label(metric)}), else 'inconclusive'. An effect whose interval also lies "
+        "inside ±margin is marked 'inside ±margin': detectable, but below what was registered "
+        "as mattering."
     )
 
 
