@@ -103,6 +103,13 @@ SequenceName = Literal["short", "long", "aidhard", "livelong", "mixed"]
 SEQUENCES: tuple[str, ...] = ("short", "long", "aidhard", "livelong", "mixed")
 #: the sequences aligned to the mixed anchor (each gives an aux loss ``cl_<name>``)
 ALIGNED: tuple[str, ...] = ("short", "long", "aidhard", "livelong")
+#: the long-history windows each sequence searches (``short`` reads none)
+LONG_DOMAINS: dict[str, tuple[str, ...]] = {
+    "long": ("video",),
+    "aidhard": ("video",),
+    "livelong": ("live",),
+    "mixed": ("live", "video"),
+}
 #: the sequences whose GSU never looks at the candidate (selected once per distinct row)
 CANDIDATE_FREE: frozenset[str] = frozenset({"short", "mixed"})
 #: ``gsu``: the paper's search + target attention; ``mean``: the mean-pooling control
@@ -246,17 +253,14 @@ class MomentCross(FeatureModule):
         self.query_tables = [feature_map.sparse_fields[f] for f in cfg.query_fields]
         self.gsu_query_tables = [feature_map.sparse_fields[f] for f in cfg.gsu_query_fields]
 
-        needs = {"long": "video", "aidhard": "video", "livelong": "live", "mixed": "both"}
-        long_seqs = [s for s in self.sequences if s in needs]
+        long_seqs = [s for s in self.sequences if s in LONG_DOMAINS]
         if long_seqs and feature_map.long_len <= 0:
             raise ConfigError(
                 f"moment_cross: sequences {long_seqs} need long histories, but the feature map "
                 f"has long_len = 0; build the samples with long_len > 0 (data.long_len in the "
                 f"experiment config) or use sequences: [short]"
             )
-        domains = {
-            d for s in long_seqs for d in (["live", "video"] if needs[s] == "both" else [needs[s]])
-        }
+        domains = {d for s in long_seqs for d in LONG_DOMAINS[s]}
         self.long = nn.ModuleDict({d: LongDomain(feature_map, emb, d) for d in sorted(domains)})
         self.short = SequenceItems(feature_map, emb, "video") if "short" in self.sequences else None
 
@@ -399,9 +403,8 @@ class MomentCross(FeatureModule):
         if name == "short":
             assert self.short is not None
             return self.short.mask(batch).shape[1]
-        domains = {"long": ["video"], "aidhard": ["video"], "livelong": ["live"]}
         width = 0
-        for d in domains.get(name, ["live", "video"]):  # mixed: both windows
+        for d in LONG_DOMAINS[name]:  # mixed: both windows
             field = f"long_{d}_author"
             width += batch[field].shape[1] if field in batch else self._history_len
         return min(self.cfg.gsu_len, width)
