@@ -38,8 +38,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
+# Two workers (pytest-xdist), each running whole test files, so that module fixtures are built
+# once; TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: lint $(FLINK_STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks scripts

@@ -12,6 +12,11 @@ import pytest
 
 # see liverank.cli: OpenMP spin-waiting slows torch badly on a shared 2-core machine
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# `make test` runs two pytest-xdist workers (a 2-core machine): one intra-op thread each, so
+# that the workers share the cores instead of oversubscribing them (and the subprocesses they
+# start inherit it). Tests that need more threads set them themselves.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _free_port() -> int:
