@@ -1,7 +1,8 @@
 """Render the measured tables of ``docs/scaling.md`` from the benchmark result files.
 
 Every table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in the documents
-(``docs/scaling.md``; the README carries the peer table) and is rewritten from
+(``docs/scaling.md``; the README carries the peer table, ``docs/results.md`` the diagnostic of
+``cross_signal.py``) and is rewritten from
 ``benchmarks/results/NAME.json`` (a missing file leaves its table alone, with a
 note). Nothing in those tables is typed by hand.
 
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path("benchmarks/results")
-DOCS = (Path("docs/scaling.md"), Path("README.md"))
+DOCS = (Path("docs/scaling.md"), Path("README.md"), Path("docs/results.md"))
 
 
 def _load(name: str) -> dict | None:
@@ -156,7 +157,45 @@ def request_batches(d: dict) -> list[str]:
     return rows
 
 
+def _ci(v: dict) -> str:
+    return f"{v['delta']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
+
+
+def cross_signal(d: dict) -> list[str]:
+    """``benchmarks/cross_signal.py``: what a user's video items older than the last 50 say."""
+    rows = [
+        "| world | candidate's author in the last 50 / only older / neither: share (CTR) "
+        "| author-count scorer GAUC, last 50 -> 1,000 "
+        "| linear on DIN's inputs: + older items | ... + pair memory: + older items |",
+        "|---|---|---|---|---|",
+    ]
+    for w in d["worlds"]:
+        rec = w["author_recall"]
+        shares = " / ".join(f"{v['share']:.2f} ({v['ctr']:.3f})" for v in rec.values())
+        sc = w["scorer_gauc"]
+        rows.append(
+            f"| {w['dataset']} | {shares} | {sc['author count, last 50']:.4f} -> "
+            f"{sc['author count, whole window']:.4f} | {_ci(w['linear']['din_inputs/all'])} | "
+            f"{_ci(w['linear']['din_inputs+pair_memory/all'])} |"
+        )
+    rows += [
+        "",
+        "| world | ranker (run) | its CTR GAUC | stacked with DIN's inputs | ... + pair memory "
+        "| ... + older items: delta [95 %] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for w in d["worlds"]:
+        for name, v in w.get("stacked", {}).items():
+            run = Path(v["predictions"]).parent.name
+            rows.append(
+                f"| {w['dataset']} | {name} ({run}) | {v['gauc_model']:.4f} | "
+                f"{v['gauc_stacked_din']:.4f} | {v['gauc_stacked']:.4f} | {_ci(v)} |"
+            )
+    return rows
+
+
 TABLES: dict[str, Callable[[dict], list[str]]] = {
+    "cross_signal": cross_signal,
     "request_batches": request_batches,
     "request_batches_ple": request_batches,
     "request_batches_moment_cross": request_batches,

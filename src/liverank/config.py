@@ -37,6 +37,10 @@ class DataConfig(_Strict):
     samples: Path = Path("runs/samples")
     val_days: int = Field(1, ge=1)
     test_days: int = Field(1, ge=1)
+    #: training days: the last ``train_days`` before validation (None: every earlier day). The
+    #: earlier days still feed the behaviour sequences and long histories, but are no training
+    #: rows: histories that reach before the training data, as in production
+    train_days: int | None = Field(None, ge=1)
     #: items per user and domain of the long histories loaded into batches (0 = none); the
     #: ``moment_cross`` module needs it > 0 and samples built with long histories
     long_len: int = Field(0, ge=0)

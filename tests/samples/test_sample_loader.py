@@ -77,6 +77,27 @@ def test_split_by_day_is_chronological(samples: SampleSet) -> None:
         assert sorted(part["sample_id"].tolist()) == sorted(other["sample_id"].tolist())
 
 
+def test_train_days_keeps_only_the_last_training_days(samples: SampleSet) -> None:
+    """data.train_days: the earlier days feed the histories but are no training rows; the
+    validation and test days do not move."""
+    days = samples.days()
+    assert len(days) >= 4, "the fixture needs two training days for this test to mean anything"
+    train, val, test = split_by_day(samples, val_days=1, test_days=1)
+    for shuffle in (False, True):
+        data = samples
+        if shuffle:  # the copying path
+            data = samples.subset(np.random.default_rng(1).permutation(len(samples)))
+        train1, val1, test1 = split_by_day(data, val_days=1, test_days=1, train_days=1)
+        assert train1.days() == days[-3:-2] and val1.days() == val.days()
+        assert sorted(test1["sample_id"].tolist()) == sorted(test["sample_id"].tolist())
+        assert len(train1) == int((samples["day"] == days[-3]).sum()) < len(train)
+    # more training days than there are: every earlier day, as without the option
+    many = split_by_day(samples, val_days=1, test_days=1, train_days=len(days))[0]
+    assert many.days() == train.days() and len(many) == len(train)
+    with pytest.raises(ConfigError, match="train_days >= 1"):
+        split_by_day(samples, train_days=0)
+
+
 def test_subset(samples: SampleSet) -> None:
     mask = samples["ctr"] == 1
     clicked = samples.subset(mask)

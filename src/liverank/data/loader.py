@@ -438,12 +438,16 @@ def _allocate(column: str, dtype: pl.DataType, n: int, table_rows: int | None) -
 
 
 def split_days(
-    days: Sequence[int], val_days: int = 1, test_days: int = 1
+    days: Sequence[int], val_days: int = 1, test_days: int = 1, train_days: int | None = None
 ) -> tuple[list[int], list[int], list[int]]:
     """The ascending ``days`` cut into (train, validation, test) days: the last ``test_days``,
-    the ``val_days`` before, the rest. :class:`ConfigError` when no training day is left."""
+    the ``val_days`` before, the rest (or only the last ``train_days`` of the rest: the
+    earlier days then feed the behaviour histories but are no training rows).
+    :class:`ConfigError` when no training day is left."""
     if val_days < 0 or test_days < 1:
         raise ConfigError(f"need val_days >= 0 and test_days >= 1, got {val_days}, {test_days}")
+    if train_days is not None and train_days < 1:
+        raise ConfigError(f"need train_days >= 1 (or none: every earlier day), got {train_days}")
     days = sorted(int(d) for d in days)
     if len(days) < val_days + test_days + 1:
         raise ConfigError(
@@ -452,30 +456,33 @@ def split_days(
         )
     test_at = len(days) - test_days
     val_at = test_at - val_days
-    return days[:val_at], days[val_at:test_at], days[test_at:]
+    train_at = 0 if train_days is None else max(0, val_at - train_days)
+    return days[train_at:val_at], days[val_at:test_at], days[test_at:]
 
 
 def split_by_day(
-    sample_set: SampleSet, val_days: int = 1, test_days: int = 1
+    sample_set: SampleSet, val_days: int = 1, test_days: int = 1, train_days: int | None = None
 ) -> tuple[SampleSet, SampleSet, SampleSet]:
-    """Chronological split: the last ``test_days`` days, the ``val_days`` before, the rest.
+    """Chronological split: the last ``test_days`` days, the ``val_days`` before, the rest (or
+    its last ``train_days``, see :func:`split_days`).
 
     Samples are sorted by ``ts`` (so by ``day``): the three parts are then views on contiguous
     row ranges and cost no memory; otherwise they are copies. Raises :class:`ConfigError` when
     there are not enough days for a non-empty train set.
     """
-    _, val, test = split_days(sample_set.days(), val_days, test_days)
+    train, val, test = split_days(sample_set.days(), val_days, test_days, train_days)
     day = sample_set["day"]
     test_start = test[0]
     val_start = val[0] if val else test_start
+    train_start = train[0]
     if np.all(day[1:] >= day[:-1]):
-        val_row, test_row = np.searchsorted(day, [val_start, test_start])
+        train_row, val_row, test_row = np.searchsorted(day, [train_start, val_start, test_start])
         return (
-            sample_set.slice(0, val_row),
+            sample_set.slice(train_row, val_row),
             sample_set.slice(val_row, test_row),
             sample_set.slice(test_row, len(sample_set)),
         )
-    train = sample_set.subset(day < val_start)
+    train = sample_set.subset((day >= train_start) & (day < val_start))
     val = sample_set.subset((day >= val_start) & (day < test_start))
     test = sample_set.subset(day >= test_start)
     return train, val, test

@@ -103,7 +103,8 @@ def load_splits(
     data = SampleSet.load(cfg.data.samples, long_len=cfg.data.long_len, partition=partition)
     if start_ts is not None:
         fold_spillover(data, start_ts)
-    train, val, test = split_by_day(data, val_days=cfg.data.val_days, test_days=cfg.data.test_days)
+    d = cfg.data
+    train, val, test = split_by_day(data, d.val_days, d.test_days, d.train_days)
     log.info("samples: train %d, validation %d, test %d", len(train), len(val), len(test))
     return feature_map, train, val, test
 
@@ -120,7 +121,7 @@ def stream_splits(
         )
     days = pl.scan_parquet(shard_paths(cfg.data.samples)).select(pl.col("day").unique()).collect()
     train_d, val_d, test_d = split_days(
-        days["day"].to_list(), cfg.data.val_days, cfg.data.test_days
+        days["day"].to_list(), cfg.data.val_days, cfg.data.test_days, cfg.data.train_days
     )
     d = cfg.data
     kw = {"long_len": d.long_len, "partition": partition, "chunk_rows": d.chunk_rows}
