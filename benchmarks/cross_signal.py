@@ -22,11 +22,13 @@ script measures, on the test day of a samples directory built with long historie
 
 Usage::
 
-    python benchmarks/cross_signal.py --samples <cache>/samples/evidence-s0-...-K1000 \
-        <cache>/samples/evidence-s1-...-K1000 --out benchmarks/results/cross_signal.json
+    python benchmarks/cross_signal.py --samples "world 0=<cache>/samples/evidence-s0-...-K1000" \
+        "world 1=<cache>/samples/evidence-s1-...-K1000" \
+        --stack 0:ple=<a ple run>/predictions.parquet 0:moment_cross=<...> ... \
+        --out benchmarks/results/cross_signal.json
 
 Samples come from ``liverank experiment run experiments/cross.yaml`` (its cache) or from
-``liverank samples --long-len 1000``. Writes the JSON and prints the tables.
+``liverank build-samples --long-len 1000``. Writes the JSON and prints the tables.
 """
 
 from __future__ import annotations
@@ -279,7 +281,7 @@ def analyse(
 def _print(results: list[dict]) -> None:
     console = Console()
     for r in results:
-        t = Table(title=f"{r['dataset']}: test day {r['test_day']}, {r['test_rows']:,} impressions; "
+        t = Table(title=f"{r['label']}: test day {r['test_day']}, {r['test_rows']:,} impressions; "
                   f"window: last 50 = {r['mean_window']['last50']:.0f}, older = {r['mean_window']['older']:.0f} items")  # fmt: skip
         t.add_column("candidate's author")
         t.add_column("share", justify="right")
@@ -309,7 +311,9 @@ def _print(results: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--samples", nargs="+", type=Path, required=True)
+    ap.add_argument("--samples", nargs="+", required=True, metavar="[LABEL=]DIR",
+                    help="samples directories with long histories; LABEL names the world in the "
+                    "tables (e.g. 'world 0, cross_domain_interest off')")  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cross_signal.json"))
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--train-rows", type=int, default=1_000_000)
@@ -318,6 +322,8 @@ def main() -> None:
                     help="a trained ranker's predictions.parquet on the I-th --samples "
                     "directory's test day, e.g. 0:ple=results/cross/runs/HASH/predictions.parquet")  # fmt: skip
     args = ap.parse_args()
+    labels = [item.split("=", 1)[0] if "=" in item else None for item in args.samples]
+    args.samples = [Path(item.split("=", 1)[-1]) for item in args.samples]
     stacks: list[dict[str, Path]] = [{} for _ in args.samples]
     for item in args.stack:
         try:
@@ -332,9 +338,11 @@ def main() -> None:
         if not (s / "long_history" / "video.parquet").exists():
             raise SystemExit(f"{s}: no long_history/video.parquet (build samples with --long-len)")
     results = [
-        analyse(s, args.bootstrap, args.train_rows, args.seed, stacks[i])
+        {"label": labels[i], **analyse(s, args.bootstrap, args.train_rows, args.seed, stacks[i])}
         for i, s in enumerate(args.samples)
     ]
+    for r in results:
+        r["label"] = r["label"] or r["dataset"]
     _print(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"created": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.node()}

@@ -174,7 +174,7 @@ def cross_signal(d: dict) -> list[str]:
         shares = " / ".join(f"{v['share']:.2f} ({v['ctr']:.3f})" for v in rec.values())
         sc = w["scorer_gauc"]
         rows.append(
-            f"| {w['dataset']} | {shares} | {sc['author count, last 50']:.4f} -> "
+            f"| {w.get('label', w['dataset'])} | {shares} | {sc['author count, last 50']:.4f} -> "
             f"{sc['author count, whole window']:.4f} | {_ci(w['linear']['din_inputs/all'])} | "
             f"{_ci(w['linear']['din_inputs+pair_memory/all'])} |"
         )
@@ -188,7 +188,7 @@ def cross_signal(d: dict) -> list[str]:
         for name, v in w.get("stacked", {}).items():
             run = Path(v["predictions"]).parent.name
             rows.append(
-                f"| {w['dataset']} | {name} ({run}) | {v['gauc_model']:.4f} | "
+                f"| {w.get('label', w['dataset'])} | {name} ({run}) | {v['gauc_model']:.4f} | "
                 f"{v['gauc_stacked_din']:.4f} | {v['gauc_stacked']:.4f} | {_ci(v)} |"
             )
     return rows
