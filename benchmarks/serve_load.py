@@ -9,7 +9,12 @@ counts as a failure; the run fails (exit 1) on any failure.
 
     python benchmarks/serve_load.py --size small --rate 20 --duration 60
     python benchmarks/serve_load.py --size small --rate 20 --duration 60 --swaps 3
+    python benchmarks/serve_load.py --size small --rate 20 --duration 120 --swaps 3 \
+        --runtime aoti --precompile    # packages compiled at publish, not by the server
 
+With ``--precompile`` (``--runtime aoti``) each swapped-in version's AOTInductor package is
+compiled into the registry's ``.aoti`` cache before the run, as ``liverank train --registry R
+--compile-aoti`` does before it publishes; the server then loads it instead of compiling.
 Writes ``benchmarks/results/serve_load[_swaps].json``.
 """
 
@@ -41,8 +46,16 @@ def main() -> int:
     ap.add_argument("--candidates", type=int, default=200)
     ap.add_argument("--swaps", type=int, default=0, help="model versions published during the run")
     ap.add_argument("--runtime", default="auto", help="the server's --runtime (auto, aoti, ...)")
+    ap.add_argument(
+        "--precompile",
+        action="store_true",
+        help="compile the swapped-in versions' AOTInductor packages before the run (as "
+        "`liverank train --compile-aoti` does at publish); needs --runtime aoti",
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    if args.precompile and args.runtime != "aoti":
+        ap.error("--precompile compiles AOTInductor packages: it needs --runtime aoti")
 
     import polars as pl
     import torch
@@ -56,6 +69,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         work = Path(tmp)
         data, reg = _prepare(args, work, args.model)
+        # the versions published during the run, made (and with --precompile compiled) first
+        fmap = FeatureMap.load(work / "samples-long0")
+        swap_paths = []
+        for s in range(args.swaps):
+            torch.manual_seed(100 + s)
+            path = work / f"swap{s}.pt"
+            Ranker(fmap, get_config(args.model)).save(path)
+            swap_paths.append(path)
+            if args.precompile:
+                from liverank.serve.export_aoti import precompile
+                from liverank.train.registry import AOTI_CACHE
+
+                precompile(Ranker.load(path), reg / AOTI_CACHE)
         imp = read_table(data, "live_impressions").sort("ts")
         as_of = int(imp["ts"][int(len(imp) * 0.8)])
         rooms = read_table(data, "rooms")["live_id"].to_numpy()
@@ -106,17 +132,12 @@ def main() -> int:
             for t in threads:
                 t.start()
             swapped: list[dict] = []
-            if args.swaps:
-                fmap = FeatureMap.load(work / "samples-long0")
-                for s in range(args.swaps):
-                    time.sleep(args.duration / (args.swaps + 1) - (0.0 if s else -0.5))
-                    torch.manual_seed(100 + s)
-                    path = work / f"swap{s}.pt"
-                    Ranker(fmap, get_config(args.model)).save(path)
-                    v = ModelRegistry(reg).publish(args.model, path)
-                    swapped.append(
-                        {"version": v.version, "at_s": round(time.perf_counter() - start, 2)}
-                    )
+            for s, path in enumerate(swap_paths):
+                time.sleep(args.duration / (args.swaps + 1) - (0.0 if s else -0.5))
+                v = ModelRegistry(reg).publish(args.model, path)
+                swapped.append(
+                    {"version": v.version, "at_s": round(time.perf_counter() - start, 2)}
+                )
             for t in threads:
                 t.join()
             wall = time.perf_counter() - start
@@ -152,6 +173,7 @@ def main() -> int:
         },
         "final_version": health.get("model_version"),
         "runtime": health.get("runtime"),
+        "precompiled": args.precompile,
     }
     print(json.dumps(record, indent=2))
     suffix = "_swaps" if args.swaps else ""

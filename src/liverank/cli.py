@@ -228,6 +228,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=Path, help="override data.samples")
     p.add_argument("--out", type=Path, help="override the run directory")
     p.add_argument("--registry", type=Path, help="publish the best checkpoint to this registry")
+    p.add_argument(
+        "--compile-aoti",
+        action="store_true",
+        help="with --registry: compile the version's AOTInductor package into <registry>/.aoti "
+        "before publishing it, so that `liverank serve --runtime aoti` loads it without "
+        "compiling on its serving cores",
+    )
     p.add_argument("--epochs", type=positive_int, help="override train.epochs")
     p.add_argument("--seed", type=non_negative_int, help="override train.seed")
     p.add_argument(
@@ -262,7 +269,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             overrides[key] = str(value) if isinstance(value, Path) else value
+    if args.compile_aoti:
+        overrides["registry_aoti"] = True
     cfg = load_config(args.config, overrides)
+    if cfg.registry_aoti and cfg.registry is None:
+        raise ConfigError("--compile-aoti needs a registry to publish to (--registry DIR)")
     try:
         result = run_experiment(cfg)
     finally:

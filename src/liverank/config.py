@@ -103,6 +103,10 @@ class ExperimentConfig(_Strict):
     out: Path = Path("runs/out")
     #: model registry directory; the best checkpoint is published there when set
     registry: Path | None = None
+    #: compile the version's AOTInductor package into ``<registry>/.aoti`` before publishing
+    #: it, so that ``liverank serve --runtime aoti`` loads it without compiling on its serving
+    #: cores (``liverank train --compile-aoti``; needs ``registry`` and a C++ compiler)
+    registry_aoti: bool = False
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:

@@ -168,6 +168,37 @@ def load_aoti(path: str | Path) -> AotiRanker:
     return AotiRanker(runner, meta)
 
 
+def package_path(model: Ranker, example: Batch, cache: str | Path) -> Path:
+    """Where the compile cache ``cache`` keeps ``model``'s package for batches shaped like
+    ``example`` (the fields of :func:`required_fields` are read): ``<name>-<package_key>.pt2``."""
+    fields = {f: example[f] for f in required_fields(model)}
+    return Path(cache) / f"{model.config.name}-{package_key(model, fields)}.pt2"
+
+
+def precompile(model: Ranker, cache: str | Path) -> Path:
+    """Compile ``model``'s package into the compile cache ``cache`` now, off the serving cores
+    (``liverank train --registry R --compile-aoti`` does it into ``R/.aoti`` before the version is
+    published). The example is a synthetic batch of the model's feature map: the service's
+    request batches have the same field dtypes and ranks, so its
+    :class:`~liverank.serve.runtime.AotiRunner` finds the package under the same key and loads
+    it instead of compiling (``tests/serve/test_aoti_publish.py``). Returns the package path;
+    an existing package is kept.
+
+    Raises:
+        ConfigError: the model cannot be exported or the compilation failed.
+    """
+    from liverank.models.synthetic import synthetic_batches
+
+    check_exportable(model)
+    model.eval()
+    example = synthetic_batches(model.feature_map, 1, 8, seed=0)[0]
+    path = package_path(model, example, cache)
+    if path.exists() and path.with_name(path.name + ".json").exists():
+        log.info("model '%s': AOTInductor package already at %s", model.config.name, path)
+        return path
+    return export_aoti(model, example, path)
+
+
 def package_key(model: Ranker, example: dict[str, torch.Tensor]) -> str:
     """Content hash (16 hex digits) of what a compiled package depends on: torch's version, the
     model's configuration, its weights and the example's field dtypes and ranks. Two models

@@ -121,7 +121,7 @@ class AotiRunner:
     runtime = "aoti"
 
     def __init__(self, model: Ranker, example: Batch, cache: Path | None = None) -> None:
-        from liverank.serve.export_aoti import export_aoti, load_aoti, package_key
+        from liverank.serve.export_aoti import export_aoti, load_aoti, package_path
 
         fields = required_fields(model)
         model.check_batch(example)
@@ -130,7 +130,7 @@ class AotiRunner:
         if cache is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="liverank-aoti-")
             cache = Path(self._tmp.name)
-        path = Path(cache) / f"{model.config.name}-{package_key(model, sample)}.pt2"
+        path = package_path(model, sample, cache)
         if path.exists() and path.with_name(path.name + ".json").exists():
             log.info("model '%s': AOTInductor package from the cache %s", model.config.name, path)
         else:

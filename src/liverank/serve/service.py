@@ -38,6 +38,7 @@ from liverank.serve.mmbee_features import MMBeeFeatures, NeighbourStoreWatcher
 from liverank.serve.model_holder import ModelHolder
 from liverank.serve.online_features import assemble_request
 from liverank.serve.runtime import RUNTIMES, ModelRunner, make_runner
+from liverank.train.registry import AOTI_CACHE
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def build_service(
 
     def runner(m: Ranker) -> ModelRunner:
         example = example_request(backend, m, mmbee=mmbee)
-        return make_runner(m, runtime, example, aoti_cache=Path(registry) / ".aoti")
+        return make_runner(m, runtime, example, aoti_cache=Path(registry) / AOTI_CACHE)
 
     holder.prepare(attach, runner)  # the first version too: its runner is built now
     log.info("serving %s/%s on %s", model, holder.version, holder.current().runtime)

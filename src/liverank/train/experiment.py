@@ -25,7 +25,7 @@ from liverank.models.zoo import get_config
 from liverank.train import distributed as ddp
 from liverank.train.device import resolve_device
 from liverank.train.popularity import PopularityBaseline
-from liverank.train.registry import ModelRegistry
+from liverank.train.registry import AOTI_CACHE, ModelRegistry
 from liverank.train.trainer import (
     REGRESSION_FRAME_NAMES,
     FitResult,
@@ -173,6 +173,8 @@ def run_experiment(
     _save_outputs(out, pred, result, extra=extra)
     version = None
     if cfg.registry is not None:
+        if cfg.registry_aoti:  # compiled before the version is visible to a watching server
+            _precompile(fit.checkpoint, Path(cfg.registry))
         mv = ModelRegistry(cfg.registry).publish(
             cfg.name,
             fit.checkpoint,
@@ -187,6 +189,15 @@ def run_experiment(
     if dist is not None:
         ddp.broadcast_object((result, version))
     return ExperimentResult(cfg.name, result, out, fit, time.perf_counter() - start, version)
+
+
+def _precompile(checkpoint: Path, registry: Path) -> None:
+    """AOTInductor package of ``checkpoint`` in the registry's compile cache (``.aoti``)."""
+    from liverank.serve.export_aoti import precompile
+
+    started = time.perf_counter()
+    path = precompile(Ranker.load(checkpoint), registry / AOTI_CACHE)
+    log.info("AOTInductor package for serving in %.0f s: %s", time.perf_counter() - started, path)
 
 
 def run_popularity(

@@ -35,6 +35,9 @@ from liverank.errors import ConfigError, UnknownIdError
 MODEL_FILE = "model.pt"
 MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "LATEST"
+#: the registry's AOTInductor compile cache (``liverank train --compile-aoti`` fills it, the
+#: service with ``--runtime aoti`` reads and fills it); hidden, so not a model name
+AOTI_CACHE = ".aoti"
 
 
 @dataclass(frozen=True)
