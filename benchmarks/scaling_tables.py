@@ -178,8 +178,12 @@ def cross_signal(d: dict) -> list[str]:
             f"{sc['author count, whole window']:.4f} | {_ci(w['linear']['din_inputs/all'])} | "
             f"{_ci(w['linear']['din_inputs+pair_memory/all'])} |"
         )
-    rows += [
-        "",
+    return [*rows, "", *cross_signal_stacks(d)]
+
+
+def cross_signal_stacks(d: dict) -> list[str]:
+    """The rankers' part of ``cross_signal.py``: what the older items add to each one's score."""
+    rows = [
         "| world | ranker (run) | its CTR GAUC | stacked with DIN's inputs | ... + pair memory "
         "| ... + older items: delta [95 %] |",
         "|---|---|---|---|---|---|",
@@ -196,6 +200,7 @@ def cross_signal(d: dict) -> list[str]:
 
 TABLES: dict[str, Callable[[dict], list[str]]] = {
     "cross_signal": cross_signal,
+    "cross_signal_history": cross_signal_stacks,
     "request_batches": request_batches,
     "request_batches_ple": request_batches,
     "request_batches_moment_cross": request_batches,
