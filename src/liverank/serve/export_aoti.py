@@ -191,10 +191,15 @@ def precompile(model: Ranker, cache: str | Path) -> Path:
 
     check_exportable(model)
     model.eval()
-    example = synthetic_batches(model.feature_map, 1, 8, seed=0)[0]
+    return cached_package(model, synthetic_batches(model.feature_map, 1, 8, seed=0)[0], cache)
+
+
+def cached_package(model: Ranker, example: Batch, cache: str | Path) -> Path:
+    """``model``'s package in the compile cache ``cache`` (:func:`package_path`), compiled by
+    :func:`export_aoti` only when the cache does not hold it (package and metadata) yet."""
     path = package_path(model, example, cache)
     if path.exists() and path.with_name(path.name + ".json").exists():
-        log.info("model '%s': AOTInductor package already at %s", model.config.name, path)
+        log.info("model '%s': AOTInductor package from the cache %s", model.config.name, path)
         return path
     return export_aoti(model, example, path)
 

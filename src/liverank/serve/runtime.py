@@ -121,21 +121,15 @@ class AotiRunner:
     runtime = "aoti"
 
     def __init__(self, model: Ranker, example: Batch, cache: Path | None = None) -> None:
-        from liverank.serve.export_aoti import export_aoti, load_aoti, package_path
+        from liverank.serve.export_aoti import cached_package, load_aoti
 
-        fields = required_fields(model)
         model.check_batch(example)
-        sample = {f: example[f] for f in fields}
+        sample = {f: example[f] for f in required_fields(model)}
         self._tmp = None
         if cache is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="liverank-aoti-")
             cache = Path(self._tmp.name)
-        path = package_path(model, sample, cache)
-        if path.exists() and path.with_name(path.name + ".json").exists():
-            log.info("model '%s': AOTInductor package from the cache %s", model.config.name, path)
-        else:
-            export_aoti(model, sample, path)
-        self.program = load_aoti(path)
+        self.program = load_aoti(cached_package(model, sample, cache))
         self.exponents = dict(model.config.score_exponents or {"ctr": 1.0})
 
     def predict_proba(self, batch: Batch) -> dict[str, torch.Tensor]:
