@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from liverank.errors import ConfigError
 
@@ -107,6 +107,15 @@ class ExperimentConfig(_Strict):
     #: it, so that ``liverank serve --runtime aoti`` loads it without compiling on its serving
     #: cores (``liverank train --compile-aoti``; needs ``registry`` and a C++ compiler)
     registry_aoti: bool = False
+
+    @model_validator(mode="after")
+    def _aoti_needs_a_registry(self) -> ExperimentConfig:
+        if self.registry_aoti and self.registry is None:
+            raise ValueError(
+                "--compile-aoti needs a registry to publish to (registry_aoti: true without "
+                "registry; set registry: DIR or --registry DIR)"
+            )
+        return self
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:

@@ -77,3 +77,7 @@ def test_compile_aoti_needs_a_registry(tmp_path: Path, capsys: pytest.CaptureFix
     config.write_text("name: mlp\nmodel: mlp\n")
     assert main(["train", "--config", str(config), "--compile-aoti"]) == 2
     assert "--compile-aoti needs a registry" in capsys.readouterr().err
+    # the same in the file itself: refused, not silently left uncompiled
+    config.write_text("name: mlp\nmodel: mlp\nregistry_aoti: true\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert "--compile-aoti needs a registry" in capsys.readouterr().err
