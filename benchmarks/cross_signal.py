@@ -155,16 +155,22 @@ def _with_memory(f: pl.DataFrame, day: int, days: int) -> pl.DataFrame:
     )
 
 
-def _bootstrap_delta(y, s_short, s_long, users, n_boot: int, seed: int) -> tuple[float, float]:
-    """95 % interval of GAUC(long) - GAUC(short), users resampled (the unit the GAUC averages)."""
-    keys, auc_s, n = per_group_auc(y, s_short, users)
+def _paired_gauc(
+    y, s_short, s_long, users, n_boot: int, seed: int
+) -> tuple[float, float, tuple[float, float]]:
+    """``(GAUC(short), GAUC(long), 95 % interval of their difference)``, users resampled (the
+    unit the GAUC averages). A user's AUC is defined for both scores or for neither (it needs
+    both labels), so both GAUCs average the same users, as ``grouped_auc`` does."""
+    _, auc_s, n = per_group_auc(y, s_short, users)
     _, auc_l, _ = per_group_auc(y, s_long, users)
     ok = ~np.isnan(auc_s) & ~np.isnan(auc_l)
-    d, w = (auc_l - auc_s)[ok], n[ok].astype(np.float64)
+    a_s, a_l, w = auc_s[ok], auc_l[ok], n[ok].astype(np.float64)
+    d = a_l - a_s
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(d), size=(n_boot, len(d)))
     boot = (d[draws] * w[draws]).sum(1) / w[draws].sum(1)
-    return float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+    interval = (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975)))
+    return float((a_s * w).sum() / w.sum()), float((a_l * w).sum() / w.sum()), interval
 
 
 def stack(test: pl.DataFrame, predictions: Path, n_boot: int, seed: int) -> dict:
@@ -196,8 +202,9 @@ def stack(test: pl.DataFrame, predictions: Path, n_boot: int, seed: int) -> dict
         scores[memory, older] = out
     own = grouped_auc(y, p, users)[1]
     g_din = grouped_auc(y, scores[False, False], users)[1]
-    g_a, g_b = (grouped_auc(y, scores[True, o], users)[1] for o in (False, True))
-    lo, hi = _bootstrap_delta(y, scores[True, False], scores[True, True], users, n_boot, seed)
+    g_a, g_b, (lo, hi) = _paired_gauc(
+        y, scores[True, False], scores[True, True], users, n_boot, seed
+    )
     return {"predictions": str(predictions), "gauc_model": own, "gauc_stacked_din": g_din,
             "gauc_stacked": g_a, "gauc_stacked_plus_older": g_b, "delta": g_b - g_a,
             "ci95": [lo, hi]}  # fmt: skip
@@ -250,9 +257,7 @@ def analyse(
         base = "din_inputs" + ("+pair_memory" if memory else "")
         for name, m in groups.items():
             short, long = fits[False, memory][m], fits[True, memory][m]
-            g_short = grouped_auc(y[m], short, users[m])[1]
-            g_long = grouped_auc(y[m], long, users[m])[1]
-            lo, hi = _bootstrap_delta(y[m], short, long, users[m], n_boot, seed)
+            g_short, g_long, (lo, hi) = _paired_gauc(y[m], short, long, users[m], n_boot, seed)
             linear[f"{base}/{name}"] = {"gauc_base": g_short, "gauc_plus_older": g_long,
                                         "delta": g_long - g_short, "ci95": [lo, hi],
                                         "rows": int(m.sum())}  # fmt: skip

@@ -1,4 +1,4 @@
-"""``benchmarks/cross_signal.py``: the window counts and the pair memory it rests on."""
+"""``benchmarks/cross_signal.py``: the window counts, the pair memory and the paired GAUC it rests on."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cross_signal.py"
 
@@ -49,3 +50,19 @@ def test_pair_memory_reads_only_the_days_before():
     assert out["pair_clicks"].to_list() == [1.0, 1.0]  # day 0 and 1 of user 1; not day 2
     assert out["pair_shown"].to_list() == [2, 2]
     assert cs._with_memory(f, day=2, days=1)["pair_clicks"].to_list() == [0.0, 0.0]
+
+
+def test_paired_gauc_equals_grouped_auc_and_brackets_the_difference():
+    from liverank.eval.metrics import grouped_auc
+
+    cs = _load()
+    rng = np.random.default_rng(0)
+    n = 20_000
+    users = rng.integers(0, 500, n)
+    a = rng.random(n)
+    b = a + rng.normal(0, 0.3, n)
+    y = (rng.random(n) < 0.2 + 0.3 * a).astype(float)
+    g_a, g_b, (lo, hi) = cs._paired_gauc(y, a, b, users, n_boot=200, seed=0)
+    assert g_a == pytest.approx(grouped_auc(y, a, users)[1], abs=1e-12)
+    assert g_b == pytest.approx(grouped_auc(y, b, users)[1], abs=1e-12)
+    assert lo < g_b - g_a < hi < 0  # b is a noisier a
