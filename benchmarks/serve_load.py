@@ -64,7 +64,8 @@ def main() -> int:
     from liverank.features.spec import FeatureMap
     from liverank.models.ranker import Ranker
     from liverank.models.zoo import get_config
-    from liverank.train.registry import ModelRegistry
+    from liverank.serve.export_aoti import precompile
+    from liverank.train.registry import AOTI_CACHE, ModelRegistry
 
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         work = Path(tmp)
@@ -78,9 +79,6 @@ def main() -> int:
             Ranker(fmap, get_config(args.model)).save(path)
             swap_paths.append(path)
             if args.precompile:
-                from liverank.serve.export_aoti import precompile
-                from liverank.train.registry import AOTI_CACHE
-
                 precompile(Ranker.load(path), reg / AOTI_CACHE)
         imp = read_table(data, "live_impressions").sort("ts")
         as_of = int(imp["ts"][int(len(imp) * 0.8)])
