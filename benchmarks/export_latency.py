@@ -19,6 +19,12 @@ run under ``torch.no_grad``:
   onnxruntime session with ``intra_op_num_threads`` = the thread count of the row, inter-op 1,
   all graph optimisations); skipped with a log line if onnxruntime is not installed.
 
+With ``--request`` the batch is one ranking request (:func:`liverank.models.synthetic.as_request`:
+the user's fields equal in every row, as the service sends them) and two more variants are
+timed: ``torchscript_request`` and ``aoti_request``, the programs recorded for one request per
+batch (``one_request=True``: the user's sequences encoded once, from row 0, inside the compiled
+graph). ``eager`` then takes its per-request dedup path (DIN, FARM).
+
 Variants are interleaved in rounds (``--rounds``) so that drift of a shared CPU hits them alike.
 Multi-threaded numbers on a shared box are noisy; ``OMP_WAIT_POLICY`` is recorded in the JSON.
 
@@ -26,6 +32,8 @@ Usage::
 
     python benchmarks/export_latency.py                 # ple and mlp, 1 and 2 threads
     python benchmarks/export_latency.py --configs ple --runs 50
+    python benchmarks/export_latency.py --configs ple farm --threads 1 --request \
+        --out benchmarks/results/export_latency_request.json
 
 Writes JSON (``--out``, default ``benchmarks/results/export_latency.json``) and prints a table.
 """
@@ -49,7 +57,7 @@ from rich.console import Console
 from rich.table import Table
 
 from liverank.models.ranker import Ranker
-from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
+from liverank.models.synthetic import as_request, synthetic_batches, synthetic_feature_map
 from liverank.models.zoo import get_config
 from liverank.serve.export import (
     export_torchscript,
@@ -60,7 +68,7 @@ from liverank.serve.export_aoti import capture
 
 log = logging.getLogger("export_latency")
 #: variants called with the required fields only (the exported program's exact inputs)
-ON_FIELDS = ("torch_export", "aoti")
+ON_FIELDS = ("torch_export", "aoti", "aoti_request")
 Batch = dict[str, torch.Tensor]
 
 
@@ -82,6 +90,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=4, help="interleaved rounds the runs split into")
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor variant")
+    p.add_argument(
+        "--request",
+        action="store_true",
+        help="score one request per batch and time the one-request programs too",
+    )
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/export_latency.json"))
     return p.parse_args()
 
@@ -94,7 +107,12 @@ def _aoti(program: torch.export.ExportedProgram, path: Path) -> Callable[[Batch]
 
 
 def build_variants(
-    name: str, candidates: int, workdir: Path, threads: list[int], aoti: bool = True
+    name: str,
+    candidates: int,
+    workdir: Path,
+    threads: list[int],
+    aoti: bool = True,
+    request: bool = False,
 ) -> tuple[dict, Batch, Batch]:
     """Callables of every variant, the full batch and its required-field subset.
 
@@ -105,6 +123,8 @@ def build_variants(
     torch.manual_seed(0)
     model = Ranker(fm, get_config(name)).eval()
     batch = synthetic_batches(fm, 1, candidates, seed=1)[0]
+    if request:
+        batch = as_request(batch)
     fields = {k: batch[k] for k in required_fields(model)}
     path = export_torchscript(model, batch, workdir / f"{name}.ts")
     program = capture(model, fields)  # silences torch.export's own warnings
@@ -121,6 +141,12 @@ def build_variants(
     }
     if aoti:
         variants["aoti"] = _aoti(program, workdir / f"{name}.pt2")
+    if request:
+        one = export_torchscript(model, batch, workdir / f"{name}-request.ts", one_request=True)
+        variants["torchscript_request"] = load_exported(one)
+        if aoti:
+            program_one = capture(model, fields, one_request=True)
+            variants["aoti_request"] = _aoti(program_one, workdir / f"{name}-request.pt2")
     try:
         from liverank.serve.export_onnx import export_onnx, load_onnx
     except ImportError as exc:  # pragma: no cover - the 'serve' extra is not installed
@@ -181,7 +207,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
             variants, batch, fields = build_variants(
-                name, args.candidates, Path(tmp), args.threads, aoti=not args.no_aoti
+                name,
+                args.candidates,
+                Path(tmp),
+                args.threads,
+                aoti=not args.no_aoti,
+                request=args.request,
             )
             for threads in args.threads:
                 torch.set_num_threads(threads)

@@ -10,7 +10,7 @@ from liverank.data.batch_order import group_starts, shuffled_order
 from liverank.models.layers.dedup import distinct_rows
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.modules.farm import Farm
-from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
+from liverank.models.synthetic import as_request, synthetic_batches, synthetic_feature_map
 
 
 def test_distinct_rows_finds_the_groups_in_first_occurrence_order() -> None:
@@ -135,10 +135,44 @@ def test_no_dedup_while_tracing(monkeypatch: pytest.MonkeyPatch) -> None:
     batch = synthetic_batches(fm, 1, 16, seed=5)[0]
     emb = EmbeddingCollection(fm, 16, sparse=False, fused=True)
     modules = [din_module.DIN(fm, emb), farm_module.Farm(fm, emb)]
-    monkeypatch.setattr(din_module, "distinct_rows", refuse)
-    monkeypatch.setattr(farm_module, "distinct_rows", refuse)
+    monkeypatch.setattr(dedup_module, "distinct_rows", refuse)
     monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
     assert dedup_module.capturing_graph()
     for module in modules:
         module.eval()
         assert module(batch, emb).representation.shape[0] == 16
+
+
+def test_one_request_recording_encodes_row_zero_for_every_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recorded for one request (``one_request``), DIN and FARM take every row's sequences to
+    be row 0's without looking at the data: exact on a request batch (equal to the eager
+    forward), and row 0's sequences for every row of a mixed batch (why the exports refuse
+    one, tests/serve/test_runtime.py)."""
+    from liverank.models.layers import dedup as dedup_module
+    from liverank.models.modules import din as din_module
+
+    fm = synthetic_feature_map(n_categories=6)
+    mixed = synthetic_batches(fm, 1, 16, seed=5)[0]
+    request = as_request(mixed)
+    emb = EmbeddingCollection(fm, 16, sparse=False, fused=True)
+    modules = [din_module.DIN(fm, emb), Farm(fm, emb)]
+    for module in modules:
+        module.eval()
+    with torch.no_grad():
+        eager = [m(request, emb).representation for m in modules]
+        # the mixed batch with row 0's sequences copied to every row: what one_request computes
+        want_mixed = [
+            m(
+                {k: v[:1].expand_as(v) if k in m.shared_fields else v for k, v in mixed.items()},
+                emb,
+            ).representation
+            for m in modules
+        ]
+        monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+        with dedup_module.one_request():
+            for m, e, w in zip(modules, eager, want_mixed, strict=True):
+                assert m.shared_fields
+                torch.testing.assert_close(m(request, emb).representation, e)
+                torch.testing.assert_close(m(mixed, emb).representation, w)

@@ -136,3 +136,25 @@ def test_export_path_is_the_same_projection_as_a_real_matrix(monkeypatch) -> Non
     for a, b in zip(eager, exported, strict=True):
         torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
     assert freq.low_pass_matrix(50, 5).dtype == torch.float64
+
+
+def test_a_matrix_made_while_torch_export_records_is_not_reused_as_a_fake_tensor() -> None:
+    """torch.export records on FakeTensors: a projection first built during an export (ONNX,
+    AOTInductor) must not be cached as that recording's FakeTensor and handed to a later
+    forward (it was, and a later export or trace in the same process failed)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    from liverank.models.layers import frequency as freq
+
+    class Low(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return freq.frequency_split(x, 2)[0]
+
+    x = torch.randn(2, 13, 3)  # N = 13: a size no other test builds first
+    freq._LOW_PASS.pop((13, 2), None)
+    program = torch.export.export(Low(), (x,), strict=False)
+    matrix = freq.low_pass_matrix(13, 2)
+    assert not isinstance(matrix, FakeTensor)
+    torch.testing.assert_close(
+        program.module()(x), torch.einsum("nm,bmd->bnd", matrix, x.double()).float()
+    )

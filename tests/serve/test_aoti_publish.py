@@ -37,11 +37,11 @@ def test_the_package_is_compiled_before_publishing_under_the_services_key(
 ) -> None:
     data, samples = world
     registry = tmp_path / "reg"
-    calls: list[tuple[Path, list[str]]] = []
+    calls: list[tuple[Path, list[str], bool]] = []
 
-    def record(m: Ranker, example, path: str | Path) -> Path:
+    def record(m: Ranker, example, path: str | Path, one_request: bool = False) -> Path:
         path = Path(path)
-        calls.append((path, ModelRegistry(registry).versions(model)))
+        calls.append((path, ModelRegistry(registry).versions(model), one_request))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"package")
         path.with_name(path.name + ".json").write_text("{}")
@@ -58,15 +58,17 @@ def test_the_package_is_compiled_before_publishing_under_the_services_key(
         registry_aoti=True,
     )
     run_experiment(cfg)
-    (path, versions_then), *more = calls
+    (path, versions_then, one_request), *more = calls
     assert not more and versions_then == []  # compiled before the version was visible
+    assert one_request  # as the service runs it: one request per batch
     assert path.parent == registry / AOTI_CACHE and path.exists()
     # the service: the published version, loaded as the model holder loads it, and a request
     # batch assembled from the online feature store
     version = ModelRegistry(registry).get(model)
     served = Ranker.load(version.model_path, feature_map=FeatureMap.load(samples)).eval()
     store = open_feature_store("memory", data, served.feature_map.seq_len + 5)
-    assert aoti.package_path(served, example_request(store, served), registry / AOTI_CACHE) == path
+    example = example_request(store, served)
+    assert aoti.package_path(served, example, registry / AOTI_CACHE, one_request=True) == path
     # a second publish of the same weights finds the package and compiles nothing
     aoti.precompile(served, registry / AOTI_CACHE)
     assert len(calls) == 1

@@ -13,7 +13,7 @@ import torch
 
 from liverank.errors import ConfigError, DataValidationError
 from liverank.models.ranker import Ranker
-from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
+from liverank.models.synthetic import as_request, synthetic_batches, synthetic_feature_map
 from liverank.models.zoo import get_config
 from liverank.serve import export_aoti as aoti
 from liverank.serve import runtime as rt
@@ -54,7 +54,10 @@ def test_package_is_cached_by_content(compiled, monkeypatch: pytest.MonkeyPatch)
     (package,) = cache.glob("*.pt2")
     example = synthetic_batches(FM, 1, 8, seed=1)[0]
     fields = {f: example[f] for f in aoti.required_fields(model)}
-    assert package.name == f"mlp-{aoti.package_key(model, fields)}.pt2"
+    # the service compiles for one request per batch (the same program for the mlp, which
+    # has no user sequences: the same key; DIN's differ, in the test below)
+    assert package.name == f"mlp-{aoti.package_key(model, fields, one_request=True)}.pt2"
+    assert aoti.package_key(model, fields) == aoti.package_key(model, fields, one_request=True)
 
     def no_compile(*args, **kwargs):
         raise AssertionError("compiled again although the package is cached")
@@ -93,3 +96,26 @@ def test_unexportable_model_is_refused() -> None:
     example = synthetic_batches(fm, 1, 4)[0]
     with pytest.raises(ConfigError, match="cannot run on AOTInductor.*moment_cross"):
         make_runner(model, "aoti", example)
+
+
+def test_din_compiled_for_one_request_matches_eager_and_refuses_mixed_users(
+    tmp_path: Path,
+) -> None:
+    """DIN's sequences are the user's: compiled for one request they are encoded once per batch
+    (``one_request_fields`` in the metadata), the scores equal eager's on request batches of
+    any size, and a batch of several users is refused with the field named."""
+    torch.manual_seed(0)
+    model = Ranker(FM, get_config("din")).eval()
+    example = as_request(synthetic_batches(FM, 1, 8, seed=1)[0])
+    runner = make_runner(model, "aoti", example, aoti_cache=tmp_path)
+    assert isinstance(runner, AotiRunner)
+    shared = runner.program.one_request_fields
+    assert shared and all(f.startswith(("video_seq_", "live_seq_")) for f in shared)
+    fields = {f: example[f] for f in aoti.required_fields(model)}
+    assert aoti.package_key(model, fields) != aoti.package_key(model, fields, one_request=True)
+    eager = EagerRunner(model)
+    for rows in (1, 7, 200):
+        batch = as_request(synthetic_batches(FM, 1, rows, seed=rows)[0])
+        assert rt.max_abs_diff(runner.predict_proba(batch), eager.predict_proba(batch)) < 1e-5
+    with pytest.raises(DataValidationError, match="differs between the rows.*one request"):
+        runner.predict_proba(synthetic_batches(FM, 1, 8, seed=3)[0])

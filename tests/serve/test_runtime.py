@@ -1,5 +1,9 @@
 """Serving runtimes: the in-memory TorchScript trace matches eager, the parity gate rejects a
-bad trace, and a runner that cannot be built rejects the version (the old one keeps serving)."""
+bad trace, and a runner that cannot be built rejects the version (the old one keeps serving).
+
+The service's batches are each one request (one user), and the compiled runners are recorded for
+that (``one_request``: the user's sequences encoded once): every batch here is made one request
+with :func:`as_request`, and a batch of several users is refused with the field named."""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from liverank.errors import ConfigError
+from liverank.errors import ConfigError, DataValidationError
 from liverank.models.ranker import Ranker
-from liverank.models.synthetic import synthetic_batches, synthetic_feature_map
+from liverank.models.synthetic import as_request, synthetic_batches, synthetic_feature_map
 from liverank.models.zoo import get_config
 from liverank.serve import runtime as rt
 from liverank.serve.model_holder import ModelHolder
@@ -28,11 +32,12 @@ def _model(name: str, seed: int = 0, fm=FM) -> Ranker:
 @pytest.mark.parametrize("name", ["mlp", "ple"])
 def test_auto_traces_and_matches_eager_on_other_batches(name: str) -> None:
     model = _model(name)
-    example, *others = synthetic_batches(FM, 3, 8, seed=1)
+    example, *others = map(as_request, synthetic_batches(FM, 3, 8, seed=1))
     runner = make_runner(model, "auto", example)
     assert isinstance(runner, TorchScriptRunner) and runner.runtime == "torchscript"
     eager = EagerRunner(model)
-    for batch in [*others, synthetic_batches(FM, 1, 200, seed=2)[0], example]:
+    sizes = [as_request(synthetic_batches(FM, 1, n, seed=n)[0]) for n in (1, 7, 200)]
+    for batch in [*others, *sizes, example]:
         got, want = runner.predict_proba(batch), eager.predict_proba(batch)
         assert list(got) == list(model.tasks)
         assert rt.max_abs_diff(got, want) < 1e-5
@@ -62,7 +67,7 @@ def test_untraceable_model_runs_eagerly_on_auto_and_is_refused_on_torchscript() 
 def test_parity_gate(monkeypatch: pytest.MonkeyPatch) -> None:
     """A trace that disagrees with eager is never served: auto falls back, torchscript raises."""
     model = _model("mlp")
-    example = synthetic_batches(FM, 1, 8)[0]
+    example = as_request(synthetic_batches(FM, 1, 8)[0])
     real = TorchScriptRunner.predict_proba
 
     def off_by_a_bit(self, batch):
@@ -81,7 +86,7 @@ def test_holder_builds_runners_and_rejects_a_version_whose_runner_fails(tmp_path
     holder = ModelHolder(reg.root, "m", FM)
     holder.refresh()
     assert holder.current().runtime == "eager"  # no runner factory yet
-    example = synthetic_batches(FM, 1, 8)[0]
+    example = as_request(synthetic_batches(FM, 1, 8)[0])
     holder.prepare(None, lambda m: make_runner(m, "torchscript", example))
     assert holder.current().runtime == "torchscript" and holder.version == "v0001"
     # a new version whose runner cannot be built is rejected like a corrupt file
@@ -94,16 +99,33 @@ def test_holder_builds_runners_and_rejects_a_version_whose_runner_fails(tmp_path
     assert holder.current().runtime == "torchscript"
 
 
-def test_farm_is_served_eagerly_on_auto_and_traced_on_request() -> None:
-    """FARM exports, but its eager forward serves a request faster (the per-request dedup a
-    trace cannot keep): auto picks eager; torchscript, asked for, traces and matches."""
+def test_farm_is_traced_on_auto_for_one_request_and_matches_eager() -> None:
+    """FARM's one-request trace encodes the user's sequences once (as its eager dedup does), so
+    auto serves it traced; its scores match eager on another request."""
     fm = synthetic_feature_map()
     model = Ranker(fm, get_config("farm")).eval()
-    example = synthetic_batches(fm, 1, 6, seed=1)[0]
-    assert isinstance(make_runner(model, "auto", example), EagerRunner)
+    example = as_request(synthetic_batches(fm, 1, 6, seed=1)[0])
+    assert isinstance(make_runner(model, "auto", example), TorchScriptRunner)
     traced = make_runner(model, "torchscript", example)
     assert isinstance(traced, TorchScriptRunner)
-    batch = synthetic_batches(fm, 1, 9, seed=2)[0]
+    batch = as_request(synthetic_batches(fm, 1, 9, seed=2)[0])
     got, want = traced.predict_proba(batch), make_runner(model, "eager", None).predict_proba(batch)
     for task in model.tasks:
         torch.testing.assert_close(got[task], want[task], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["ple", "farm"])
+def test_compiled_runner_refuses_a_batch_of_several_users(name: str) -> None:
+    """Recorded for one request, the program would score every row with row 0's sequences: a
+    batch whose user sequences differ is refused, naming the field, instead of scored wrong."""
+    model = _model(name)
+    runner = make_runner(model, "torchscript", as_request(synthetic_batches(FM, 1, 8, seed=1)[0]))
+    mixed = synthetic_batches(FM, 1, 8, seed=2)[0]
+    with pytest.raises(
+        DataValidationError,
+        match=r"column .(live|video)_seq_\w+.: differs between the rows.*one request",
+    ):
+        runner.predict_proba(mixed)
+    single = {k: v[:1] for k, v in mixed.items()}  # one row is always one request
+    got, want = runner.predict_proba(single), EagerRunner(model).predict_proba(single)
+    assert rt.max_abs_diff(got, want) < 1e-5

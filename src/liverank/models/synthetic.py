@@ -497,3 +497,20 @@ def synthetic_batches(
         {k: v[i * batch_size : (i + 1) * batch_size] for k, v in tensors.items()}
         for i in range(n_batches)
     ]
+
+
+#: fields that describe the user and the moment of a request, not the candidate room
+REQUEST_PREFIXES = ("user_", "video_seq_", "live_seq_", "long_", "product_seq_")
+REQUEST_FIELDS = ("ts", "day", "hour", "hour_of_day", "request_id")
+
+
+def as_request(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``batch`` made one ranking request: every user- and time-side field (the user's
+    features and behaviour sequences, ``ts``, ``request_id``) takes row 0's value in every row,
+    the candidate's fields are kept. What a service's batch looks like, and what a program
+    exported for one request (``one_request=True``) accepts."""
+
+    def shared(name: str) -> bool:
+        return name.startswith(REQUEST_PREFIXES) or name in REQUEST_FIELDS
+
+    return {k: (v[:1].expand_as(v).contiguous() if shared(k) else v) for k, v in batch.items()}

@@ -43,9 +43,9 @@ import contextlib
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, List  # noqa: UP035 (TorchScript needs typing.List)
 
 import torch
 from torch import nn
@@ -54,6 +54,7 @@ import liverank
 from liverank.errors import ConfigError, DataValidationError
 from liverank.models.base import Batch
 from liverank.models.fusion import ranking_score
+from liverank.models.layers import dedup
 from liverank.models.ranker import Ranker
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,17 @@ class _FieldGuard(nn.Module):
     size ``B``. (A TorchScript attribute cannot hold a list of dtypes, hence the prototypes.)
     """
 
-    def __init__(self, core: nn.Module, example: dict[str, torch.Tensor]) -> None:
+    #: a real type for TorchScript, which cannot infer the type of an empty list attribute and
+    #: cannot resolve the string annotations of ``from __future__ import annotations``
+    __annotations__ = {"shared": List[str]}  # noqa: RUF012, UP006
+
+    def __init__(
+        self, core: nn.Module, example: dict[str, torch.Tensor], shared: list[str] | None = None
+    ) -> None:
         super().__init__()
         self.core = core
+        #: fields that must be equal in every row (a trace recorded for one request)
+        self.shared = list(shared or [])
         self.fields = list(example)
         self.ranks = [t.dim() for t in example.values()]
         self.protos = [torch.empty(0, dtype=t.dtype) for t in example.values()]
@@ -153,6 +162,15 @@ class _FieldGuard(nn.Module):
                     "exported ranker: field '" + name + "' has a different batch size"
                 )
             inputs[name] = value
+        for name in self.shared:
+            value = inputs[name]
+            if value.shape[0] > 1 and not bool((value == value[:1]).all()):
+                raise RuntimeError(
+                    "exported ranker: field '"
+                    + name
+                    + "' differs between rows, but this program was exported for one request "
+                    + "per batch"
+                )
         return self.core(inputs)
 
 
@@ -184,10 +202,39 @@ def required_fields(model: Ranker) -> list[str]:
     return sorted({f for fields in model.required_fields.values() for f in fields})
 
 
+def shared_fields(model: Ranker) -> list[str]:
+    """Sorted fields that ``model``'s modules encode once per request (their ``shared_fields``:
+    the user's behaviour sequences, equal in every row of one request). A program recorded for
+    one request (``one_request=True`` in the exports, :func:`liverank.models.layers.dedup.
+    one_request`) is valid only on batches where each of them is equal in every row."""
+    return sorted(
+        {f for m in model.feature_modules.values() for f in getattr(m, "shared_fields", ())}
+    )
+
+
+def check_one_request(fields: Sequence[str], batch: Batch) -> None:
+    """Raise :class:`DataValidationError` naming the first of ``fields`` whose rows differ: a
+    program recorded for one request would score such a batch with row 0's sequences."""
+    for name in fields:
+        value = batch[name]
+        if value.shape[0] > 1 and not bool((value == value[:1]).all()):
+            raise DataValidationError(
+                "differs between the rows of the batch, but this program was exported for one "
+                "request per batch (one user: its sequences are encoded once, from row 0); "
+                "score each request in its own call, or export without one_request",
+                column=name,
+            )
+
+
 def export_metadata(
-    model: Ranker, example: dict[str, torch.Tensor], fmt: str = EXPORT_FORMAT
+    model: Ranker,
+    example: dict[str, torch.Tensor],
+    fmt: str = EXPORT_FORMAT,
+    one_request: bool = False,
 ) -> dict[str, Any]:
-    """The metadata document of an export (``fmt`` names the container: TorchScript, ONNX)."""
+    """The metadata document of an export (``fmt`` names the container: TorchScript, ONNX;
+    ``one_request``: the program was recorded for one request per batch, and
+    ``one_request_fields`` lists the fields its batches must hold equal in every row)."""
     return {
         "format": fmt,
         "version": EXPORT_VERSION,
@@ -203,19 +250,24 @@ def export_metadata(
         },
         "config": model.config.model_dump(mode="json"),
         "feature_map": model.feature_map.model_dump(mode="json"),
+        "one_request_fields": shared_fields(model) if one_request else [],
     }
 
 
 _metadata = export_metadata  # the pre-ONNX private name
 
 
-def trace_ranker(model: Ranker, example: dict[str, torch.Tensor]) -> torch.jit.ScriptModule:
+def trace_ranker(
+    model: Ranker, example: dict[str, torch.Tensor], one_request: bool = False
+) -> torch.jit.ScriptModule:
     """The scripted program ``batch -> [B, T]`` probabilities of ``model`` (not written anywhere).
 
     ``example`` holds exactly the fields of :func:`required_fields` (checked by the caller);
     the result is what :func:`export_torchscript` saves, and what the service runs in memory
     with ``--runtime torchscript`` (:mod:`liverank.serve.runtime`). The model's train/eval
-    mode is restored.
+    mode is restored. ``one_request``: record it for batches that are each one request (the
+    sequences of :func:`shared_fields` are encoded once per batch, from row 0; the caller
+    checks batches with :func:`check_one_request`).
 
     Raises:
         ConfigError: a module cannot be exported (:func:`check_exportable`).
@@ -223,8 +275,9 @@ def trace_ranker(model: Ranker, example: dict[str, torch.Tensor]) -> torch.jit.S
     check_exportable(model)
     was_training = model.training
     model.eval()
+    scope = dedup.one_request() if one_request else contextlib.nullcontext()
     try:
-        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        with torch.no_grad(), warnings.catch_warnings(record=True) as caught, scope:
             warnings.simplefilter("always")
             # check_trace=False: the built-in re-trace check reports the embedding lookups'
             # cached per-table constants (created on the first trace, reused on the second)
@@ -239,10 +292,14 @@ def trace_ranker(model: Ranker, example: dict[str, torch.Tensor]) -> torch.jit.S
         # parity tests are what proves the trace is independent of them.
         log.debug("trace of %s: %s", model.config.name, w.message)
     with quiet_torchscript():  # deprecated in torch 2.13 but working (module doc)
-        return torch.jit.script(_FieldGuard(core, example))
+        return torch.jit.script(
+            _FieldGuard(core, example, shared_fields(model) if one_request else None)
+        )
 
 
-def export_torchscript(model: Ranker, example_batch: Batch, path: str | Path) -> Path:
+def export_torchscript(
+    model: Ranker, example_batch: Batch, path: str | Path, one_request: bool = False
+) -> Path:
     """Trace ``model`` (eval mode, no grad) into a TorchScript archive at ``path``.
 
     Args:
@@ -251,6 +308,9 @@ def export_torchscript(model: Ranker, example_batch: Batch, path: str | Path) ->
             ignored); its batch size does not matter (a few rows suffice) but its dtypes and
             ranks become the contract of the archive.
         path: the archive to write; the metadata goes to ``<path>.json`` too.
+        one_request: record the program for batches that are each one request (faster: the
+            user's sequences are encoded once per batch); the loaded archive then refuses a
+            batch whose :func:`shared_fields` differ between rows.
 
     Returns:
         ``path``. The model's train/eval mode is restored.
@@ -263,8 +323,8 @@ def export_torchscript(model: Ranker, example_batch: Batch, path: str | Path) ->
     fields = required_fields(model)
     model.check_batch(example_batch)
     example = {f: example_batch[f] for f in fields}
-    meta = export_metadata(model, example)
-    program = trace_ranker(model, example)
+    meta = export_metadata(model, example, one_request=one_request)
+    program = trace_ranker(model, example, one_request=one_request)
 
     text = json.dumps(meta, indent=2, sort_keys=True)
     path = Path(path)
@@ -330,10 +390,15 @@ class ExportedModel:
         self.tasks: list[str] = list(meta["tasks"])
         self.fields: dict[str, dict[str, Any]] = dict(meta["fields"])
         self.score_exponents: dict[str, float] = dict(meta["score_exponents"])
+        #: fields every batch must hold equal in all rows (a program exported for one request;
+        #: empty otherwise, and in exports written before the option)
+        self.one_request_fields: list[str] = list(meta.get("one_request_fields", []))
 
     def check_batch(self, batch: Batch) -> None:
-        """Raise :class:`DataValidationError` naming the first missing or malformed field."""
+        """Raise :class:`DataValidationError` naming the first missing or malformed field (or,
+        for a program exported for one request, the first shared field whose rows differ)."""
         check_batch_fields(self.fields, batch)
+        check_one_request(self.one_request_fields, batch)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         """Probabilities ``[B, T]`` (columns in :attr:`tasks` order)."""

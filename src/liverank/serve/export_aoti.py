@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -40,6 +41,7 @@ import torch
 
 from liverank.errors import ConfigError
 from liverank.models.base import Batch
+from liverank.models.layers import dedup
 from liverank.models.ranker import Ranker
 from liverank.serve.export import (
     ExportedModel,
@@ -56,9 +58,13 @@ log = logging.getLogger(__name__)
 AOTI_FORMAT = "liverank.export.aoti"
 
 
-def capture(model: Ranker, example: dict[str, torch.Tensor]) -> torch.export.ExportedProgram:
+def capture(
+    model: Ranker, example: dict[str, torch.Tensor], one_request: bool = False
+) -> torch.export.ExportedProgram:
     """``torch.export`` program of ``model``'s probabilities over the fields of ``example``,
-    with a dynamic batch axis (eval mode, no grad; the model's train/eval mode is restored).
+    with a dynamic batch axis (eval mode, no grad; the model's train/eval mode is restored);
+    ``one_request``: recorded for batches that are each one request (the user's sequences,
+    :func:`~liverank.serve.export.shared_fields`, encoded once per batch from row 0).
 
     Raises:
         ConfigError: ``torch.export`` failed (its last message line is in the error).
@@ -70,7 +76,8 @@ def capture(model: Ranker, example: dict[str, torch.Tensor]) -> torch.export.Exp
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        scope = dedup.one_request() if one_request else contextlib.nullcontext()
+        with torch.no_grad(), warnings.catch_warnings(), scope:
             warnings.simplefilter("ignore")  # torch.export's FutureWarnings on its own internals
             return torch.export.export(
                 RankerProbabilities(model), (example,), dynamic_shapes=shapes, strict=False
@@ -84,7 +91,9 @@ def capture(model: Ranker, example: dict[str, torch.Tensor]) -> torch.export.Exp
         model.train(was_training)
 
 
-def export_aoti(model: Ranker, example_batch: Batch, path: str | Path) -> Path:
+def export_aoti(
+    model: Ranker, example_batch: Batch, path: str | Path, one_request: bool = False
+) -> Path:
     """Compile ``model`` to an AOTInductor package at ``path`` (a ``.pt2`` file).
 
     Args:
@@ -93,6 +102,10 @@ def export_aoti(model: Ranker, example_batch: Batch, path: str | Path) -> Path:
             ranks become the contract, its batch size does not matter.
         path: the package to write (atomically; must end in ``.pt2``); the metadata goes to
             ``<path>.json``.
+        one_request: compile for batches that are each one request (the service's case:
+            the user's sequences are encoded once per batch, docs/serving.md); the loaded
+            package then refuses a batch whose :func:`~liverank.serve.export.shared_fields`
+            differ between rows.
 
     Raises:
         ConfigError: a module cannot be exported, the example lacks a field, the path does not
@@ -104,8 +117,8 @@ def export_aoti(model: Ranker, example_batch: Batch, path: str | Path) -> Path:
     check_exportable(model)
     model.check_batch(example_batch)
     example = {f: example_batch[f] for f in required_fields(model)}
-    meta = export_metadata(model, example, fmt=AOTI_FORMAT)
-    program = capture(model, example)
+    meta = export_metadata(model, example, fmt=AOTI_FORMAT, one_request=one_request)
+    program = capture(model, example, one_request=one_request)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}")
     start = time.perf_counter()
@@ -168,11 +181,15 @@ def load_aoti(path: str | Path) -> AotiRanker:
     return AotiRanker(runner, meta)
 
 
-def package_path(model: Ranker, example: Batch, cache: str | Path) -> Path:
+def package_path(
+    model: Ranker, example: Batch, cache: str | Path, one_request: bool = False
+) -> Path:
     """Where the compile cache ``cache`` keeps ``model``'s package for batches shaped like
-    ``example`` (the fields of :func:`required_fields` are read): ``<name>-<package_key>.pt2``."""
+    ``example`` (the fields of :func:`required_fields` are read), compiled for one request per
+    batch or not: ``<name>-<package_key>.pt2``."""
     fields = {f: example[f] for f in required_fields(model)}
-    return Path(cache) / f"{model.config.name}-{package_key(model, fields)}.pt2"
+    key = package_key(model, fields, one_request)
+    return Path(cache) / f"{model.config.name}-{key}.pt2"
 
 
 def precompile(model: Ranker, cache: str | Path) -> Path:
@@ -181,8 +198,9 @@ def precompile(model: Ranker, cache: str | Path) -> Path:
     published). The example is a synthetic batch of the model's feature map: the service's
     request batches have the same field dtypes and ranks, so its
     :class:`~liverank.serve.runtime.AotiRunner` finds the package under the same key and loads
-    it instead of compiling (``tests/serve/test_aoti_publish.py``). Returns the package path;
-    an existing package is kept.
+    it instead of compiling (``tests/serve/test_aoti_publish.py``). Compiled for one request
+    per batch, as the service runs it (:func:`export_aoti`). Returns the package path; an
+    existing package is kept.
 
     Raises:
         ConfigError: the model cannot be exported or the compilation failed.
@@ -191,25 +209,29 @@ def precompile(model: Ranker, cache: str | Path) -> Path:
 
     check_exportable(model)
     model.eval()
-    return cached_package(model, synthetic_batches(model.feature_map, 1, 8, seed=0)[0], cache)
+    example = synthetic_batches(model.feature_map, 1, 8, seed=0)[0]
+    return cached_package(model, example, cache, one_request=True)
 
 
-def cached_package(model: Ranker, example: Batch, cache: str | Path) -> Path:
+def cached_package(
+    model: Ranker, example: Batch, cache: str | Path, one_request: bool = False
+) -> Path:
     """``model``'s package in the compile cache ``cache`` (:func:`package_path`), compiled by
     :func:`export_aoti` only when the cache does not hold it (package and metadata) yet."""
-    path = package_path(model, example, cache)
+    path = package_path(model, example, cache, one_request)
     if path.exists() and path.with_name(path.name + ".json").exists():
         log.info("model '%s': AOTInductor package from the cache %s", model.config.name, path)
         return path
-    return export_aoti(model, example, path)
+    return export_aoti(model, example, path, one_request=one_request)
 
 
-def package_key(model: Ranker, example: dict[str, torch.Tensor]) -> str:
+def package_key(model: Ranker, example: dict[str, torch.Tensor], one_request: bool = False) -> str:
     """Content hash (16 hex digits) of what a compiled package depends on: torch's version, the
-    model's configuration, its weights and the example's field dtypes and ranks. Two models
-    with the same key compile to interchangeable packages (the service's compile cache)."""
+    model's configuration, its weights, the example's field dtypes and ranks, and whether it
+    is compiled for one request per batch. Two models with the same key compile to
+    interchangeable packages (the service's compile cache)."""
     digest = hashlib.sha256()
-    meta = export_metadata(model, example, fmt=AOTI_FORMAT)
+    meta = export_metadata(model, example, fmt=AOTI_FORMAT, one_request=one_request)
     digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())

@@ -12,6 +12,14 @@ requests``; the streaming trainer's time-ordered slices; evaluation in storage o
 request), nothing on uniformly shuffled batches (where :func:`distinct_rows` returns None and the
 module runs as before).
 
+Serving records a forward once and runs it on every request (TorchScript, AOTInductor), and a
+recorded graph cannot keep a data-dependent dedup. But a served batch *is* one request: recorded
+under :func:`one_request`, :func:`request_rows` returns the static answer "every row is row 0"
+(``first = [0]``, ``inverse = zeros(B)``), so the compiled program encodes the user's sequences
+once per request as the eager forward does. The program is then only valid on batches whose
+candidate-independent fields are equal in every row; the exports record those fields
+(:func:`liverank.serve.export.shared_fields`) and their loaders check every batch.
+
 Distinct rows are found by hashing each row's values to one int64 (a fixed random linear form,
 wrapping) and :func:`torch.unique` over the ``[B]`` hashes; every row is then compared with its
 representative, and on any hash collision the dedup is abandoned (None): the result is exact.
@@ -19,6 +27,8 @@ representative, and on any hash collision the dedup is abandoned (None): the res
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +39,9 @@ MAX_DISTINCT_SHARE = 0.7
 
 _COEFFS: dict[int, torch.Tensor] = {}
 
+#: set by :func:`one_request` while a serving program is recorded
+_ONE_REQUEST = False
+
 
 def capturing_graph() -> bool:
     """True while a tracer or exporter records the forward (``torch.jit.trace``,
@@ -36,6 +49,36 @@ def capturing_graph() -> bool:
     of a recorded graph, which would freeze one batch's choice (and ``torch.unique`` has no
     static shape to export)."""
     return bool(torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
+@contextmanager
+def one_request() -> Iterator[None]:
+    """Record a forward for batches that are each one request: inside, a recorded graph
+    (:func:`capturing_graph`) takes :func:`request_rows` to be "all rows share row 0" instead of
+    running no dedup. Outside a recording it changes nothing."""
+    global _ONE_REQUEST
+    before, _ONE_REQUEST = _ONE_REQUEST, True
+    try:
+        yield
+    finally:
+        _ONE_REQUEST = before
+
+
+def request_rows(tensors: Sequence[torch.Tensor], enabled: bool = True) -> DistinctRows | None:
+    """The distinct rows a module encodes its candidate-independent ``tensors`` on: None when
+    ``enabled`` is False; in a recorded graph, one row for the whole batch under
+    :func:`one_request` (static: ``first [1]``, ``inverse [B]`` of zeros) and None otherwise;
+    else :func:`distinct_rows` of the batch's values."""
+    if not enabled:
+        return None
+    if capturing_graph():
+        if not _ONE_REQUEST:
+            return None
+        b = tensors[0].shape[0]
+        inverse = torch.zeros_like(tensors[0].reshape(b, -1)[:, 0], dtype=torch.int64)  # [B]
+        first = torch.zeros(1, dtype=torch.int64, device=inverse.device)  # [1]
+        return DistinctRows(first=first, inverse=inverse)
+    return distinct_rows(list(tensors))
 
 
 def _coefficients(width: int) -> torch.Tensor:

@@ -47,18 +47,21 @@ from liverank.models.layers.dedup import capturing_graph
 from liverank.models.layers.mlp import MLP
 from liverank.models.layers.pooling import masked_mean
 
-_LOW_PASS: dict[tuple[int, int], torch.Tensor] = {}
+#: NumPy, not tensors: a tensor made while ``torch.export`` records (the ONNX and AOTInductor
+#: exports) is a FakeTensor of that recording, which a later forward must never reuse
+_LOW_PASS: dict[tuple[int, int], np.ndarray] = {}
 
 
 def low_pass_matrix(n: int, cutoff: int) -> torch.Tensor:
     """``[N, N]`` float64 ``P`` with ``Low[x] = P x`` along time: the same projection as the
     ``rfft`` / ``irfft`` pair, as one real matrix (computed once per ``(N, c)`` with NumPy, so a
-    recorded graph holds a constant and no complex op: ONNX has none)."""
+    recorded graph holds a constant and no complex op: ONNX has none). A new tensor per call
+    over the cached array (no copy)."""
     key = (n, cutoff)
     if key not in _LOW_PASS:
         spectrum = np.fft.rfft(np.eye(n), axis=0, norm="ortho")[:cutoff]  # [c, N] complex
-        _LOW_PASS[key] = torch.from_numpy(np.fft.irfft(spectrum, n=n, axis=0, norm="ortho"))
-    return _LOW_PASS[key]
+        _LOW_PASS[key] = np.fft.irfft(spectrum, n=n, axis=0, norm="ortho")  # [N, N]
+    return torch.from_numpy(_LOW_PASS[key])
 
 
 def frequency_split(

@@ -16,7 +16,7 @@ from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch, FeatureModule, ModuleOutput
 from liverank.models.layers.attention import TargetAttention, WeightNorm
-from liverank.models.layers.dedup import capturing_graph, distinct_rows
+from liverank.models.layers.dedup import request_rows
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.pooling import Combine, SequenceItems
 from liverank.models.registry import register_module
@@ -75,6 +75,9 @@ class DIN(FeatureModule):
         #: the candidate-free inputs: rows equal on all of them share their sequences
         self.seq_fields = tuple(dict.fromkeys(seq_fields))
         self.dedup_rows = dedup_rows
+        #: inputs equal in every row of one request, encoded once per request (a program
+        #: recorded for serving assumes it: liverank.serve.export.shared_fields)
+        self.shared_fields = self.seq_fields if dedup_rows else ()
         self.out_dim = dim * len(self.seqs)
 
     def forward(self, batch: Batch, emb: EmbeddingCollection) -> ModuleOutput:
@@ -82,9 +85,7 @@ class DIN(FeatureModule):
         query = emb.lookup_sum(self.query_tables, ids)  # [B, D]
         outputs: list[torch.Tensor] = []
         diagnostics: dict[str, torch.Tensor | float] = {}
-        distinct = None
-        if self.dedup_rows and not capturing_graph():
-            distinct = distinct_rows([batch[f] for f in self.seq_fields])
+        distinct = request_rows([batch[f] for f in self.seq_fields], self.dedup_rows)
         sub = {f: distinct.take(batch[f]) for f in self.seq_fields} if distinct else batch
         rows = distinct.inverse if distinct is not None else None
         for seq, attention in zip(self.seqs, self.attention, strict=True):

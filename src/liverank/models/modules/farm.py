@@ -56,7 +56,7 @@ from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch, FeatureModule, ModuleOutput, no_video_domain
 from liverank.models.layers.contrastive import info_nce
-from liverank.models.layers.dedup import capturing_graph, distinct_rows
+from liverank.models.layers.dedup import capturing_graph, request_rows
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.frequency import FrequencyAwareFilter
 from liverank.models.layers.mlp import MLP
@@ -163,12 +163,10 @@ class Farm(FeatureModule):
     """
 
     #: eval-mode forward traces batch-size-independently: in a recorded graph the attentions
-    #: run over the full window and the dedup is off (tests/serve/test_export.py)
+    #: run over the full window and the dedup is off unless recorded for one request, where the
+    #: request's sequences are encoded once from row 0 (tests/serve/test_export.py,
+    #: tests/serve/test_runtime.py)
     exportable = True
-    #: why ``--runtime auto`` serves it eagerly: a request is one user, and the eager forward
-    #: encodes that user's sequences once (the dedup), which a trace cannot keep; measured on a
-    #: 200-candidate synthetic request, one thread, contended: eager 6.4 ms, trace 7.6 ms (best)
-    serve_eagerly = "its per-request dedup (eager only) encodes a request's sequences once"
     name = "farm"
 
     @classmethod
@@ -272,6 +270,9 @@ class Farm(FeatureModule):
             seq_fields += [*self.seqs[dom].required_fields, f"{dom}_seq_len"]
         #: the candidate-independent inputs: rows equal on all of them are encoded once
         self.seq_fields = tuple(dict.fromkeys(seq_fields))
+        #: inputs equal in every row of one request, encoded once per request (a program
+        #: recorded for serving assumes it: liverank.serve.export.shared_fields)
+        self.shared_fields = self.seq_fields if self.cfg.dedup_rows else ()
         self.required_fields = tuple(dict.fromkeys(fields + seq_fields))
 
     # ------------------------------------------------------------------ parts
@@ -333,8 +334,8 @@ class Farm(FeatureModule):
         align = self.aligned and self.training
         # Everything before the target attentions reads only the sequences: encode it once per
         # distinct row (U <= B; the rows of one request share their sequences) and index back.
-        dedup = self.cfg.dedup_rows and not capturing_graph()  # a recorded graph must not freeze it
-        distinct = distinct_rows([batch[f] for f in self.seq_fields]) if dedup else None
+        # (a recorded graph dedups only when recorded for one request: layers/dedup.py)
+        distinct = request_rows([batch[f] for f in self.seq_fields], self.cfg.dedup_rows)
         sub = {f: distinct.take(batch[f]) for f in self.seq_fields} if distinct else batch
 
         def per_row(x: torch.Tensor) -> torch.Tensor:  # [U, ...] -> [B, ...]
