@@ -181,17 +181,6 @@ def test_extra_fields_ignored(exported_din: tuple[ExportedRanker, FeatureMap]) -
     torch.testing.assert_close(exported(batch), reference)
 
 
-def test_moment_cross_not_exportable(tmp_path: Path) -> None:
-    fm = synthetic_feature_map(long_len=16)
-    model = Ranker(fm, get_config("moment_cross"))
-    assert set(export_blockers(model)) == {"moment_cross"}
-    with pytest.raises(
-        ConfigError, match="not exportable yet.*moment_cross.*int\\(ids.max\\(\\)\\)"
-    ):
-        export_torchscript(model, synthetic_batches(fm, 1, 4)[0], tmp_path / "mc.ts")
-    assert not (tmp_path / "mc.ts").exists()
-
-
 def test_farm_trace_is_exact_for_sequences_longer_than_the_example(tmp_path: Path) -> None:
     """FARM's eager attentions run over the batch's longest real sequence; a trace must not
     freeze that length: traced on an example whose sequences hold 2 items, the export gives the

@@ -90,11 +90,11 @@ def test_loaded_package_checks_batches_and_files(compiled, tmp_path: Path) -> No
 
 
 def test_unexportable_model_is_refused() -> None:
-    fm = synthetic_feature_map(long_len=16)
+    fm = synthetic_feature_map(foresight=True)
     torch.manual_seed(0)
-    model = Ranker(fm, get_config("moment_cross")).eval()
+    model = Ranker(fm, get_config("foresighter")).eval()
     example = synthetic_batches(fm, 1, 4)[0]
-    with pytest.raises(ConfigError, match="cannot run on AOTInductor.*moment_cross"):
+    with pytest.raises(ConfigError, match="cannot run on AOTInductor.*foresighter"):
         make_runner(model, "aoti", example)
 
 

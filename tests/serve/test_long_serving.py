@@ -34,10 +34,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return root / "data", root / "samples", root / "reg"
 
 
-def _window(store: lh.LongHistory, domain: str, start: int, end: int) -> list[int]:
-    return store.tables[domain].columns["author"][start:end].tolist()
-
-
 def test_moment_cross_is_served_with_point_in_time_long_histories(
     setup: tuple[Path, Path, Path],
 ) -> None:
@@ -50,13 +46,18 @@ def test_moment_cross_is_served_with_point_in_time_long_histories(
         batch, _ = service.assemble(row["user_id"], [row["live_id"]], row["ts"])
         built = lh.LongHistory.load(samples)
         assert row["long_video_end"] - row["long_video_start"] > 0  # a non-trivial window
+        # the request's window fields are the builder's window of the same impression
+        arrays = {"ts": np.array([row["ts"]], dtype=np.int64)}
         for domain in ("live", "video"):
-            c_start, c_end = lh.index_columns(domain)
-            got = _window(
-                service.long_history, domain, int(batch[c_start][0]), int(batch[c_end][0])
-            )
-            want = _window(built, domain, row[c_start], row[c_end])
-            assert got == want, domain
+            for c in lh.index_columns(domain):
+                arrays[c] = np.array([row[c]], dtype=np.int64)
+        k = app.state.holder.current().model.feature_map.long_len
+        want = built.batch_fields(arrays, k)
+        assert set(want) <= set(batch)
+        for name, values in want.items():
+            np.testing.assert_array_equal(batch[name][0].numpy(), values[0], err_msg=name)
+        # served traced, recorded for one request (the windows are read once per request)
+        assert app.state.holder.current().runtime == "torchscript"
         r = TestClient(app).post("/rank", json={"user_id": row["user_id"], "ts": row["ts"]})
         assert r.status_code == 200, r.text
         assert len(r.json()["items"]) > 0

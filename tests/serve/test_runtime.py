@@ -54,11 +54,11 @@ def test_eager_is_eager_and_unknown_runtime_is_an_error() -> None:
 
 
 def test_untraceable_model_runs_eagerly_on_auto_and_is_refused_on_torchscript() -> None:
-    fm = synthetic_feature_map(long_len=16)
-    model = _model("moment_cross", fm=fm)
+    fm = synthetic_feature_map(foresight=True)
+    model = _model("foresighter", fm=fm)
     example = synthetic_batches(fm, 1, 4)[0]
     assert isinstance(make_runner(model, "auto", example), EagerRunner)
-    with pytest.raises(ConfigError, match="cannot run on TorchScript.*moment_cross"):
+    with pytest.raises(ConfigError, match="cannot run on TorchScript.*foresighter"):
         make_runner(model, "torchscript", example)
     with pytest.raises(ConfigError, match="no example batch"):
         make_runner(_model("mlp"), "torchscript", None)
@@ -90,8 +90,8 @@ def test_holder_builds_runners_and_rejects_a_version_whose_runner_fails(tmp_path
     holder.prepare(None, lambda m: make_runner(m, "torchscript", example))
     assert holder.current().runtime == "torchscript" and holder.version == "v0001"
     # a new version whose runner cannot be built is rejected like a corrupt file
-    fm2 = synthetic_feature_map(long_len=16)
-    _model("moment_cross", 1, fm=fm2).save(tmp_path / "b.pt")
+    fm2 = synthetic_feature_map(foresight=True)
+    _model("foresighter", 1, fm=fm2).save(tmp_path / "b.pt")
     reg.publish("m", tmp_path / "b.pt")
     holder.feature_map = None  # let it load; the runner is what fails
     assert not holder.refresh()

@@ -80,15 +80,7 @@ META_NAME = "liverank_export.json"
 #: FeatureModules whose eval-mode forward traces to a batch-size-independent graph (tested)
 TRACEABLE_MODULES: frozenset[str] = frozenset({"sparse_features", "seq_pool", "din"})
 #: modules known not to trace correctly, and why
-NOT_EXPORTABLE: dict[str, str] = {
-    "moment_cross": (
-        "its GSU scoring sizes a bitmap with int(ids.max()) and branches on the number of "
-        "distinct history ids (data-dependent Python values a trace would freeze), its "
-        "in-batch InfoNCE uses fill_diagonal_, which TorchScript cannot trace, and in serving "
-        "its long histories come from a store outside the model; an export needs an "
-        "inference-only forward without these (no aux losses, a fixed-size scoring path)"
-    ),
-}
+NOT_EXPORTABLE: dict[str, str] = {}
 
 
 class RankerProbabilities(nn.Module):
@@ -164,7 +156,7 @@ class _FieldGuard(nn.Module):
             inputs[name] = value
         for name in self.shared:
             value = inputs[name]
-            if value.shape[0] > 1 and not bool((value == value[:1]).all()):
+            if value.shape[0] > 1 and value.stride(0) != 0 and not bool((value == value[:1]).all()):
                 raise RuntimeError(
                     "exported ranker: field '"
                     + name
@@ -180,6 +172,9 @@ def export_blockers(model: Ranker) -> dict[str, str]:
     for key, module in model.feature_modules.items():
         name = getattr(module, "name", type(module).__name__)
         if getattr(type(module), "exportable", False) or name in TRACEABLE_MODULES:
+            hook = getattr(module, "export_blocker", None)  # an instance's own state
+            if callable(hook) and (why := hook()):
+                blockers[key] = why
             continue
         blockers[key] = NOT_EXPORTABLE.get(
             name,
@@ -217,7 +212,9 @@ def check_one_request(fields: Sequence[str], batch: Batch) -> None:
     program recorded for one request would score such a batch with row 0's sequences."""
     for name in fields:
         value = batch[name]
-        if value.shape[0] > 1 and not bool((value == value[:1]).all()):
+        if value.shape[0] < 2 or value.stride(0) == 0:  # one row, or one row broadcast
+            continue
+        if not bool((value == value[:1]).all()):
             raise DataValidationError(
                 "differs between the rows of the batch, but this program was exported for one "
                 "request per batch (one user: its sequences are encoded once, from row 0); "

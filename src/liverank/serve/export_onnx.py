@@ -8,7 +8,8 @@ TorchScript one (:func:`~liverank.serve.export.export_metadata`, ``format`` =
 :data:`ONNX_FORMAT`): stored in the model's ``metadata_props`` under
 :data:`~liverank.serve.export.META_NAME`, so a file that travelled alone still loads, and
 written to ``<path>.json`` for people and registries. Which modules can be exported is decided
-by the same :func:`~liverank.serve.export.export_blockers` (``moment_cross`` cannot).
+by the same :func:`~liverank.serve.export.export_blockers`, plus :data:`ONNX_BLOCKERS` (modules
+that TorchScript and AOTInductor take but the ONNX converter cannot: ``moment_cross``).
 
 Which exporter, and why: torch 2.13's ``torch.onnx.export(dynamo=False)`` (the legacy
 TorchScript-based exporter, ``dynamic_axes``) has no ONNX symbolic for ``embedding_bag`` with
@@ -185,6 +186,16 @@ def _to_onnx(model: Ranker, example: dict[str, torch.Tensor]) -> Any:
     return program.model_proto
 
 
+#: modules that export to TorchScript and AOTInductor but not to ONNX, and why
+ONNX_BLOCKERS: dict[str, str] = {
+    "moment_cross": (
+        "its GSU's top-k breaks ties on the scores' float32 bit order, computed in a recorded "
+        "graph with torch.frexp, which the ONNX converter of torch 2.13 cannot translate; serve "
+        "it with --runtime torchscript or aoti"
+    ),
+}
+
+
 def export_onnx(model: Ranker, example_batch: Batch, path: str | Path) -> Path:
     """Export ``model`` (eval mode, no grad) to an ONNX file at ``path``.
 
@@ -205,6 +216,11 @@ def export_onnx(model: Ranker, example_batch: Batch, path: str | Path) -> Path:
     import onnx
 
     check_exportable(model)
+    for key, module in model.feature_modules.items():
+        if (why := ONNX_BLOCKERS.get(getattr(module, "name", ""))) is not None:
+            raise ConfigError(
+                f"model '{model.config.name}' cannot be exported to ONNX: '{key}': {why}"
+            )
     fields = required_fields(model)
     model.check_batch(example_batch)
     example = {f: example_batch[f] for f in fields}

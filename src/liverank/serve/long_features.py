@@ -4,9 +4,10 @@ Training reads a samples directory's long-history store through window bounds
 (``long_<d>_start / _end``, :mod:`liverank.features.long_history`). Serving builds the same
 store from the dataset with the sample builder's own code (visit labels for the long-view rows,
 :func:`liverank.data.samples._long_history_frames`), keeps the rows known before ``as_of``, and
-adds each request's bounds - the user's rows strictly before the request ``ts``, exactly as the
-builder computes them for an impression at ``ts`` - to the batch. The served model is given the
-store with ``Ranker.attach_long_history`` when it is loaded (:class:`ModelHolder` ``on_load``).
+gives each request the window fields of its user's last ``K`` rows strictly before the request
+``ts`` (:func:`store_fields`: exactly what the builder gives an impression at ``ts``, ``[C, K]``
+views of one row). The served model reads those fields, not an attached store, so the same
+model runs eagerly or as a compiled program recorded for one request (docs/serving.md).
 
 That store is fixed at start. With a Redis feature store that keeps long histories (``liverank
 stream --store URL --store-long-len K``) the histories follow the event stream instead: each
@@ -68,15 +69,20 @@ def long_history_as_of(data_dir: str | Path, as_of_ts: int | None = None) -> lh.
     return store
 
 
-def request_bounds(store: lh.LongHistory, user_id: int, ts: int, n: int) -> dict[str, torch.Tensor]:
-    """``long_<d>_start / _end`` ``[n]`` int64 for one user at ``ts`` (same for every row)."""
-    out: dict[str, torch.Tensor] = {}
+def store_fields(
+    store: lh.LongHistory, user_id: int, ts: int, n: int, k: int
+) -> dict[str, torch.Tensor]:
+    """The ``long_<d>_*`` window fields of one request from the fixed store: the user's last
+    ``k`` rows strictly before ``ts`` (``[n, K]``, ``[n]`` for ``long_<d>_len``), expanded views
+    of one row, exactly what the sample builder gives an impression at ``ts``."""
+    arrays: dict[str, np.ndarray] = {"ts": np.array([ts], dtype=np.int64)}
+    user = np.array([user_id], dtype=np.int64)
     for domain, table in store.tables.items():
-        start, end = table.bounds(np.array([user_id], dtype=np.int64), np.array([ts], np.int64))
+        start, end = table.bounds(user, arrays["ts"])
         c_start, c_end = lh.index_columns(domain)
-        out[c_start] = torch.full((n,), int(start[0]), dtype=torch.int64)
-        out[c_end] = torch.full((n,), int(end[0]), dtype=torch.int64)
-    return out
+        arrays[c_start], arrays[c_end] = start, end
+    fields = store.batch_fields(arrays, k)  # [1, K] each, [1] for the lengths
+    return {name: torch.from_numpy(v).expand(n, *v.shape[1:]) for name, v in fields.items()}
 
 
 def realtime_fields(
@@ -93,11 +99,4 @@ def realtime_fields(
 
     Returns ``[n, K]`` tensors (``[n]`` for ``long_<d>_len``), expanded views of one row.
     """
-    store = lh.LongHistory.from_frames(frames)
-    arrays: dict[str, np.ndarray] = {"ts": np.array([ts], dtype=np.int64)}
-    for domain, table in store.tables.items():
-        start, end = table.bounds(np.array([user_id], dtype=np.int64), arrays["ts"])
-        c_start, c_end = lh.index_columns(domain)
-        arrays[c_start], arrays[c_end] = start, end
-    fields = store.batch_fields(arrays, k)  # [1, K] each, [1] for the lengths
-    return {name: torch.from_numpy(v).expand(n, *v.shape[1:]) for name, v in fields.items()}
+    return store_fields(lh.LongHistory.from_frames(frames), user_id, ts, n, k)

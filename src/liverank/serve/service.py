@@ -29,11 +29,12 @@ import torch
 from liverank.data.io import has_table, read_meta, read_table
 from liverank.errors import ConfigError
 from liverank.features.long_history import LongHistory
+from liverank.features.spec import FeatureMap
 from liverank.features.store import RoomStatsStore
 from liverank.models.ranker import Ranker
 from liverank.serve.app import MAX_BODY_BYTES, DefaultTime, create_app
 from liverank.serve.feature_store import MemoryFeatureStore, OnlineFeatureStore
-from liverank.serve.long_features import long_history_as_of, realtime_fields, request_bounds
+from liverank.serve.long_features import long_history_as_of, realtime_fields, store_fields
 from liverank.serve.mmbee_features import MMBeeFeatures, NeighbourStoreWatcher
 from liverank.serve.model_holder import ModelHolder
 from liverank.serve.online_features import assemble_request
@@ -108,17 +109,7 @@ class StoreFeatureService:
             return {}, info | {"user_known": known_user, "room_known": [], "on_air": []}
         fmap = self.holder.current().model.feature_map
         batch, req = assemble_request(self.store, fmap, user_id, ids, ts)
-        if fmap.long_len > 0 and getattr(self.store, "long_len", 0) > 0:
-            # histories kept up to date by the stream worker (real time)
-            frames = self.store.long_history(user_id, ts)  # type: ignore[attr-defined]
-            batch |= realtime_fields(frames, user_id, ts, len(ids), fmap.long_len)
-        elif fmap.long_len > 0:
-            if self.long_history is None:
-                raise ConfigError(
-                    "the served model reads long user histories but the service has none "
-                    "(restart liverank serve so that it builds them from --data)"
-                )
-            batch |= request_bounds(self.long_history, user_id, ts, len(ids))
+        batch |= long_window_fields(self.store, self.long_history, fmap, user_id, ts, len(ids))
         batch |= self.mmbee.columns(fmap, batch, ts)
         known = ~np.isin(ids, req.unknown_rooms)  # [C]
         return batch, info | {
@@ -201,11 +192,11 @@ def build_service(
         # every version before it is swapped in: a version that reads MMBee features this
         # service has no source for is rejected (the one serving stays)
         mmbee.check(m.feature_map, model)
-        if long_store is not None and m.feature_map.long_len > 0:
-            m.attach_long_history(long_store, m.feature_map.long_len)
+        if m.feature_map.long_len > 0:  # it reads the requests' window fields (long_features.py)
+            m.attach_long_history(None, 0)
 
     def runner(m: Ranker) -> ModelRunner:
-        example = example_request(backend, m, mmbee=mmbee)
+        example = example_request(backend, m, mmbee=mmbee, long_history=long_store)
         return make_runner(m, runtime, example, aoti_cache=Path(registry) / AOTI_CACHE)
 
     holder.prepare(attach, runner)  # the first version too: its runner is built now
@@ -232,8 +223,36 @@ def build_service(
     )
 
 
+def long_window_fields(
+    store: OnlineFeatureStore,
+    long_history: LongHistory | None,
+    fmap: FeatureMap,
+    user_id: int,
+    ts: int,
+    n: int,
+) -> dict[str, torch.Tensor]:
+    """The ``long_<d>_*`` window fields of one request of ``n`` rows (none when the model reads
+    no long histories): from the feature store when it keeps them up to date (real time), else
+    from ``long_history``, the store built at start."""
+    if fmap.long_len <= 0:
+        return {}
+    if getattr(store, "long_len", 0) > 0:  # histories kept up to date by the stream worker
+        frames = store.long_history(user_id, ts)  # type: ignore[attr-defined]
+        return realtime_fields(frames, user_id, ts, n, fmap.long_len)
+    if long_history is None:
+        raise ConfigError(
+            "the served model reads long user histories but the service has none "
+            "(restart liverank serve so that it builds them from --data)"
+        )
+    return store_fields(long_history, user_id, ts, n, fmap.long_len)
+
+
 def example_request(
-    store: OnlineFeatureStore, model: Ranker, n: int = 8, mmbee: MMBeeFeatures | None = None
+    store: OnlineFeatureStore,
+    model: Ranker,
+    n: int = 8,
+    mmbee: MMBeeFeatures | None = None,
+    long_history: LongHistory | None = None,
 ) -> dict[str, torch.Tensor]:
     """A request batch for ``model`` from ``store`` (up to ``n`` rooms on air at the store's
     watermark, or at the last time rooms were on air before it, else room ids 1..n as
@@ -249,6 +268,7 @@ def example_request(
         ids = np.arange(1, n + 1, dtype=np.int64)
     fmap = model.feature_map
     batch, _ = assemble_request(store, fmap, 1, np.asarray(ids, np.int64), ts)
+    batch |= long_window_fields(store, long_history, fmap, 1, ts, len(ids))
     if mmbee is not None:
         batch |= mmbee.columns(fmap, batch, ts)
     return batch

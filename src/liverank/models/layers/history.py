@@ -30,6 +30,7 @@ from liverank.features.encoders import MS_PER_SECOND, TIME_GAP_VOCAB
 from liverank.features.long_history import DomainTensors, index_columns
 from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch
+from liverank.models.layers.dedup import capturing_graph
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.gather import unique_rows
 from liverank.models.layers.search import gather_positions, length_mask
@@ -170,37 +171,49 @@ class ServiceWindow:
 
 
 class ExpandedWindow:
-    """A :class:`ServiceWindow` read for the *distinct* rows of a batch, seen per batch row.
+    """A window read for the *distinct* rows of a batch, seen per batch row.
 
     The rows of one request share the user, the time and so the window (``layers/dedup.py``);
-    the candidate-dependent GSUs still need a window per row. This view reads the store once per
-    distinct row (``inner``, ``[U, W]``) and indexes the results back with ``inverse [B]``:
-    every read equals a :class:`ServiceWindow` of the whole batch (tested).
+    the candidate-dependent GSUs still need a window per row. This view reads the window once
+    per distinct row (``inner``, ``[U, W]``: a :class:`ServiceWindow`, or an :class:`EagerWindow`
+    of the distinct rows' fields, which is what a program recorded for one request reads) and
+    indexes the results back with ``inverse [B]``: every read equals the whole batch's window
+    (tested). With one distinct row (a request) the ``[B, W]`` reads are broadcast views.
     """
 
-    def __init__(self, inner: ServiceWindow, inverse: torch.Tensor) -> None:
+    def __init__(self, inner: ServiceWindow | EagerWindow, inverse: torch.Tensor) -> None:
         self.inner, self.inverse = inner, inverse  # [U, W] window, [B] distinct row per row
         self.width = inner.width
-        self.valid = inner.valid.index_select(0, inverse)  # [B, W]
-        self._inverse = inverse.cpu().numpy()  # [B]
+        self._single = inner.valid.shape[0] == 1  # one request: every row is row 0
+        self.valid = self._rows(inner.valid)  # [B, W]
         self._full: dict[str, torch.Tensor] = {}
+
+    def _rows(self, per_distinct: torch.Tensor) -> torch.Tensor:
+        """``[U, W]`` -> ``[B, W]``: a broadcast view for one distinct row, else a gather."""
+        if self._single:
+            return per_distinct.expand(self.inverse.shape[0], -1)
+        return per_distinct.index_select(0, self.inverse)
 
     def full(self, suffix: str) -> torch.Tensor:
         """``[B, W]`` int64 feature over the whole window (0 at padding)."""
         if suffix not in self._full:
-            self._full[suffix] = self.inner.full(suffix).index_select(0, self.inverse)
+            self._full[suffix] = self._rows(self.inner.full(suffix))
         return self._full[suffix]
 
     def dt(self) -> torch.Tensor:
         """``[B, W]`` float32 seconds from each row to the sample, 0 at padding."""
         if "dt" not in self._full:
-            self._full["dt"] = self.inner.dt().index_select(0, self.inverse)
+            self._full["dt"] = self._rows(self.inner.dt())
         return self._full["dt"]
 
     def at(self, suffix: str, index: torch.Tensor) -> torch.Tensor:
         """``[B, G]`` int64 feature at the positions ``index [B, G]``: reads ``B x G`` rows."""
-        rows = self.inner.rows[self._inverse[:, None], index.cpu().numpy()]  # [B, G]
-        return self.inner._read(suffix, rows, self.inner.query_ms[self._inverse])
+        inner = self.inner
+        if isinstance(inner, EagerWindow):  # torch indexing: also inside a recorded graph
+            return inner.full(suffix)[self.inverse.unsqueeze(1), index]  # [B, G]
+        rows_of = self.inverse.cpu().numpy()  # [B]
+        rows = inner.rows[rows_of[:, None], index.cpu().numpy()]  # [B, G]
+        return inner._read(suffix, rows, inner.query_ms[rows_of])
 
 
 Window = EagerWindow | ServiceWindow | ExpandedWindow
@@ -256,6 +269,13 @@ class LongDomain(nn.Module):
             # [R, W] with R = B, or the batch's distinct rows (then expanded by ``inverse``)
             ids, inverse = distinct_full(window, suffix)
             ids = ids.clamp(min=0)  # negative ids are unknown anyway
+            if capturing_graph():  # no data-dependent distinct ids in a recorded graph
+                if inverse is not None and ids.shape[0] == 1:  # one request's window
+                    total += query @ emb.lookup(table, ids[0]).t()  # [B, W]
+                else:
+                    items = emb.lookup(table, window.full(suffix).clamp(min=0))  # [B, W, D]
+                    total += torch.bmm(items, query.unsqueeze(-1)).squeeze(-1)
+                continue
             uniq, position = unique_rows(ids, int(ids.max()) + 1)  # [U], [R, W]
             if inverse is not None:
                 position = position.index_select(0, inverse)  # [B, W]

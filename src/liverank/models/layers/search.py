@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from liverank.errors import ConfigError
+from liverank.models.layers.dedup import capturing_graph
 
 
 def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -38,6 +39,32 @@ def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 
 #: tie ranks below this are positions; the second window of a merged pair starts here
 SECOND_WINDOW_RANK = 1 << 30
+
+
+#: float32 bits: the 2^23 mantissa steps per exponent, the exponent bias, +-inf's magnitude
+_MANTISSA = 1 << 23
+_INF_BITS = 255 << 23
+
+
+def float_order(x: torch.Tensor) -> torch.Tensor:
+    """``[...]`` float32 -> int64 in ``[-2^31, 2^31)``, strictly monotone in the value (``-inf``
+    lowest, ``-0.0`` just below ``+0.0``): the IEEE bit pattern read as sign and magnitude.
+
+    Eagerly it is the bit pattern itself (``Tensor.view(torch.int32)``). A recorded graph gets the
+    same integers by arithmetic (``frexp``): ``torch.jit.trace`` cannot record a dtype view (an
+    internal assert in its alias analysis, torch 2.13). Tested equal on every kind of float.
+    """
+    if not capturing_graph():
+        bits = x.contiguous().view(torch.int32).to(torch.int64)
+        return torch.where(bits < 0, -(bits & 0x7FFFFFFF) - 1, bits)
+    a = x.abs()
+    mantissa, exponent = torch.frexp(a)  # a = mantissa * 2^exponent, mantissa in [0.5, 1)
+    normal = (exponent.to(torch.int64) + 126) * _MANTISSA
+    normal = normal + (mantissa * (2 * _MANTISSA)).to(torch.int64) - _MANTISSA
+    subnormal = (a.to(torch.float64) * 2.0**149).to(torch.int64)  # exact: a power of two
+    magnitude = torch.where(a >= 2.0**-126, normal, subnormal)
+    magnitude = torch.where(torch.isinf(a), torch.full_like(magnitude, _INF_BITS), magnitude)
+    return torch.where(torch.signbit(x), -magnitude - 1, magnitude)
 
 
 def _top_k_ties_by_rank(
@@ -51,8 +78,7 @@ def _top_k_ties_by_rank(
     (``layers/history.py``) selects exactly what the full window selects. The float is mapped
     to an order-preserving int (``-inf`` lowest) and combined with the rank in one int64 key.
     """
-    bits = key.detach().to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
-    order = torch.where(bits < 0, -(bits & 0x7FFFFFFF) - 1, bits)  # monotone in the float
+    order = float_order(key.detach().to(torch.float32))  # [B, K] monotone in the float
     if rank is None:
         rank = torch.arange(key.shape[1], device=key.device)  # [K]
     combined = order * (1 << 32) + ((1 << 32) - 1 - rank)  # [B, K], distinct per row

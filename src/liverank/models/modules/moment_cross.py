@@ -76,7 +76,12 @@ from liverank.features.long_history import index_columns
 from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch, FeatureModule, ModuleOutput
 from liverank.models.layers.contrastive import info_nce
-from liverank.models.layers.dedup import DistinctRows, capturing_graph, distinct_rows
+from liverank.models.layers.dedup import (
+    DistinctRows,
+    capturing_graph,
+    distinct_rows,
+    request_rows,
+)
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.gather import unique_rows
 from liverank.models.layers.history import (
@@ -204,6 +209,11 @@ class MomentCross(FeatureModule):
     """
 
     name = "moment_cross"
+    #: traced and exported on the ``[B, K]`` window fields (no store attached:
+    #: :meth:`export_blocker`); in a recorded graph the GSU scores every window position
+    #: without the distinct-id shortcut, a one-request recording reads row 0's windows once
+    #: (tests/serve/test_export_moment_cross.py)
+    exportable = True
 
     @classmethod
     def unfed(cls, feature_map: FeatureMap, params: dict[str, Any]) -> str | None:
@@ -326,6 +336,23 @@ class MomentCross(FeatureModule):
             "load them with SampleSet.load(..., long_fields='eager')"
         )
 
+    @property
+    def shared_fields(self) -> tuple[str, ...]:
+        """The fields a program recorded for one request reads from row 0 only (equal in every
+        row of a request: liverank.serve.export.shared_fields); none without ``dedup_rows``."""
+        if not self.cfg.dedup_rows:
+            return ()
+        return tuple(self._user_fields(eager=self._history is None))
+
+    def export_blocker(self) -> str | None:
+        """Why this instance cannot be exported now (None: it can)."""
+        if self._history is not None:
+            return (
+                "it reads its long histories from an attached store, which a program cannot "
+                "hold; export it on the [B, K] window fields: model.attach_long_history(None, 0)"
+            )
+        return None
+
     def _domain(self, domain: str) -> LongDomain:
         dom = self.long[domain]
         assert isinstance(dom, LongDomain)
@@ -363,21 +390,51 @@ class MomentCross(FeatureModule):
         self._history, self._history_len = tensors, long_len
         self.required_fields = self._fields()
 
-    def _user_fields(self) -> list[str]:
-        """The candidate-independent fields the sequences read (with a store attached)."""
+    def _eager(self, batch: Batch) -> bool:
+        """Whether ``batch`` carries the ``[B, K]`` window fields (else the store is read)."""
+        return any(f"long_{d}_author" in batch for d in self.long)
+
+    def _user_fields(self, eager: bool = False) -> list[str]:
+        """The candidate-independent fields the sequences read: the short sequence's, and per
+        long domain its row range and ``ts`` (a store attached) or its window fields."""
         fields = list(self.short.required_fields) if self.short is not None else []
         for d in self.long:
-            fields += ["ts", *index_columns(d)]
+            if eager:
+                fields += [f"long_{d}_{s}" for s in self._window_suffixes(d)]
+            else:
+                fields += ["ts", *index_columns(d)]
         return list(dict.fromkeys(fields))
 
-    def _distinct(self, batch: Batch) -> DistinctRows | None:
+    def _distinct(self, batch: Batch, eager: bool | None = None) -> DistinctRows | None:
         """The batch's distinct rows over :meth:`_user_fields`, or None (no dedup: off, eager
-        windows, a recorded graph, or too few repeats to pay)."""
-        if not self.cfg.dedup_rows or self._history is None or capturing_graph():
+        windows outside a recorded graph, or too few repeats to pay). In a graph recorded for
+        one request (:func:`~liverank.models.layers.dedup.one_request`), row 0 is every row's
+        (eager windows: what an exported program reads); in any other recorded graph, None."""
+        if not self.cfg.dedup_rows:
             return None
-        if any(f"long_{d}_author" in batch for d in self.long):
+        if eager is None:
+            eager = self._eager(batch)
+        fields = self._user_fields(eager)
+        if capturing_graph():
+            return request_rows([batch[f] for f in fields])
+        if eager and self._broadcast_windows(batch):
+            # one request's windows as views of one row (the service's batches): the rows
+            # differ at most in the short sequence
+            short = [batch[f] for f in self.short.required_fields] if self.short else []
+            if short:
+                return distinct_rows(short)
+            b = batch[fields[0]].shape[0]
+            zeros = torch.zeros(b, dtype=torch.int64, device=batch[fields[0]].device)
+            return DistinctRows(first=zeros[:1], inverse=zeros)
+        if self._history is None or eager:
             return None  # eager [B, K] fields: the reference path
-        return distinct_rows([batch[f] for f in self._user_fields()])
+        return distinct_rows([batch[f] for f in fields])
+
+    def _broadcast_windows(self, batch: Batch) -> bool:
+        """Whether every long-history window field is one row broadcast to the batch (stride 0
+        on the batch axis), which makes the windows equal in every row by construction."""
+        fields = [f"long_{d}_{s}" for d in self.long for s in self._window_suffixes(d)]
+        return batch[fields[0]].shape[0] > 1 and all(batch[f].stride(0) == 0 for f in fields)
 
     def _windows(self, batch: Batch) -> dict[str, Window]:
         """One reader per long domain: the batch's ``[B, K]`` fields or the history service."""
@@ -478,6 +535,9 @@ class MomentCross(FeatureModule):
         total = torch.zeros(weights.shape[0], dom.dim, device=weights.device)
         for suffix, table in zip(dom.suffixes, dom.tables, strict=True):
             ids = window.full(suffix).clamp(min=0) * keep  # [B, K]; dropped slots -> row 0
+            if capturing_graph():  # no data-dependent distinct ids in a recorded graph
+                total = total + emb.pooled_sum([table], ids.unsqueeze(-1), weights)  # [B, D]
+                continue
             uniq, position = unique_rows(ids, int(ids.max()) + 1)  # [U], [B, K]
             if uniq.numel() <= ids.shape[1]:
                 per_id = weights.new_zeros(weights.shape[0], uniq.numel())  # [B, U]
@@ -520,17 +580,18 @@ class MomentCross(FeatureModule):
     def forward(self, batch: Batch, emb: EmbeddingCollection) -> ModuleOutput:
         # Per distinct (time, histories, short sequence) of the batch when the rows repeat them
         # (a request's rows): ``sub`` holds those rows and ``expand`` maps [U, ...] -> [B, ...].
-        distinct = self._distinct(batch)
+        eager = self._eager(batch)
+        distinct = self._distinct(batch, eager)
         if distinct is None:
             sub, expand = batch, _identity
         else:
-            sub = {f: distinct.take(batch[f]) for f in self._user_fields()}
+            sub = {f: distinct.take(batch[f]) for f in self._user_fields(eager)}
             expand = distinct.expand
         windows = self._windows(sub)  # [U, W] windows (U = B without dedup)
         outputs: list[torch.Tensor] = []
         pooled: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> mean [B, D], ok [B]
         diagnostics: dict[str, torch.Tensor | float] = {}
-        if distinct is not None:
+        if distinct is not None and not capturing_graph():  # a float of B would fix B
             diagnostics["distinct_rows_frac"] = distinct.count / max(len(distinct.inverse), 1)
         if self.cfg.search == "mean":  # candidate-independent throughout
             for name in self.sequences:
