@@ -5,7 +5,8 @@ model (weights as initialised: latency does not depend on training) and a featur
 replayed from a simulated dataset, then from this process sends requests with ``--candidates``
 rooms each at every ``--concurrency`` level (one thread and one keep-alive connection per
 client). Reports p50 / p99 latency, throughput, and the server's own split of each request
-into feature assembly, model and response building (``timings_ms`` of the responses).
+into feature assembly, model and response building (``timings_ms`` of the responses); at one
+client also the ``GET /health`` round trip (``health_floor_ms``), the HTTP floor under it.
 
     python benchmarks/serve_latency.py --size small --models ple --concurrency 1 8 32
     python benchmarks/serve_latency.py --models ple --runtimes auto eager   # trace vs eager
@@ -140,6 +141,22 @@ def _client(
             timings.append(body["timings_ms"] | {"runtime": body["runtime"]})
 
 
+def _health_floor(url: str, n: int = 200) -> dict[str, float]:
+    """p50 / p99 of ``GET /health`` from one keep-alive client: the HTTP round trip of this
+    client and server on this machine with no ranking work, the floor under every ``/rank``."""
+    ms = []
+    with httpx.Client(timeout=CLIENT_TIMEOUT_S) as c:
+        for i in range(n + 20):
+            t = time.perf_counter()
+            c.get(f"{url}/health").raise_for_status()
+            if i >= 20:  # the first 20 warm the connection up
+                ms.append((time.perf_counter() - t) * 1e3)
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="small")
@@ -191,6 +208,7 @@ def main() -> None:
                         for _ in range(n)
                     ]
                     _client(f"{url}/rank", bodies[:20], [], [], [])  # warm-up
+                    floor = _health_floor(url) if conc == 1 else None
                     lat: list[float] = []
                     timings: list[dict] = []
                     errors: list[str] = []
@@ -223,6 +241,7 @@ def main() -> None:
                         "p50_ms": round(float(np.percentile(ms, 50)), 2),
                         "p99_ms": round(float(np.percentile(ms, 99)), 2),
                         "throughput_rps": round(len(lat) / wall, 1),
+                        "health_floor_ms": floor,
                         "server_ms_mean": {
                             k: round(statistics.fmean(t[k] for t in timings), 3)
                             for k in ("features", "model", "response")
