@@ -55,8 +55,9 @@ def float_order(x: torch.Tensor) -> torch.Tensor:
     internal assert in its alias analysis, torch 2.13). Tested equal on every kind of float.
     """
     if not capturing_graph():
-        bits = x.contiguous().view(torch.int32).to(torch.int64)
-        return torch.where(bits < 0, -(bits & 0x7FFFFFFF) - 1, bits)
+        bits = x.contiguous().view(torch.int32)
+        # negative floats: flip the magnitude bits (-1 - magnitude); int32 ops, then widen
+        return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(torch.int64)
     a = x.abs()
     mantissa, exponent = torch.frexp(a)  # a = mantissa * 2^exponent, mantissa in [0.5, 1)
     normal = (exponent.to(torch.int64) + 126) * _MANTISSA
