@@ -70,3 +70,21 @@ def test_product_transformer_is_causal_and_ignores_padding() -> None:
     torch.testing.assert_close(logits_short, logits[:1], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="reads 5"):
         model(torch.zeros(1, 6, 4, dtype=torch.long))
+
+
+def test_product_transformer_exports_with_a_dynamic_batch_when_b_times_heads_can_equal_l() -> None:
+    """torch's causal-mask detection compared the ``[B * heads, L, L]`` mask's size with
+    ``[L, L]``, which ``torch.export`` recorded as the guard ``2 B != 20`` and then refused the
+    dynamic batch axis (the flagship's AOTInductor compile failed on 21-product rooms). With
+    ``is_causal=False`` passed, the export holds for every B, B = 10 included."""
+    torch.manual_seed(0)
+    model = ProductTransformer((30, 5, 6, 7), length=20, heads=2).eval()
+    seq = torch.randint(1, 5, (3, 20, 4))
+    batch = torch.export.Dim("B", min=1, max=1024)
+    program = torch.export.export(model, (seq,), dynamic_shapes=({0: batch},), strict=False)
+    for b in (1, 10, 33):
+        x = torch.randint(0, 5, (b, 20, 4))
+        x[: b // 2, :7] = 0  # left padding
+        got, want = program.module()(x), model(x)
+        torch.testing.assert_close(got[0], want[0])
+        torch.testing.assert_close(got[1], want[1])

@@ -1,4 +1,5 @@
-"""Fixtures of the serving tests: a real uvicorn server on a free loopback port."""
+"""Fixtures of the serving tests: a real uvicorn server on a free loopback port, and a model
+with a module nobody has checked for tracing (what the compiled runtimes must refuse)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,27 @@ from contextlib import AbstractContextManager, contextmanager
 import pytest
 import uvicorn
 from fastapi import FastAPI
+
+from liverank.models.modules.seq_pool import SeqPool
+from liverank.models.ranker import ModuleSpec, RankerConfig
+from liverank.models.registry import register_module
+from liverank.models.zoo import get_config
+
+
+@register_module
+class UncheckedPool(SeqPool):
+    """``seq_pool`` under another name, without ``exportable``: a module not yet checked for
+    tracing (every real module is, since issue #20), which export and the runtimes refuse."""
+
+    name = "unchecked_pool"
+
+
+@pytest.fixture
+def unchecked_config() -> RankerConfig:
+    """``mlp`` plus an :class:`UncheckedPool`: a model that cannot be exported."""
+    base = get_config("mlp")
+    spec = ModuleSpec(name="unchecked_pool", key="unchecked")
+    return base.model_copy(update={"name": "unchecked", "modules": [*base.modules, spec]})
 
 
 @contextmanager

@@ -256,3 +256,25 @@ def test_shopping_models_parity(name: str, tmp_path: Path) -> None:
         for c in [c for c in batch if c.startswith("product_seq_")]:
             batch[c][: n // 2] = 0
         torch.testing.assert_close(exported(batch), _eager(model, batch), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("foresighter", {"foresight": True}), ("mmbee", {"mmbee": True})],
+    ids=["foresighter", "mmbee"],
+)
+def test_room_sequence_and_mmbee_models_parity(name: str, kwargs: dict, tmp_path: Path) -> None:
+    """LiveForesighter's and MMBee's modules trace exactly at other batch sizes, also for rooms
+    with no statistics, products or segments yet and for users / authors without neighbours."""
+    fm = synthetic_feature_map(**kwargs)
+    model = _trained(get_config(name), fm)
+    path = export_torchscript(model, synthetic_batches(fm, 1, 5, seed=9)[0], tmp_path / "m.ts")
+    exported = load_exported(path)
+    for n in (1, 7, 64):
+        batch = synthetic_batches(fm, 1, n, seed=100 + n)[0]
+        for c in ("room_stats", "room_products", "seg_mask"):
+            if c in batch:
+                batch[c][: n // 2] = 0  # nothing known about these rooms yet
+        for c in [c for c in batch if c.startswith("gie_")]:
+            batch[c][n // 3 :] = 0  # no neighbours
+        torch.testing.assert_close(exported(batch), _eager(model, batch), atol=1e-5, rtol=0)

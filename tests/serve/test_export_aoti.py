@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from liverank.errors import ConfigError, DataValidationError
-from liverank.models.ranker import Ranker
+from liverank.models.ranker import Ranker, RankerConfig
 from liverank.models.synthetic import as_request, synthetic_batches, synthetic_feature_map
 from liverank.models.zoo import get_config
 from liverank.serve import export_aoti as aoti
@@ -89,12 +89,12 @@ def test_loaded_package_checks_batches_and_files(compiled, tmp_path: Path) -> No
         aoti.export_aoti(_model(), batch, tmp_path / "ranker.bin")
 
 
-def test_unexportable_model_is_refused() -> None:
-    fm = synthetic_feature_map(foresight=True)
+def test_unexportable_model_is_refused(unchecked_config: RankerConfig) -> None:
+    fm = synthetic_feature_map()
     torch.manual_seed(0)
-    model = Ranker(fm, get_config("foresighter")).eval()
+    model = Ranker(fm, unchecked_config).eval()
     example = synthetic_batches(fm, 1, 4)[0]
-    with pytest.raises(ConfigError, match="cannot run on AOTInductor.*foresighter"):
+    with pytest.raises(ConfigError, match="cannot run on AOTInductor.*unchecked_pool"):
         make_runner(model, "aoti", example)
 
 

@@ -46,6 +46,8 @@ def test_every_module_is_served(service: tuple[TestClient, Ranker]) -> None:
     assert model.switched_off == {}
     served = client.app.state.holder.current().model
     assert list(served.feature_modules) == ["sparse_features", "din", *PAPER_MODULES]
+    # every module exports: served traced, recorded for one request, parity-gated on a request
+    assert client.app.state.holder.current().runtime == "torchscript"
     r = client.post("/rank", json={"user_id": 3, "top_k": 10})
     assert r.status_code == 200, r.text
     body = r.json()

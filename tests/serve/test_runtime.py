@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from liverank.errors import ConfigError, DataValidationError
-from liverank.models.ranker import Ranker
+from liverank.models.ranker import Ranker, RankerConfig
 from liverank.models.synthetic import as_request, synthetic_batches, synthetic_feature_map
 from liverank.models.zoo import get_config
 from liverank.serve import runtime as rt
@@ -53,12 +53,14 @@ def test_eager_is_eager_and_unknown_runtime_is_an_error() -> None:
         make_runner(model, "onnx", None)
 
 
-def test_untraceable_model_runs_eagerly_on_auto_and_is_refused_on_torchscript() -> None:
-    fm = synthetic_feature_map(foresight=True)
-    model = _model("foresighter", fm=fm)
-    example = synthetic_batches(fm, 1, 4)[0]
+def test_untraceable_model_runs_eagerly_on_auto_and_is_refused_on_torchscript(
+    unchecked_config: RankerConfig,
+) -> None:
+    torch.manual_seed(0)
+    model = Ranker(FM, unchecked_config).eval()
+    example = synthetic_batches(FM, 1, 4)[0]
     assert isinstance(make_runner(model, "auto", example), EagerRunner)
-    with pytest.raises(ConfigError, match="cannot run on TorchScript.*foresighter"):
+    with pytest.raises(ConfigError, match="cannot run on TorchScript.*unchecked_pool"):
         make_runner(model, "torchscript", example)
     with pytest.raises(ConfigError, match="no example batch"):
         make_runner(_model("mlp"), "torchscript", None)
@@ -79,7 +81,9 @@ def test_parity_gate(monkeypatch: pytest.MonkeyPatch) -> None:
         make_runner(model, "torchscript", example)
 
 
-def test_holder_builds_runners_and_rejects_a_version_whose_runner_fails(tmp_path: Path) -> None:
+def test_holder_builds_runners_and_rejects_a_version_whose_runner_fails(
+    tmp_path: Path, unchecked_config: RankerConfig
+) -> None:
     reg = ModelRegistry(tmp_path / "reg")
     _model("mlp", 0).save(tmp_path / "a.pt")
     reg.publish("m", tmp_path / "a.pt")
@@ -90,8 +94,8 @@ def test_holder_builds_runners_and_rejects_a_version_whose_runner_fails(tmp_path
     holder.prepare(None, lambda m: make_runner(m, "torchscript", example))
     assert holder.current().runtime == "torchscript" and holder.version == "v0001"
     # a new version whose runner cannot be built is rejected like a corrupt file
-    fm2 = synthetic_feature_map(foresight=True)
-    _model("foresighter", 1, fm=fm2).save(tmp_path / "b.pt")
+    torch.manual_seed(1)
+    Ranker(FM, unchecked_config).eval().save(tmp_path / "b.pt")
     reg.publish("m", tmp_path / "b.pt")
     holder.feature_map = None  # let it load; the runner is what fails
     assert not holder.refresh()

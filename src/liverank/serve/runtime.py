@@ -11,7 +11,9 @@ Runtimes (``liverank serve --runtime``):
 * ``torchscript``: the model traced in memory with the code of the export
   (:func:`liverank.serve.export.trace_ranker`) and frozen. ``benchmarks/export_latency.py``
   measures it faster than eager on the baselines (PLE, 200 candidates, one thread); a model
-  with a module that cannot be traced (``foresighter``, the MMBee modules) is rejected with the reason.
+  with a module that cannot be traced (none of liverank's since issue #20; a module not marked
+  ``exportable``, or ``moment_cross`` with a long-history store attached) is rejected with the
+  reason.
 * ``aoti``: the model captured with ``torch.export`` and compiled ahead of time by AOTInductor
   (:mod:`liverank.serve.export_aoti`): the fastest runtime measured on one thread (PLE, 200
   candidates, quiet 2-core machine: p50 3.6 ms vs 6.1 ms TorchScript; in the service, at equal

@@ -147,7 +147,10 @@ class ProductTransformer(nn.Module):
         blocked = causal[None] | (pad[:, None, :] & ~eye[None])  # [B, L, L]
         heads = self.encoder.layers[0].self_attn.num_heads
         mask = blocked.repeat_interleave(heads, dim=0)  # [B * heads, L, L]
-        enc = self.encoder(h, mask=mask)  # [B, L, D]
+        # is_causal=False: the mask is per sample (padding), never the plain causal one; saying
+        # so skips torch's check that compares it with one, which torch.export records as a
+        # guard on the batch size (B * heads != L) and then refuses the dynamic batch axis
+        enc = self.encoder(h, mask=mask, is_causal=False)  # [B, L, D]
         enc = enc.masked_fill(pad[..., None], 0.0)  # padding positions carry nothing
         logits = self.head(enc[:, -1])  # [B, C3]: the last position is the most recent product
         return torch.where(empty[:, None], torch.zeros_like(logits), logits), enc

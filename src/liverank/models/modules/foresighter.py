@@ -71,6 +71,10 @@ class Foresighter(FeatureModule):
     """
 
     name = "foresighter"
+    #: its eval forward (the stop-gradient forecast, encodings and next-category distribution)
+    #: has no data-dependent Python; traced at one batch size it is exact at others, also for
+    #: rooms with no product or no statistic yet (tests/serve/test_export.py)
+    exportable = True
 
     @classmethod
     def unfed(cls, feature_map: FeatureMap, params: dict[str, Any]) -> str | None:

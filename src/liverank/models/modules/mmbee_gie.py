@@ -71,6 +71,10 @@ class MMBeeGIE(FeatureModule):
     """
 
     name = "mmbee_gie"
+    #: its eval forward (pooling of the metapath neighbours) has no data-dependent
+    #: Python; exact at other batch sizes and with users / authors without neighbours
+    #: (tests/serve/test_export.py)
+    exportable = True
 
     @classmethod
     def unfed(cls, feature_map: FeatureMap, params: dict[str, Any]) -> str | None:

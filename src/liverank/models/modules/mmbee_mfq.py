@@ -69,6 +69,10 @@ class MMBeeMFQ(FeatureModule):
     """
 
     name = "mmbee_mfq"
+    #: its eval forward (learnable queries over the room's segments) has no data-dependent
+    #: Python; exact at other batch sizes and with rooms that have no segment
+    #: (tests/serve/test_export.py)
+    exportable = True
 
     @classmethod
     def unfed(cls, feature_map: FeatureMap, params: dict[str, Any]) -> str | None:
