@@ -204,8 +204,10 @@ class MomentCross(FeatureModule):
             (``short``, ``mixed``; every sequence of the ``mean`` control) once per distinct
             (sample time, history range, short sequence) of the batch, i.e. once per request on
             request batches (``data.batch_order: requests``), and index them back to the rows;
-            exact (:mod:`liverank.models.layers.dedup`). Only on the history-service path: the
-            eager ``[B, K]`` fields are the reference it is tested against.
+            exact (:mod:`liverank.models.layers.dedup`). On the history-service path (training),
+            on eager windows broadcast from one row (the service's requests) and in a program
+            recorded for one request; other eager ``[B, K]`` fields are the reference it is
+            tested against.
     """
 
     name = "moment_cross"
