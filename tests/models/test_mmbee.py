@@ -171,3 +171,21 @@ def test_segment_index_is_point_in_time_most_recent_first() -> None:
     got = table.last_before(np.array([7, 7, 7, 9, 5]), np.array([29_999, 30_000, 90_000, 1, 0]), 2)
     # rows are 1 + position in the (live_id, ts) order; 0 = padding; room 5 has no segment
     np.testing.assert_array_equal(got, [[1, 0], [2, 1], [3, 2], [4, 0], [0, 0]])
+
+
+def test_segment_index_matches_a_brute_force_search_and_is_built_once() -> None:
+    """Random rooms and times, queries before, inside and after the table's range and for rooms
+    without segments; the index is built once per table (a service asks on every request)."""
+    rng = np.random.default_rng(0)
+    live = np.sort(rng.integers(1, 60, 800))
+    ts = rng.integers(0, 10**6, 800)
+    order = np.lexsort((ts, live))
+    table = SegmentTable(live[order], ts[order], np.zeros((801, 3, 2), np.float32))
+    q_live, q_ts = rng.integers(0, 70, 1500), rng.integers(-(10**5), 2 * 10**6, 1500)
+    got = table.last_before(q_live, q_ts, 4)
+    want = np.zeros_like(got)
+    for i, (room, t) in enumerate(zip(q_live, q_ts, strict=True)):
+        rows = np.nonzero((table.live_id == room) & (table.ts <= t))[0][::-1][:4]
+        want[i, : len(rows)] = rows + 1
+    np.testing.assert_array_equal(got, want)
+    assert table._index is table._index

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,21 +118,31 @@ class SegmentTable:
             )
         return np.load(path)
 
+    @cached_property
+    def _index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+        """``(rooms [R], first row of each [R], key of each row [S], t0, span)``: one int64 key
+        ``room_rank * span + (ts - t0)`` per segment, ascending. Built once per table: a
+        service asks for it on every request (it took ~6 ms per request when rebuilt)."""
+        rooms, first = np.unique(self.live_id, return_index=True)  # sorted
+        t0 = int(self.ts.min())
+        span = int(self.ts.max()) - t0 + 2  # offsets -1 .. span - 2 fit in one room's range
+        room_rank = np.repeat(np.arange(rooms.size), np.diff(np.append(first, self.ts.size)))
+        keys = room_rank * span + (self.ts - t0)  # [S] ascending
+        return rooms, first, keys, t0, span
+
     def last_before(self, live_id: np.ndarray, ts: np.ndarray, n: int) -> np.ndarray:
         """``[Q, n]`` int32: 1 + the rows of the last ``n`` segments of room ``live_id[q]`` with
         ``seg_ts <= ts[q]``, most recent first; 0 where the room has fewer."""
         if n < 1:
             raise ConfigError(f"segments per sample must be >= 1, got {n}")
-        rooms, first = np.unique(self.live_id, return_index=True)  # sorted
+        rooms, first, keys, t0, span = self._index
         q_live, q_ts = np.asarray(live_id, np.int64), np.asarray(ts, np.int64)
         r = np.searchsorted(rooms, q_live)  # [Q]
         r_at = np.minimum(r, rooms.size - 1)
         known = rooms[r_at] == q_live  # [Q]
-        t0 = min(int(self.ts.min()), int(q_ts.min(initial=self.ts.min())))
-        span = max(int(self.ts.max()), int(q_ts.max(initial=0))) - t0 + 1
-        room_rank = np.repeat(np.arange(rooms.size), np.diff(np.append(first, self.ts.size)))
-        keys = room_rank * span + (self.ts - t0)  # [S] ascending
-        pos = np.searchsorted(keys, r_at * span + (q_ts - t0), side="right") - 1  # [Q]
+        # before the first segment -> -1 (nothing of the room), after the last -> span - 2
+        offset = np.clip(q_ts - t0, -1, span - 2)
+        pos = np.searchsorted(keys, r_at * span + offset, side="right") - 1  # [Q]
         start = first[r_at]  # [Q] first row of the room
         rows = pos[:, None] - np.arange(n)[None, :]  # [Q, n]
         valid = known[:, None] & (rows >= start[:, None])
