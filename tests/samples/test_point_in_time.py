@@ -87,3 +87,20 @@ def test_rejects_bad_arguments() -> None:
         h.last_n_before(np.array([1]), np.array([2]), 0)
     with pytest.raises(ValueError, match="rows"):
         SortedHistory.build(np.array([1, 2]), np.array([1, 2]), {"a": np.array([1])})
+
+
+def test_the_sort_order_is_lexsorts_ties_included() -> None:
+    """The one-key stable argsort orders rows exactly as ``np.lexsort((ts, user))`` (equal
+    ``(user, ts)`` in input order), on random rows, on two sorted runs (``concat``) and when the
+    key would overflow (then lexsort itself)."""
+    from liverank.features.snapshot import _stable_order
+
+    rng = np.random.default_rng(0)
+    user, ts = rng.integers(-5, 50, 20_000), rng.integers(0, 300, 20_000)  # many ties
+    np.testing.assert_array_equal(_stable_order(user, ts), np.lexsort((ts, user)))
+    runs = np.concatenate([np.lexsort((ts[:9000], user[:9000])), 9000 + np.arange(11_000)])
+    u, t = user[runs], ts[runs]
+    np.testing.assert_array_equal(_stable_order(u, t), np.lexsort((t, u)))
+    wide_user = np.array([0, 2**40, 0, 2**40])
+    wide_ts = np.array([2**30, 0, 0, 2**30])
+    np.testing.assert_array_equal(_stable_order(wide_user, wide_ts), [2, 0, 1, 3])
