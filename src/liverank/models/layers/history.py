@@ -186,6 +186,9 @@ class ExpandedWindow:
         self.width = inner.width
         self._single = inner.valid.shape[0] == 1  # one request: every row is row 0
         self.valid = self._rows(inner.valid)  # [B, W]
+        # the store's reads index NumPy rows: the inverse as NumPy once (none for eager windows,
+        # which a recorded graph reads with torch indexing)
+        self._inverse_np = inverse.cpu().numpy() if isinstance(inner, ServiceWindow) else None
         self._full: dict[str, torch.Tensor] = {}
 
     def _rows(self, per_distinct: torch.Tensor) -> torch.Tensor:
@@ -211,7 +214,8 @@ class ExpandedWindow:
         inner = self.inner
         if isinstance(inner, EagerWindow):  # torch indexing: also inside a recorded graph
             return inner.full(suffix)[self.inverse.unsqueeze(1), index]  # [B, G]
-        rows_of = self.inverse.cpu().numpy()  # [B]
+        rows_of = self._inverse_np  # [B]
+        assert rows_of is not None
         rows = inner.rows[rows_of[:, None], index.cpu().numpy()]  # [B, G]
         return inner._read(suffix, rows, inner.query_ms[rows_of])
 
