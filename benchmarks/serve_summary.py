@@ -32,11 +32,13 @@ START, END = "<!-- serve-summary:start -->", "<!-- serve-summary:end -->"
 def table(results: Path = RESULTS) -> str:
     """The markdown table (with its heading line) from the files of :data:`SOURCES`."""
     lines = [
-        "| model | runtime | p50 | p99 | model (server mean) | record |",
-        "|---|---|---|---|---|---|",
+        "| model | runtime | p50 | p99 | model (server mean) | client | record |",
+        "|---|---|---|---|---|---|---|",
     ]
     for model, name in SOURCES.items():
-        records = json.loads((results / name).read_text())["results"]
+        doc = json.loads((results / name).read_text())
+        records = doc["results"]
+        client = doc.get("client", "httpx")  # records before the --client option: httpx
         ones = [r for r in records if r["model"] == model and r.get("concurrency") == 1]
         if not ones:
             raise SystemExit(f"{name}: no one-client record of {model}")
@@ -44,7 +46,8 @@ def table(results: Path = RESULTS) -> str:
             for r in (r for r in ones if r.get("runtime") == runtime):
                 lines.append(
                     f"| {model} | {RUNTIMES[runtime]} | {r['p50_ms']:.1f} ms | "
-                    f"{r['p99_ms']:.1f} ms | {r['server_ms_mean']['model']:.1f} ms | `{name}` |"
+                    f"{r['p99_ms']:.1f} ms | {r['server_ms_mean']['model']:.1f} ms | {client} | "
+                    f"`{name}` |"
                 )
     return "\n".join(lines)
 

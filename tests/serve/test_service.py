@@ -17,6 +17,7 @@ from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
 from liverank.models.ranker import Ranker
 from liverank.models.zoo import get_config
+from liverank.serve.app import RankedRoom, RankResponse, ranked_items
 from liverank.serve.service import build_service
 from liverank.train.registry import ModelRegistry
 
@@ -50,6 +51,15 @@ def test_rank_a_known_user_over_the_rooms_on_air(setup: tuple[Path, Path]) -> No
         (pl.col("start_ts") <= row["ts"]) & (pl.col("end_ts") > row["ts"])
     )
     assert len(body["items"]) == len(rooms)
+    # serialised from plain data (app.ranked_items), the body has RankResponse's exact schema
+    parsed = RankResponse.model_validate_json(r.content)
+    assert set(body) == set(RankResponse.model_fields)
+    assert all(set(it) == set(RankedRoom.model_fields) for it in body["items"])
+    assert parsed.model_dump(mode="json") == body
+    scores = [it["score"] for it in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    top = c.post("/rank", json={"user_id": row["user_id"], "ts": row["ts"], "top_k": 3}).json()
+    assert [it["live_id"] for it in top["items"]] == [it["live_id"] for it in body["items"][:3]]
     # an unknown user and an unknown room are served with cold-start features, flagged
     r = c.post("/rank", json={"user_id": 10**9, "candidates": [row["live_id"], 10**9]})
     assert r.status_code == 200, r.text
@@ -154,3 +164,29 @@ def test_a_model_reading_room_sequences_needs_a_room_store() -> None:
     with pytest.raises(ConfigError, match="model 'fs' reads LiveForesighter's room sequences"):
         MMBeeFeatures(None, None).check(synthetic_feature_map(foresight=True), "fs")  # no store
     MMBeeFeatures(None, None).check(synthetic_feature_map(), "plain")
+
+
+def test_ranked_items_equal_one_model_per_room() -> None:
+    """The column-wise items are the values a RankedRoom per room gives (same floats, order)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    info = {
+        "live_ids": np.array([11, 12, 13, 14], dtype=np.int64),
+        "room_known": np.array([True, False, True, True]),
+        "on_air": np.array([True, True, False, True]),
+    }
+    score = rng.random(4).astype(np.float32)
+    probs = {"ctr": rng.random(4).astype(np.float32), "gtr": rng.random(4).astype(np.float32)}
+    order = np.argsort(-score)[:3]
+    want = [
+        RankedRoom(
+            live_id=int(info["live_ids"][i]),
+            score=float(score[i]),
+            probs={t: float(v[i]) for t, v in probs.items()},
+            known=bool(info["room_known"][i]),
+            on_air=bool(info["on_air"][i]),
+        ).model_dump()
+        for i in order
+    ]
+    assert ranked_items(info, order, score, probs) == want

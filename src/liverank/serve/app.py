@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,6 +50,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
 from liverank.errors import LiverankError
@@ -258,18 +260,7 @@ def create_app(
         order = torch.argsort(score, descending=True).numpy()
         if req.top_k is not None:
             order = order[: req.top_k]
-        p = {t: v.numpy() for t, v in probs.items()}
-        s = score.numpy()
-        items = [
-            RankedRoom(
-                live_id=int(info["live_ids"][i]),
-                score=float(s[i]),
-                probs={t: float(v[i]) for t, v in p.items()},
-                known=bool(info["room_known"][i]),
-                on_air=bool(info["on_air"][i]),
-            )
-            for i in order
-        ]
+        items = ranked_items(info, order, score.numpy(), {t: v.numpy() for t, v in probs.items()})
         t3 = time.perf_counter()
         timings = {
             "features": (t1 - t0) * 1e3,
@@ -317,17 +308,52 @@ def create_app(
     return app
 
 
-def _response(served, info: dict[str, Any], items: list[RankedRoom], timings) -> Response:
-    """The JSON response, serialised here (in the thread pool) rather than by FastAPI."""
-    body = RankResponse(
-        model=served.name,
-        model_version=served.version,
-        runtime=served.runtime,
-        user_known=bool(info["user_known"]),
-        ts=int(info["ts"]),
-        ts_source=str(info.get("ts_source", "request")),
-        feature_freshness_ms=info.get("freshness_ms"),
-        items=items,
-        timings_ms={k: round(v, 3) for k, v in timings.items()},
-    )
-    return Response(body.model_dump_json(), media_type="application/json")
+def ranked_items(
+    info: dict[str, Any],
+    order: np.ndarray,
+    score: np.ndarray,
+    probs: dict[str, np.ndarray],
+) -> list[dict[str, Any]]:
+    """The response's items (:class:`RankedRoom` fields) for the candidates ``order [K]``, best
+    first, as plain dicts built column by column: ``score [C]``, ``probs`` task -> ``[C]``.
+
+    One ``tolist`` per column instead of a pydantic model and ``float(v[i])`` per room and task
+    (0.75 -> ~0.2 ms for 200 rooms and 6 tasks); the values are the same Python floats and ints.
+    """
+    tasks = list(probs)  # a ranker has >= 1 task
+    task_values = zip(*(probs[t][order].tolist() for t in tasks), strict=True)  # [K] tuples
+    return [
+        {
+            "live_id": i,
+            "score": s,
+            "probs": dict(zip(tasks, p, strict=True)),
+            "known": k,
+            "on_air": a,
+        }
+        for i, s, p, k, a in zip(
+            np.asarray(info["live_ids"])[order].tolist(),
+            score[order].tolist(),
+            task_values,
+            np.asarray(info["room_known"], dtype=bool)[order].tolist(),
+            np.asarray(info["on_air"], dtype=bool)[order].tolist(),
+            strict=True,
+        )
+    ]
+
+
+def _response(served, info: dict[str, Any], items: list[dict[str, Any]], timings) -> Response:
+    """The JSON response of :class:`RankResponse`'s schema, serialised here (in the thread
+    pool) by pydantic's serialiser from plain data, not through a model per room
+    (``tests/serve/test_service.py`` validates it against :class:`RankResponse`)."""
+    body = {
+        "model": served.name,
+        "model_version": served.version,
+        "runtime": served.runtime,
+        "user_known": bool(info["user_known"]),
+        "ts": int(info["ts"]),
+        "ts_source": str(info.get("ts_source", "request")),
+        "feature_freshness_ms": info.get("freshness_ms"),
+        "items": items,
+        "timings_ms": {k: round(v, 3) for k, v in timings.items()},
+    }
+    return Response(to_json(body), media_type="application/json")

@@ -82,7 +82,8 @@ class RequestInfo:
     unknown_rooms: list[int] = field(default_factory=list)
     #: known rooms that are not on air at ``ts`` (``start_ts <= ts < end_ts`` fails)
     off_air_rooms: list[int] = field(default_factory=list)
-    #: feature column -> number of values outside the model's vocabulary, mapped to 0
+    #: feature column -> number of values outside the model's vocabulary, mapped to 0 (the user's
+    #: fields and sequences counted once per request, not once per room)
     oov: dict[str, int] = field(default_factory=dict)
     live_seq_len: int = 0
     video_seq_len: int = 0
@@ -144,10 +145,7 @@ def request_arrays(
         "day": rel // enc.MS_PER_DAY,
         "hour": rel // enc.MS_PER_HOUR,
         "live_id": ids.copy(),
-        "user_id": np.full(b, user_id if user.known else 0, dtype=np.int64),
     }
-    for c in USER_COLUMNS:
-        cols[c] = np.full(b, user.codes[c], dtype=np.int64)
     for c in ("author_id", "author_type", "author_fans", "room_category"):
         cols[c] = rooms.columns[c].astype(np.int64, copy=True)
     age = enc.room_age_bucket(ts_b, rooms.columns["start_ts"])  # [B]
@@ -155,6 +153,12 @@ def request_arrays(
     cols["position"] = enc.position_code(slots)
     cols["hour_of_day"] = enc.hour_of_day(ts_b, meta.day_offset_ms)
 
+    # the user's fields, equal in every row: built, checked against the vocabulary once as
+    # [1] / [1, L], then repeated to [B] / [B, L]
+    own: dict[str, np.ndarray] = {
+        "user_id": np.array([user_id if user.known else 0], dtype=np.int64),
+        **{c: np.array([user.codes[c]], dtype=np.int64) for c in USER_COLUMNS},
+    }
     q_ts = np.array([ts], dtype=np.int64)  # [1]
     live = store.live_history(user_id, ts, n_seq)
     video = store.video_history(user_id, ts, n_seq)
@@ -162,13 +166,15 @@ def request_arrays(
         ("live", LIVE_SEQ_FEATURES, live),
         ("video", VIDEO_SEQ_FEATURES, video),
     ):
-        for name, arr in _sequence_columns(domain, tuple(feats), snap, q_ts).items():
-            cols[name] = np.repeat(arr, b, axis=0)  # [1, L] -> [B, L] or [1] -> [B]
-
+        own |= _sequence_columns(domain, tuple(feats), snap, q_ts)
     if "product" in feature_map.seq_fields:  # a --shopping model (eLiveRec)
-        cols |= _shopping_columns(store, user_id, ids, ts, n_seq, b)
+        room_cols, product_seq = _shopping_columns(store, user_id, ids, ts, n_seq)
+        cols |= room_cols
+        own |= product_seq
 
-    oov = _clip_to_vocabulary(cols, feature_map)
+    oov = _clip_to_vocabulary(cols, feature_map) | _clip_to_vocabulary(own, feature_map)
+    for name, arr in own.items():
+        cols[name] = np.repeat(arr, b, axis=0)  # [1, ...] -> [B, ...]
     on_air = (rooms.columns["start_ts"] <= ts) & (ts < rooms.columns["end_ts"])  # [B]
     watermark = store.watermark_ts
     info = RequestInfo(
@@ -188,9 +194,10 @@ def request_arrays(
 
 
 def _shopping_columns(
-    store: OnlineFeatureStore, user_id: int, ids: np.ndarray, ts: int, n_seq: int, b: int
-) -> dict[str, np.ndarray]:
-    """The ``--shopping`` columns of a request (:mod:`liverank.data.shopping`)."""
+    store: OnlineFeatureStore, user_id: int, ids: np.ndarray, ts: int, n_seq: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The ``--shopping`` columns of a request (:mod:`liverank.data.shopping`): the rooms'
+    product context ``[B]`` and the user's product sequence ``[1, L]`` / ``[1]``."""
     shop = store.shopping
     if shop is None:
         raise ConfigError(
@@ -201,10 +208,8 @@ def _shopping_columns(
         )
     q_ts = np.array([ts], dtype=np.int64)  # [1]
     snap = shop.product_history(user_id, ts, n_seq)
-    cols = dict(shop.room_products(ids, ts))
-    for name, arr in _sequence_columns("product", tuple(PRODUCT_SEQ_FEATURES), snap, q_ts).items():
-        cols[name] = np.repeat(arr, b, axis=0)  # [1, L] -> [B, L] or [1] -> [B]
-    return cols
+    seq = _sequence_columns("product", tuple(PRODUCT_SEQ_FEATURES), snap, q_ts)
+    return dict(shop.room_products(ids, ts)), seq
 
 
 def _positions(position: int | np.ndarray | None, b: int) -> np.ndarray:
@@ -224,7 +229,8 @@ def _positions(position: int | np.ndarray | None, b: int) -> np.ndarray:
 
 
 def _clip_to_vocabulary(cols: dict[str, np.ndarray], feature_map: FeatureMap) -> dict[str, int]:
-    """Map codes outside each field's embedding table to 0 in place; counts per column.
+    """Map codes outside each field's embedding table to 0 in place; counts per column (the
+    user's fields are checked once per request, before they are repeated over the rooms).
 
     Hashed tables (``feature_map.hash_buckets``) take any id and are left alone. The builder's
     rows are always inside the vocabulary (the feature map is sized from the whole dataset), so
