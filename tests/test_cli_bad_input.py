@@ -125,6 +125,8 @@ CASES: list[tuple[str, str]] = [
     ("experiment run {experiment} --jobs 0", "--jobs: must be >= 1, got 0"),
     ("experiment report {root}/missing.yaml", "experiment file not found"),
     ("experiment report {experiment} --out {root}/x0", "x0/results.jsonl: no results file"),
+    ("experiment status {root}/missing.yaml", "experiment file not found"),
+    ("experiment status {experiment} --into {root}/nodoc.md", "nodoc.md: document not found"),
     ("experiment", "the following arguments are required: action"),
     ("foresight train --data {root}/missing --out {root}/f0", "no meta.json"),
     ("foresight train --data {tiny} --out {root}/f1 --window 0", "--window: must be >= 1, got 0"),

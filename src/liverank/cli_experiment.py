@@ -6,6 +6,8 @@ Registered in :mod:`liverank.cli`.
 * ``liverank experiment report experiments/NAME.yaml [--out DIR] [--into DOC]`` →
   ``DIR/summary.md`` (pasted into DOC between ``<!-- experiment:NAME:start/end -->``),
   ``DIR/report.html`` and ``DIR/plots/`` from ``DIR/results.jsonl``.
+* ``liverank experiment status experiments/*.yaml [--results DIR] [--into DOC]``: runs
+  recorded vs planned per arm, and the compute left (:mod:`liverank.experiments.status`).
 
 ``DIR`` defaults to ``results/<name>`` for both: the records are committed with the code, so
 a grid run across sessions or machines accumulates and every table in the docs can be
@@ -64,6 +66,19 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
         help="paste the one-row claim.md between <!-- claim:NAME:start/end --> in this file",
     )
     report.set_defaults(func=cmd_experiment_report)
+    status = actions.add_parser(
+        "status", help="runs recorded vs planned per arm, and the compute left"
+    )
+    status.add_argument("files", type=Path, nargs="+", help="experiment YAML files")
+    status.add_argument(
+        "--results", type=Path, help="the results root (default: results): DIR/<name>/"
+    )
+    status.add_argument(
+        "--into",
+        type=Path,
+        help="also paste the table between <!-- grid:status:start/end --> in this file",
+    )
+    status.set_defaults(func=cmd_experiment_status)
 
 
 def _out_dir(args: argparse.Namespace, name: str) -> Path:
@@ -142,4 +157,41 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
         claim = summary.with_name("claim.md").read_text()
         splice_summary(args.claim_into, spec.name, claim, kind="claim")
         console.print(f"pasted claim.md into {args.claim_into}")
+    return 0
+
+
+def cmd_experiment_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from liverank.experiments.report import splice_summary
+    from liverank.experiments.spec import ExperimentSpec
+    from liverank.experiments.status import grid_status, markdown, recorded
+
+    root = args.results or RESULTS_ROOT
+    records = recorded(root)
+    arms_by_file = {}
+    table = Table(title=f"experiment grids ({len(records)} distinct runs recorded under {root})")
+    for column in ("experiment", "config", "variant", "recorded", "min / run", "hours left"):
+        table.add_column(
+            column, justify="left" if column in ("experiment", "config", "variant") else "right"
+        )
+    for file in args.files:
+        spec = ExperimentSpec.load(file)
+        arms = grid_status(spec, root, records)
+        arms_by_file[file.as_posix()] = arms
+        for a in arms:
+            table.add_row(
+                spec.name,
+                a.config,
+                a.variant,
+                f"{a.done}/{a.planned}",
+                "-" if a.mean_seconds is None else f"{a.mean_seconds / 60:.0f}",
+                "-" if a.remaining_hours is None else f"{a.remaining_hours:.1f}",
+            )
+    console = Console()
+    console.print(table)
+    if args.into is not None:
+        splice_summary(args.into, "status", markdown(arms_by_file) + "\n", kind="grid")
+        console.print(f"pasted the status table into {args.into}")
     return 0
