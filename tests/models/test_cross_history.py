@@ -293,3 +293,39 @@ def test_windows_are_trimmed_to_the_longest_row(fm, pair) -> None:
         want, g_want = _outputs_and_grads(module, emb, eager_s)
         got, g_got = _outputs_and_grads(module, emb, lazy_s)
         _assert_same(got, want, g_got, g_want)
+
+
+def test_one_request_looks_up_each_window_position_once(fm, pair, monkeypatch) -> None:
+    """A request's rows share one window: its GSUs' item vectors come from one lookup per window
+    position (``LongDomain.items`` on a one-row ``ExpandedWindow``, never its per-row ``at``),
+    and give the outputs and gradients (module and embeddings, up to float summation order) of
+    the per-row reads of the eager fields."""
+    from liverank.models.layers.history import ExpandedWindow
+    from liverank.models.synthetic import as_request
+
+    def per_row_read(self, suffix, index):
+        raise AssertionError("a one-row window was read per row")
+
+    monkeypatch.setattr(ExpandedWindow, "at", per_row_read)
+
+    eager, lazy, _store_ = pair
+    lengths = lazy["long_video_end"] - lazy["long_video_start"]
+    r = int(torch.nonzero(lengths > K // 2)[0])  # a user whose window is full
+    order = torch.cat([torch.tensor([r]), torch.arange(B)])
+    eager_r = as_request({k: v.index_select(0, order) for k, v in eager.items()})
+    lazy_r = as_request({k: v.index_select(0, order) for k, v in lazy.items()})
+    for params in CONFIGS:
+        module, emb = _module(fm, _store_, **({"gsu_len": 6} | params))
+        module.train()
+        emb.zero_grad(set_to_none=True)
+        want, g_want = _outputs_and_grads(module, emb, eager_r)
+        e_want = [None if p.grad is None else p.grad.clone() for p in emb.parameters()]
+        emb.zero_grad(set_to_none=True)
+        got, g_got = _outputs_and_grads(module, emb, lazy_r)
+        e_got = [None if p.grad is None else p.grad.clone() for p in emb.parameters()]
+        assert float(got.diagnostics["distinct_rows_frac"]) == 1 / (B + 1)
+        _assert_same(got, want, g_got, g_want)
+        for a, b in zip(e_got, e_want, strict=True):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a.to_dense(), b.to_dense(), rtol=1e-4, atol=1e-5)
