@@ -156,3 +156,37 @@ def test_the_prediction_frame_carries_the_stay_time_in_log_seconds() -> None:
     model.eval()
     want = model(batch).regression["stay_ms"].detach().numpy()
     np.testing.assert_allclose(frame["p_log_stay_s"].to_numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_sequence_encoders_run_once_per_request_with_the_per_row_results() -> None:
+    """Batches of whole requests: the Transformers encode each request's sequences once
+    (``dedup_rows``), and the outputs, the loss and every gradient equal the per-row reference."""
+    from liverank.models.synthetic import as_request
+
+    parts = [as_request(b) for b in synthetic_batches(FM, 4, 8, seed=3)]  # 4 requests x 8 rows
+    batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    results = {}
+    for flag in (False, True):
+        model = _model(dedup_rows=flag)
+        model.train()
+        calls = []
+        module = model.feature_modules["eliverec"]
+        hook = module.encoders[0].register_forward_hook(
+            lambda m, i, o, calls=calls: calls.append(len(o))
+        )
+        out = model(batch)
+        loss, _ = model.loss(batch, out)
+        loss.backward()
+        hook.remove()
+        grads = {
+            n: p.grad.to_dense().clone() for n, p in model.named_parameters() if p.grad is not None
+        }
+        results[flag] = (out, loss, grads, calls)
+    (want, loss_w, g_w, calls_w), (got, loss_g, g_g, calls_g) = results[False], results[True]
+    assert calls_w == [32] and calls_g == [4]  # rows the watched-room encoder saw
+    for task in want.logits:
+        torch.testing.assert_close(got.logits[task], want.logits[task], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss_g, loss_w, rtol=1e-5, atol=1e-6)
+    assert g_g.keys() == g_w.keys()
+    for name, g in g_w.items():
+        torch.testing.assert_close(g_g[name], g, rtol=1e-4, atol=1e-6, msg=name)

@@ -48,6 +48,7 @@ from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch, FeatureModule, ModuleOutput
 from liverank.models.layers.contrastive import info_nce
 from liverank.models.layers.dcor import distance_correlation
+from liverank.models.layers.dedup import request_rows
 from liverank.models.layers.disentangle import DisentangledEncoder
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.pooling import SequenceItems
@@ -79,6 +80,10 @@ class ELiveRec(FeatureModule):
         gate: apply the embedding gate (eq. 12).
         static_fields, target_fields, dynamic_fields: sparse fields of ``e_c``, ``e_vt``, ``e_d``.
         gate_hidden: hidden width of the gate's two-layer MLP.
+        dedup_rows: run the sequence encoders once per distinct pair of sequences of the batch
+            (the rows of one request share theirs; :mod:`liverank.models.layers.dedup`): the
+            Transformers do not see the candidate, only the disentangled encoder's retrieval
+            (eq. 6) does. Exact up to float summation order; off gives the per-row reference.
     """
 
     name = "eliverec"
@@ -110,6 +115,7 @@ class ELiveRec(FeatureModule):
         target_fields: Sequence[str] = TARGET_FIELDS,
         dynamic_fields: Sequence[str] = DYNAMIC_FIELDS,
         gate_hidden: int = 16,
+        dedup_rows: bool = True,
     ) -> None:
         super().__init__()
         if len(domains) != 2:
@@ -161,6 +167,10 @@ class ELiveRec(FeatureModule):
         self.output_parts = {"intra": (0, f_dim), "inter": (f_dim, self.out_dim)}
         seq_fields = tuple(c for s in self.seqs for c in s.required_fields)
         self.required_fields = (*static_fields, *target_fields, *dynamic_fields, *seq_fields)
+        self.seq_fields, self.dedup_rows = seq_fields, dedup_rows
+        #: fields encoded once per request (a program recorded for one request assumes it:
+        #: liverank.serve.export.shared_fields)
+        self.shared_fields = seq_fields if dedup_rows else ()
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The last layer of both sequence encoders: what the primary and the auxiliary tasks
@@ -180,15 +190,20 @@ class ELiveRec(FeatureModule):
         z: list[tuple[torch.Tensor, torch.Tensor]] = []
         diagnostics: dict[str, torch.Tensor | float] = {}
         nonempty = []
+        # the sequences and their encoders are candidate-free: once per distinct row
+        distinct = request_rows([batch[f] for f in self.seq_fields], self.dedup_rows)
+        sub = {f: distinct.take(batch[f]) for f in self.seq_fields} if distinct else batch
         for k, (seq, enc) in enumerate(zip(self.seqs, self.encoders, strict=True)):
-            e = seq.items(batch, emb)  # [B, L, d]
-            mask = seq.mask(batch)  # [B, L]
-            nonempty.append(mask.any(1))
+            e = seq.items(sub, emb)  # [U, L, d] (U = B without dedup)
+            mask = seq.mask(sub)  # [U, L]
             # an all-padding row would give NaN attention: let it attend to its first slot
             # (its outputs are masked out below)
             pad = ~mask
             pad[:, 0] &= mask.any(1)
-            h = enc(e, src_key_padding_mask=pad)  # [B, L, d]
+            h = enc(e, src_key_padding_mask=pad)  # [U, L, d]
+            if distinct is not None:  # per batch row: the retrieval reads the candidate
+                e, mask, h = distinct.expand(e), distinct.expand(mask), distinct.expand(h)
+            nonempty.append(mask.any(1))
             if self.disentangle:
                 out = self.dis[k](h, e, mask, target)
                 z.append((out.z_c, out.z_s))
