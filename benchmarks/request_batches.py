@@ -6,7 +6,8 @@ sequence lookups) reads nothing else, and ``layers/dedup.py`` encodes it once pe
 That saves work only when a batch holds whole requests (``data.batch_order: requests``).
 Cross (``moment_cross``) does the same for its long-history windows and its candidate-free
 sequences (``short``, ``mixed``); give ``--long-len K`` and samples built with long histories
-to time it (the store is attached as in training).
+to time it (the store is attached as in training). eLiveRec (``eliverec``, on samples built with
+``--shopping``) runs its two sequence Transformers once per request the same way.
 
 Two parts, on one samples directory (real simulated rows, not synthetic batches):
 
@@ -27,6 +28,8 @@ Usage::
     python benchmarks/request_batches.py --samples <evidence-s0 samples with K = 1000> \
         --long-len 1000 --configs ple moment_cross --quality-seeds \
         --out benchmarks/results/request_batches_moment_cross.json
+    python benchmarks/request_batches.py --samples <evidence-s0 samples, --shopping> \
+        --configs eliverec --quality-seeds --out benchmarks/results/request_batches_eliverec.json
 
 Writes ``benchmarks/results/request_batches.json`` (``--out``) and prints the tables.
 """
@@ -71,7 +74,7 @@ def parse_args() -> argparse.Namespace:
 
 
 #: modules with a ``dedup_rows`` switch (timed with it off on request batches: the control)
-DEDUP_MODULES = ("farm", "moment_cross")
+DEDUP_MODULES = ("farm", "moment_cross", "eliverec")
 
 
 def _stepper(model, opt, fracs: list[float]):  # noqa: ANN001, ANN202
