@@ -8,29 +8,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+# the experiment file of the spec tests (the same grid: 5 seeds x 2 worlds, base + periodic_off)
+from test_spec import _raw
+
 from liverank.cli import build_parser
 from liverank.experiments.spec import ExperimentSpec
 from liverank.experiments.status import grid_status, markdown
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _spec(tmp_path: Path, name: str) -> Path:
-    raw = {
-        "name": name,
-        "claim": "FARM beats PLE on GAUC",
-        "baseline": "ple",
-        "headline": "farm",
-        "configs": {
-            "ple": {"config": str(ROOT / "configs/ple.yaml")},
-            "farm": {"config": str(ROOT / "configs/farm.yaml")},
-        },
-        "grid": {
-            "model_seeds": [0, 1, 2, 3, 4],
-            "world": {"preset": "evidence", "seeds": [0, 1]},
-            "variants": {"base": {}, "periodic_off": {"periodic_interests": False}},
-        },
-    }
+    """test_spec's FARM file without its labelled variant: ple and farm, two variants."""
+    raw = _raw(name=name)
+    raw["configs"] = {k: v for k, v in raw["configs"].items() if k != "farm_din"}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -89,10 +89,6 @@ def grid_status(
     ]
 
 
-def _hours(h: float | None) -> str:
-    return "?" if h is None else f"{h:.1f} h"
-
-
 def markdown(arms_by_file: dict[str, list[ArmStatus]]) -> str:
     """One row per experiment: runs done / planned, the arms that are complete, partly run and
     not started, and the single-process wall hours left at the recorded means."""
