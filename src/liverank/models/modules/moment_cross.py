@@ -400,12 +400,16 @@ class MomentCross(FeatureModule):
         """The candidate-independent fields the sequences read: the short sequence's, and per
         long domain its row range and ``ts`` (a store attached) or its window fields."""
         fields = list(self.short.required_fields) if self.short is not None else []
-        for d in self.long:
-            if eager:
-                fields += [f"long_{d}_{s}" for s in self._window_suffixes(d)]
-            else:
+        if eager:
+            fields += self._window_fields()
+        else:
+            for d in self.long:
                 fields += ["ts", *index_columns(d)]
         return list(dict.fromkeys(fields))
+
+    def _window_fields(self) -> list[str]:
+        """The ``[B, K]`` window fields of every long domain, in domain order."""
+        return [f"long_{d}_{s}" for d in self.long for s in self._window_suffixes(d)]
 
     def _distinct(self, batch: Batch, eager: bool | None = None) -> DistinctRows | None:
         """The batch's distinct rows over :meth:`_user_fields`, or None (no dedup: off, eager
@@ -435,7 +439,7 @@ class MomentCross(FeatureModule):
     def _broadcast_windows(self, batch: Batch) -> bool:
         """Whether every long-history window field is one row broadcast to the batch (stride 0
         on the batch axis), which makes the windows equal in every row by construction."""
-        fields = [f"long_{d}_{s}" for d in self.long for s in self._window_suffixes(d)]
+        fields = self._window_fields()
         return batch[fields[0]].shape[0] > 1 and all(batch[f].stride(0) == 0 for f in fields)
 
     def _windows(self, batch: Batch) -> dict[str, Window]:
