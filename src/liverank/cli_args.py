@@ -51,6 +51,17 @@ def add_unknown_events(p: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number ``> 0``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 #: integers >= 0 (seeds, lengths that may be 0) and >= 1 (sizes, counts)
 non_negative_int = int_at_least(0)
 positive_int = int_at_least(1)

@@ -8,6 +8,9 @@ Registered in :mod:`liverank.cli`.
   ``DIR/report.html`` and ``DIR/plots/`` from ``DIR/results.jsonl``.
 * ``liverank experiment status experiments/*.yaml [--results DIR] [--into DOC]``: runs
   recorded vs planned per arm, and the compute left (:mod:`liverank.experiments.status`).
+* ``liverank experiment queue QUEUE.yaml [--jobs N] [--memory-gb G] [--results DIR]
+  [--cache DIR] [--backfill] [--dry-run]``: the arms of several grids in a priority order, within a memory
+  budget (:mod:`liverank.experiments.queue`).
 
 ``DIR`` defaults to ``results/<name>`` for both: the records are committed with the code, so
 a grid run across sessions or machines accumulates and every table in the docs can be
@@ -20,7 +23,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from liverank.cli_args import positive_int
+from liverank.cli_args import positive_float, positive_int
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -79,6 +82,43 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
         help="also paste the table between <!-- grid:status:start/end --> in this file",
     )
     status.set_defaults(func=cmd_experiment_status)
+    queue = actions.add_parser(
+        "queue", help="run the arms of several grids in priority order within a memory budget"
+    )
+    queue.add_argument("file", type=Path, help="queue YAML (liverank.experiments.queue)")
+    queue.add_argument("--jobs", type=positive_int, default=1, help="runs at a time (default 1)")
+    queue.add_argument(
+        "--memory-gb",
+        type=positive_float,
+        help="memory the runs may take together (default: the file's memory_gb)",
+    )
+    queue.add_argument(
+        "--default-gb",
+        type=positive_float,
+        default=14.0,
+        help="estimate for a config with no recorded run (default 14, a stream arm)",
+    )
+    queue.add_argument(
+        "--threads", type=positive_int, default=1, help="torch threads per run (default 1)"
+    )
+    queue.add_argument(
+        "--device", choices=DEVICES, default="cpu", help="where runs train (default cpu)"
+    )
+    queue.add_argument(
+        "--results", type=Path, help="the results root (default: results): DIR/<name>/"
+    )
+    queue.add_argument(
+        "--cache", type=Path, help="world/sample cache (default: runs/experiments/cache)"
+    )
+    queue.add_argument(
+        "--backfill",
+        action="store_true",
+        help="start the first run that fits when the head does not (default: wait for it)",
+    )
+    queue.add_argument(
+        "--dry-run", action="store_true", help="list the runs left and their estimates; run none"
+    )
+    queue.set_defaults(func=cmd_experiment_queue)
 
 
 def _out_dir(args: argparse.Namespace, name: str) -> Path:
@@ -195,3 +235,48 @@ def cmd_experiment_status(args: argparse.Namespace) -> int:
         splice_summary(args.into, "status", markdown(arms_by_file) + "\n", kind="grid")
         console.print(f"pasted the status table into {args.into}")
     return 0
+
+
+def cmd_experiment_queue(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from liverank.experiments.queue import QueueSpec, plan_queue, run_queue
+
+    queue = QueueSpec.load(args.file)
+    root = args.results or RESULTS_ROOT
+    console = Console(stderr=True)
+    if args.dry_run:
+        from rich.table import Table
+
+        runs = plan_queue(queue, root, args.default_gb)
+        arms: dict[tuple[str, str, str], list] = {}
+        for run in runs:  # in queue order, one row per arm
+            arms.setdefault((run.key.experiment, run.key.config, run.key.variant), []).append(run)
+        table = Table(title=f"{args.file}: {len(runs)} runs left, in this order")
+        for column in ("experiment", "config", "variant", "runs", "GB each"):
+            table.add_column(column, justify="right" if column in ("runs", "GB each") else "left")
+        for (experiment, config, variant), group in arms.items():
+            gb = f"{group[0].memory_gb:.1f} ({group[0].memory_from})"
+            table.add_row(experiment, config, variant, str(len(group)), gb)
+        Console().print(table)
+        console.print(f"{len(runs)} runs left in {args.file}")
+        return 0
+    result = run_queue(
+        queue,
+        root,
+        args.cache or DEFAULT_CACHE,
+        jobs=args.jobs,
+        memory_gb=args.memory_gb,
+        default_gb=args.default_gb,
+        threads=args.threads,
+        device=args.device,
+        backfill=args.backfill,
+        on_event=lambda line: console.print(escape(line), highlight=False),
+    )
+    console.print(
+        f"queue {args.file}: {len(result.ran)} runs recorded, {len(result.failed)} failed"
+    )
+    for label, error in result.failed:
+        console.print(f"[bold red]failed[/] {escape(label)}: {escape(error)}", highlight=False)
+    return 1 if result.failed else 0

@@ -1,0 +1,210 @@
+"""``liverank experiment queue``: the plan (filters, order, what is already recorded, memory
+estimates), first-fit admission, and a tiny queue end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from liverank.cli import main
+from liverank.errors import ConfigError
+from liverank.experiments.queue import (
+    QueuedRun,
+    QueueSpec,
+    next_fitting,
+    plan_queue,
+    run_queue,
+)
+from liverank.experiments.runner import RESULTS, read_results
+from liverank.experiments.spec import ExperimentSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = {"train.epochs": 1, "train.max_batches_per_epoch": 5, "train.batch_size": 256}
+
+
+def _experiment(tmp_path: Path, name: str, seeds=(0, 1), worlds=(3,)) -> Path:
+    raw = {
+        "name": name,
+        "claim": "smoke test of the queue",
+        "baseline": "mlp",
+        "headline": "din",
+        "configs": {
+            "mlp": {"config": str(ROOT / "configs/mlp.yaml"), "overrides": QUICK},
+            "din": {"config": str(ROOT / "configs/din.yaml"), "overrides": QUICK},
+        },
+        "grid": {
+            "model_seeds": list(seeds),
+            "world": {"preset": "tiny", "seeds": list(worlds)},
+            "variants": {"base": {"n_days": 3}, "short": {"n_days": 3, "session_median_min": 60.0}},
+        },
+        "underpowered_ok": True,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _queue(tmp_path: Path, entries: list[dict], **extra) -> QueueSpec:
+    path = tmp_path / "queue.yaml"
+    path.write_text(yaml.safe_dump({"entries": entries, **extra}, sort_keys=False))
+    return QueueSpec.load(path)
+
+
+def _record(root: Path, spec: ExperimentSpec, key, peak: float | None) -> None:
+    out = root / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    line = {"hash": key.hash(spec), "experiment": spec.name, "config": key.config}
+    if peak is not None:
+        line["peak_rss_gb"] = peak
+    with (out / RESULTS).open("a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def test_the_plan_follows_the_entries_filters_and_grid_order(tmp_path):
+    a = _experiment(tmp_path, "first")
+    queue = _queue(
+        tmp_path,
+        [
+            {"experiment": str(a), "configs": ["din"], "variants": ["short"], "limit": 1},
+            {"experiment": str(a), "model_seeds": [1], "variants": ["base"]},
+        ],
+    )
+    runs = plan_queue(queue, tmp_path / "results", default_gb=3.0)
+    got = [(r.key.config, r.key.variant, r.key.model_seed) for r in runs]
+    # entry 1: din on 'short', the grid's first such run only; entry 2: seed 1 on base, the
+    # baseline and the headline side by side (the grid's order)
+    assert got == [("din", "short", 0), ("mlp", "base", 1), ("din", "base", 1)]
+    assert {r.memory_from for r in runs} == {"default"} and {r.memory_gb for r in runs} == {3.0}
+    assert {r.out for r in runs} == {tmp_path / "results" / "first"}
+
+
+def test_recorded_and_repeated_runs_are_skipped_and_peaks_become_estimates(tmp_path):
+    a = _experiment(tmp_path, "first")
+    spec = ExperimentSpec.load(a)
+    root = tmp_path / "results"
+    keys = spec.runs()
+    mlp_keys = [k for k in keys if k.config == "mlp"]
+    _record(root, spec, mlp_keys[0], peak=2.5)
+    _record(root, spec, mlp_keys[1], peak=4.0)
+    # the same grid under another name counts too (same content hash)
+    twin_path = _experiment(tmp_path, "twin")
+    twin = ExperimentSpec.load(twin_path)
+    _record(root, twin, [k for k in twin.runs() if k.config == "din"][0], peak=None)
+    queue = _queue(
+        tmp_path,
+        [
+            {"experiment": str(a), "variants": ["base"]},
+            {"experiment": str(a), "configs": ["mlp"], "memory_gb": 1.5},  # base ones repeat
+        ],
+    )
+    runs = plan_queue(queue, root, default_gb=9.0)
+    labels = [(r.key.config, r.key.variant, r.key.model_seed) for r in runs]
+    assert ("mlp", "base", 0) not in labels and ("mlp", "base", 1) not in labels  # recorded
+    assert ("din", "base", 0) not in labels  # recorded by the twin
+    assert labels.count(("din", "base", 1)) == 1
+    by_label = {(r.key.config, r.key.variant, r.key.model_seed): r for r in runs}
+    # din has no peak recorded: the default; mlp's 'short' runs come from entry 2 (memory_gb)
+    assert by_label[("din", "base", 1)].memory_from == "default"
+    assert by_label[("mlp", "short", 0)].memory_gb == 1.5
+    assert by_label[("mlp", "short", 0)].memory_from == "entry"
+    # an entry without memory_gb takes the config's largest recorded peak
+    runs = plan_queue(_queue(tmp_path, [{"experiment": str(a), "configs": ["mlp"]}]), root)
+    assert {(r.memory_gb, r.memory_from) for r in runs} == {(4.0, "recorded")}
+
+
+@pytest.mark.parametrize(
+    "entry, named",
+    [
+        ({"configs": ["dinn"]}, "configs ['dinn']"),
+        ({"variants": ["long"]}, "variants ['long']"),
+        ({"model_seeds": [7]}, "model_seeds [7]"),
+        ({"world_seeds": [0]}, "world_seeds [0]"),
+    ],
+)
+def test_a_filter_naming_what_the_grid_lacks_is_refused(tmp_path, entry, named):
+    a = _experiment(tmp_path, "first")
+    with pytest.raises(ConfigError, match=re.escape(named) + ".*are not in"):
+        plan_queue(_queue(tmp_path, [{"experiment": str(a), **entry}]), tmp_path / "results")
+
+
+def test_a_malformed_queue_file_is_refused_naming_the_field(tmp_path):
+    path = tmp_path / "queue.yaml"
+    path.write_text(yaml.safe_dump({"entries": [{"experiment": "x.yaml", "limit": 0}]}))
+    with pytest.raises(ConfigError, match="limit"):
+        QueueSpec.load(path)
+    path.write_text(yaml.safe_dump({"entries": [{"experiment": "x.yaml", "config": ["a"]}]}))
+    with pytest.raises(ConfigError, match="config"):
+        QueueSpec.load(path)
+    path.write_text(yaml.safe_dump({"entries": []}))
+    with pytest.raises(ConfigError, match="entries"):
+        QueueSpec.load(path)
+
+
+def _fake(memory: float) -> QueuedRun:
+    return QueuedRun(spec=None, key=None, out=Path("."), memory_gb=memory, memory_from="entry")  # type: ignore[arg-type]
+
+
+def test_admission_in_order_and_with_backfill():
+    big, small = _fake(14.0), _fake(6.0)
+    for backfill in (False, True):
+        assert next_fitting([big, small], 0.0, 10.0, backfill) == 0  # idle: the head
+        assert next_fitting([big, small], 6.0, 21.0, backfill) == 0
+        assert next_fitting([big, small], 16.0, 21.0, backfill) is None
+        assert next_fitting([], 0.0, 21.0, backfill) is None
+    # the head does not fit beside 8 GB: in order it waits, with backfill the small run starts
+    assert next_fitting([big, small], 8.0, 21.0) is None
+    assert next_fitting([big, small], 8.0, 21.0, backfill=True) == 1
+
+
+@pytest.mark.slow
+def test_a_tiny_queue_runs_two_experiments_in_order_and_resumes(tmp_path, capsys):
+    a, b = _experiment(tmp_path, "first", seeds=(0,)), _experiment(tmp_path, "second", seeds=(0,))
+    queue = _queue(
+        tmp_path,
+        [
+            {"experiment": str(a), "configs": ["din"], "variants": ["base"]},
+            {"experiment": str(b), "configs": ["mlp"], "variants": ["base"]},
+        ],
+    )
+    root, cache = tmp_path / "results", tmp_path / "cache"
+    events: list[str] = []
+    result = run_queue(
+        queue, root, cache, jobs=2, memory_gb=8.0, default_gb=1.0, on_event=events.append
+    )
+    assert result.failed == [] and len(result.ran) == 2
+    first, second = read_results(root / "first"), read_results(root / "second")
+    assert [(r["config"], r["experiment"]) for r in first] == [("din", "first")]
+    assert [(r["config"], r["experiment"]) for r in second] == [("mlp", "second")]
+    assert 0.0 < first[0]["metrics"]["all"]["ctr"]["auc"] < 1.0
+    assert any(e.startswith("start first/din/base") for e in events)
+    assert sum(e.startswith("recorded") for e in events) == 2
+    # nothing left: a second call plans nothing, and the CLI's dry run says so
+    assert plan_queue(queue, root) == []
+    assert run_queue(queue, root, cache, memory_gb=8.0).ran == []
+    path = tmp_path / "queue.yaml"
+    assert main(["experiment", "queue", str(path), "--results", str(root), "--dry-run"]) == 0
+    assert "0 runs left" in capsys.readouterr().err
+
+
+def test_the_cli_refuses_a_queue_without_a_memory_budget(tmp_path, capsys):
+    a = _experiment(tmp_path, "first")
+    _queue(tmp_path, [{"experiment": str(a)}])
+    code = main(["experiment", "queue", str(tmp_path / "queue.yaml"), "--results", str(tmp_path)])
+    assert code != 0 and "memory budget" in capsys.readouterr().err
+
+
+def test_the_committed_queue_names_only_what_its_grids_have(monkeypatch):
+    """experiments/queues/next.yaml (docs/experiments.md, "What runs next") plans without error."""
+    monkeypatch.chdir(ROOT)
+    queue = QueueSpec.load(ROOT / "experiments/queues/next.yaml")
+    runs = plan_queue(queue, ROOT / "results")
+    assert len(
+        {
+            (r.key.experiment, r.key.config, r.key.variant, r.key.model_seed, r.key.world_seed)
+            for r in runs
+        }
+    ) == len(runs)
