@@ -21,6 +21,7 @@ regenerated from them. The world / sample cache (large, rebuilt from seeds) defa
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from liverank.cli_args import positive_float, positive_int
@@ -272,7 +273,9 @@ def cmd_experiment_queue(args: argparse.Namespace) -> int:
         threads=args.threads,
         device=args.device,
         backfill=args.backfill,
-        on_event=lambda line: console.print(escape(line), highlight=False),
+        on_event=lambda line: console.print(
+            f"{time.strftime('%H:%M:%S')} {escape(line)}", highlight=False
+        ),
     )
     console.print(
         f"queue {args.file}: {len(result.ran)} runs recorded, {len(result.failed)} failed"
