@@ -15,6 +15,7 @@ from liverank.errors import ConfigError
 from liverank.experiments.queue import (
     QueuedRun,
     QueueSpec,
+    learn_estimate,
     next_fitting,
     plan_queue,
     run_queue,
@@ -208,3 +209,27 @@ def test_the_committed_queue_names_only_what_its_grids_have(monkeypatch):
             for r in runs
         }
     ) == len(runs)
+
+
+def test_a_configs_first_recorded_peak_sizes_its_later_runs(tmp_path):
+    a = _experiment(tmp_path, "first")
+    runs = plan_queue(_queue(tmp_path, [{"experiment": str(a)}]), tmp_path / "results", 14.0)
+    din = [r for r in runs if r.key.config == "din"]
+    mlp = [r for r in runs if r.key.config == "mlp"]
+    pending = din[1:] + mlp
+    assert learn_estimate(pending, din[0], None) == 0  # no peak recorded: nothing learned
+    assert learn_estimate(pending, din[0], 3.0) == len(din) - 1
+    assert {(r.memory_gb, r.memory_from) for r in pending if r.key.config == "din"} == {
+        (3.0, "learned")
+    }
+    assert {(r.memory_gb, r.memory_from) for r in pending if r.key.config == "mlp"} == {
+        (14.0, "default")
+    }
+    learn_estimate(pending, din[1], 5.0)  # a larger peak later: the estimate is the largest
+    learn_estimate(pending, din[2], 4.0)
+    assert {r.memory_gb for r in pending if r.key.config == "din"} == {5.0}
+    # an estimate the entry gave is kept
+    fixed = plan_queue(
+        _queue(tmp_path, [{"experiment": str(a), "memory_gb": 2.0}]), tmp_path / "results"
+    )
+    assert learn_estimate(fixed[1:], fixed[0], 9.0) == 0

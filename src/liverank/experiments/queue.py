@@ -26,13 +26,16 @@ the priority: a large run is never overtaken). ``backfill=True`` starts the firs
 fits instead (first fit: no idle slot, but a large run may wait for long). With nothing
 running, the head starts whatever its estimate. A run's world and samples are built (when not cached) in a short-lived
 process of their own, just before it starts, inside its share of the budget. The estimate of a run is the entry's ``memory_gb``, else the largest
-``peak_rss_gb`` recorded for its experiment config (any variant), else ``default_gb``.
+``peak_rss_gb`` recorded for its experiment config (any variant), else ``default_gb`` until the
+config's first run in the queue records its peak, which the config's later runs then take
+("learned").
 A run that fails is logged with its error and the queue goes on; the command exits non-zero
 at the end if any failed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -105,7 +108,7 @@ class QueuedRun:
     key: RunKey
     out: Path  # RESULTS/<experiment name>
     memory_gb: float
-    memory_from: str  # "entry", "recorded" or "default"
+    memory_from: str  # "entry", "recorded", "default" or "learned"
 
     @property
     def label(self) -> str:
@@ -202,6 +205,22 @@ def next_fitting(
         if in_use_gb + run.memory_gb <= budget_gb:
             return i
     return None
+
+
+def learn_estimate(pending: list[QueuedRun], done: QueuedRun, peak_gb: float | None) -> int:
+    """After ``done`` recorded ``peak_gb``: the pending runs of the same experiment config whose
+    estimate was the default (no run of it recorded when the queue was planned) take it
+    instead, so the config's first run sizes the rest. Returns how many changed."""
+    if peak_gb is None:
+        return 0
+    changed = 0
+    for i, run in enumerate(pending):
+        same = run.key.experiment == done.key.experiment and run.key.config == done.key.config
+        if same and run.memory_from in ("default", "learned"):
+            learned = max(peak_gb, run.memory_gb) if run.memory_from == "learned" else peak_gb
+            pending[i] = dataclasses.replace(run, memory_gb=learned, memory_from="learned")
+            changed += 1
+    return changed
 
 
 @dataclass
@@ -311,6 +330,7 @@ def run_queue(
                 _append(run.out, record)
                 result.ran.append(run.label)
                 seconds, peak = record.get("seconds"), record.get("peak_rss_gb")
+                learn_estimate(pending, run, peak)
                 say(f"recorded {run.label} in {seconds} s, peak {peak} GB ({len(pending)} left)")
             if broken:
                 for run in running.values():
