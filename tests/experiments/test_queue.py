@@ -233,3 +233,14 @@ def test_a_configs_first_recorded_peak_sizes_its_later_runs(tmp_path):
         _queue(tmp_path, [{"experiment": str(a), "memory_gb": 2.0}]), tmp_path / "results"
     )
     assert learn_estimate(fixed[1:], fixed[0], 9.0) == 0
+
+
+def test_a_run_recorded_by_another_runner_after_planning_is_seen(tmp_path):
+    from liverank.experiments.queue import _recorded_meanwhile
+
+    a = _experiment(tmp_path, "first")
+    root = tmp_path / "results"
+    runs = plan_queue(_queue(tmp_path, [{"experiment": str(a)}]), root)
+    assert not _recorded_meanwhile(runs[0]) and not _recorded_meanwhile(runs[1])
+    _record(root, runs[0].spec, runs[0].key, peak=1.0)
+    assert _recorded_meanwhile(runs[0]) and not _recorded_meanwhile(runs[1])

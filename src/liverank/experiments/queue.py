@@ -16,7 +16,8 @@ Each entry selects runs of one experiment file (every run of the grid by default
 ``variants``, ``model_seeds``, ``world_seeds`` filter; ``limit`` caps how many), in the grid's
 own order (:meth:`ExperimentSpec.runs`). A run already recorded under the results root (by this
 experiment or a sibling with the same content hash) or selected by an earlier entry is not run
-again. Records go to ``RESULTS/<experiment name>/results.jsonl``, as ``liverank experiment run``
+again (checked again just before a run starts: another runner on the same results may have
+made it meanwhile). Records go to ``RESULTS/<experiment name>/results.jsonl``, as ``liverank experiment run``
 writes them (resumable: a killed queue, started again, runs what is left).
 
 Scheduling: up to ``jobs`` runs at a time, each in a fresh worker process (memory is returned
@@ -59,6 +60,7 @@ from liverank.experiments.runner import (
     _json_safe,
     _worker,
     prepare,
+    read_results,
     reuse_records,
 )
 from liverank.experiments.spec import ExperimentSpec, RunKey
@@ -244,6 +246,14 @@ def _append(out: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def _recorded_meanwhile(run: QueuedRun) -> bool:
+    """Whether ``run`` has a record in its results file now (another runner on the same results,
+    e.g. a second queue or an ``experiment run`` split by ``--configs``, made it after this
+    queue was planned)."""
+    run_hash = run.key.hash(run.spec)
+    return any(r.get("hash") == run_hash for r in read_results(run.out))
+
+
 def _prepare_apart(ctx: Any, run: QueuedRun, cache: Path) -> dict[str, Path]:
     """:func:`~liverank.experiments.runner.prepare` in a process of its own, so that the memory
     of a world or sample build (GBs at the ``evidence`` scale) is returned when it ends instead
@@ -303,6 +313,9 @@ def run_queue(
                 if i is None:
                     break
                 run = pending.pop(i)
+                if _recorded_meanwhile(run):
+                    say(f"skip {run.label}: recorded by another runner meanwhile")
+                    continue
                 try:
                     paths = _prepare_apart(ctx, run, cache)
                 except Exception as exc:  # a world or sample build that fails: report, go on
