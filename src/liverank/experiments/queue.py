@@ -37,10 +37,8 @@ at the end if any failed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import multiprocessing
-import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -54,11 +52,10 @@ from liverank.config import read_yaml_mapping, validate_as
 from liverank.errors import ConfigError
 from liverank.experiments.runner import (
     RESULTS,
-    _config,
     _drop_torn_tail,
-    _forecast_config,
-    _json_safe,
     _worker,
+    append_record,
+    check_configs,
     prepare,
     read_results,
     reuse_records,
@@ -144,11 +141,11 @@ def _selected(entry: QueueEntry, key: RunKey) -> bool:
     )
 
 
-def _recorded_peaks(spec: ExperimentSpec, records: dict[str, dict]) -> dict[str, float]:
-    """The largest recorded ``peak_rss_gb`` per config of ``spec`` (its runs' hashes)."""
+def _recorded_peaks(hashes: dict[RunKey, str], records: dict[str, dict]) -> dict[str, float]:
+    """The largest recorded ``peak_rss_gb`` per config among the runs ``hashes`` (key -> hash)."""
     peaks: dict[str, float] = {}
-    for key in spec.runs():
-        peak = records.get(key.hash(spec), {}).get("peak_rss_gb")
+    for key, run_hash in hashes.items():
+        peak = records.get(run_hash, {}).get("peak_rss_gb")
         if peak is not None:
             peaks[key.config] = max(peaks.get(key.config, 0.0), float(peak))
     return peaks
@@ -168,12 +165,12 @@ def plan_queue(
     for entry in queue.entries:
         spec = ExperimentSpec.load(entry.experiment)
         _check_filter(entry, spec)
-        peaks = _recorded_peaks(spec, records)
+        hashes = {key: key.hash(spec) for key in spec.runs()}  # in grid order
+        peaks = _recorded_peaks(hashes, records)
         chosen = 0
-        for key in spec.runs():
+        for key, run_hash in hashes.items():
             if entry.limit is not None and chosen >= entry.limit:
                 break
-            run_hash = key.hash(spec)
             if not _selected(entry, key) or run_hash in seen:
                 continue
             seen.add(run_hash)
@@ -233,19 +230,6 @@ class QueueResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (label, error)
 
 
-def _append(out: Path, record: dict[str, Any]) -> None:
-    """One ``os.write`` per record on an O_APPEND descriptor (the runner's rule: a line lands
-    whole, also beside another runner writing to the same file)."""
-    out.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(_json_safe(record)) + "\n").encode()
-    fd = os.open(out / RESULTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        if os.write(fd, line) != len(line):  # pragma: no cover - a full disk
-            raise OSError(f"short write to {out / RESULTS}")
-    finally:
-        os.close(fd)
-
-
 def _recorded_meanwhile(run: QueuedRun) -> bool:
     """Whether ``run`` has a record in its results file now (another runner on the same results,
     e.g. a second queue or an ``experiment run`` split by ``--configs``, made it after this
@@ -286,20 +270,21 @@ def run_queue(
 
     resolve_device(device)
     say = on_event or (lambda line: log.info("%s", line))
-    pending = plan_queue(queue, results_root, default_gb)
     cache = Path(cache_dir)
-    for out in {r.out for r in pending}:
+    specs: dict[str, ExperimentSpec] = {}
+    for entry in queue.entries:  # every file and filter checked before anything is written
+        spec = ExperimentSpec.load(entry.experiment)
+        _check_filter(entry, spec)
+        specs.setdefault(spec.name, spec)
+    # as `experiment run` does for its grid: a torn last line dropped, sibling records copied
+    for spec in specs.values():
+        out = Path(results_root) / spec.name
         out.mkdir(parents=True, exist_ok=True)
         _drop_torn_tail(out / RESULTS)
-    for spec in {r.spec.name: r.spec for r in pending}.values():
-        reuse_records(spec, Path(results_root) / spec.name)
-    pending = plan_queue(queue, results_root, default_gb)  # copied records are done now
-    # every (experiment, config) once: a bad config fails before any run
-    for run in {(r.spec.name, r.key.config): r for r in pending}.values():
-        if run.key.stream_mode == "forecast":
-            _forecast_config(run.spec, run.key)
-        else:
-            _config(run.spec, run.key, Path("unused"), device="cpu", threads=1)
+        reuse_records(spec, out)
+    pending = plan_queue(queue, results_root, default_gb)
+    for spec in {r.spec.name: r.spec for r in pending}.values():  # a bad config fails now
+        check_configs(spec, [r.key for r in pending if r.spec.name == spec.name])
     say(f"queue: {len(pending)} runs to make, {jobs} at a time within {budget:g} GB")
     result = QueueResult()
     running: dict[Future, QueuedRun] = {}
@@ -340,7 +325,7 @@ def run_queue(
                     result.failed.append((run.label, f"{type(exc).__name__}: {exc}"))
                     say(f"FAILED {run.label}: {type(exc).__name__}: {exc}")
                     continue
-                _append(run.out, record)
+                append_record(run.out, record)
                 result.ran.append(run.label)
                 seconds, peak = record.get("seconds"), record.get("peak_rss_gb")
                 learn_estimate(pending, run, peak)

@@ -596,11 +596,7 @@ def run_grid(
     ]
     if limit is not None:
         todo = todo[:limit]
-    for key in {k.config: k for k in todo}.values():  # every config once: fail before any run
-        if key.stream_mode == "forecast":
-            _forecast_config(spec, key)
-        else:
-            _config(spec, key, Path("unused"), device="cpu", threads=1)
+    check_configs(spec, todo)
     log.info("%s: %d runs, %d done, %d to run", spec.name, len(spec.runs()), len(done), len(todo))
     columns = [
         TextColumn("{task.description}"),
@@ -609,23 +605,37 @@ def run_grid(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    # one os.write per record on an O_APPEND descriptor: a line lands whole, also when two
-    # runners (a grid split with --configs) append to the same results directory
+    with Progress(*columns, disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"experiment {spec.name} ({jobs} jobs)", total=len(todo))
+
+        def write(record: dict[str, Any]) -> None:
+            append_record(out, record)
+            bar.advance(task)
+
+        _run_todo(spec, todo, out, cache, write, jobs, device, threads)
+    return len(todo)
+
+
+def check_configs(spec: ExperimentSpec, keys: list[RunKey]) -> None:
+    """Load the config of every arm among ``keys`` once, so that a bad one fails before any run."""
+    for key in {k.config: k for k in keys}.values():
+        if key.stream_mode == "forecast":
+            _forecast_config(spec, key)
+        else:
+            _config(spec, key, Path("unused"), device="cpu", threads=1)
+
+
+def append_record(out: Path, record: dict[str, Any]) -> None:
+    """Append ``record`` to ``OUT/results.jsonl`` with one ``os.write`` on an O_APPEND
+    descriptor: a line lands whole, also when two runners (a grid split with ``--configs``, a
+    queue) append to the same results directory."""
+    line = (json.dumps(_json_safe(record)) + "\n").encode()
     fd = os.open(out / RESULTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        with Progress(*columns, disable=not progress, transient=True) as bar:
-            task = bar.add_task(f"experiment {spec.name} ({jobs} jobs)", total=len(todo))
-
-            def write(record: dict[str, Any]) -> None:
-                line = (json.dumps(_json_safe(record)) + "\n").encode()
-                if os.write(fd, line) != len(line):  # pragma: no cover - a full disk
-                    raise OSError(f"short write to {out / RESULTS}")
-                bar.advance(task)
-
-            _run_todo(spec, todo, out, cache, write, jobs, device, threads)
+        if os.write(fd, line) != len(line):  # pragma: no cover - a full disk
+            raise OSError(f"short write to {out / RESULTS}")
     finally:
         os.close(fd)
-    return len(todo)
 
 
 def reuse_records(spec: ExperimentSpec, out: Path) -> int:
@@ -658,13 +668,8 @@ def reuse_records(spec: ExperimentSpec, out: Path) -> int:
                     "reused_from": other.parent.name,
                 }
             )
-    if copies:
-        fd = os.open(out / RESULTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            for record in copies:
-                os.write(fd, (json.dumps(record) + "\n").encode())
-        finally:
-            os.close(fd)
+    for record in copies:
+        append_record(out, record)
     return len(copies)
 
 
