@@ -244,3 +244,54 @@ def test_a_run_recorded_by_another_runner_after_planning_is_seen(tmp_path):
     assert not _recorded_meanwhile(runs[0]) and not _recorded_meanwhile(runs[1])
     _record(root, runs[0].spec, runs[0].key, peak=1.0)
     assert _recorded_meanwhile(runs[0]) and not _recorded_meanwhile(runs[1])
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter of ``pid`` from /proc (None when there is no such process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_workers_end_when_their_runner_is_killed() -> None:
+    """A queue or grid killed from outside cannot shut its pool down: its workers must not train
+    on with nobody left to record their results."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    import liverank
+
+    code = textwrap.dedent(
+        """
+        import time
+        from liverank.experiments.runner import worker_pool
+        pool = worker_pool(1)
+        future = pool.submit(time.sleep, 300)
+        while not pool._processes:
+            time.sleep(0.05)
+        print(*pool._processes, flush=True)
+        future.result()
+        """
+    )
+    src = str(Path(liverank.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    runner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
+    try:
+        assert runner.stdout is not None
+        worker = int(runner.stdout.readline().split()[0])
+        time.sleep(0.5)
+        assert _state(worker) not in (None, "Z")  # the worker is running
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+    deadline = time.monotonic() + 30
+    while _state(worker) not in (None, "Z") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _state(worker) in (None, "Z"), "the worker outlived its runner"

@@ -172,3 +172,29 @@ def test_bad_arguments_raise_config_error() -> None:
         enc(h, e[:, :2], mask, target)
     with pytest.raises(ConfigError, match="target"):
         enc(h, e, mask, target[:, :3])
+
+
+@pytest.mark.parametrize("prototypes", ["pooled", "learnable"])
+def test_shared_sequences_equal_the_call_on_expanded_rows(prototypes: str) -> None:
+    """``rows``: 3 distinct sequences (one empty) read by 7 batch rows with their own targets;
+    outputs and gradients equal the call on the sequences expanded to the batch."""
+    h, e, mask, _ = _inputs(3, 6, 4, seed=5)
+    mask[2] = False
+    rows = torch.tensor([0, 0, 1, 2, 1, 0, 2])
+    target = torch.randn(7, 4, generator=torch.Generator().manual_seed(6))
+    enc = DisentangledEncoder(4, prototypes)  # type: ignore[arg-type]
+    results = []
+    for shared in (True, False):
+        hh, ee = h.clone().requires_grad_(True), e.clone().requires_grad_(True)
+        if shared:
+            out = enc(hh, ee, mask, target, rows)
+        else:
+            out = enc(hh[rows], ee[rows], mask[rows], target)
+        (out.z_c.pow(2).sum() + out.z_s.sum() + out.consistent_share()).backward()
+        results.append((out, hh.grad, ee.grad))
+    (got, gh, ge), (want, wh, we) = results
+    for x, y in zip(got, want, strict=True):
+        torch.testing.assert_close(x, y)
+    torch.testing.assert_close(gh, wh)
+    if prototypes == "pooled":
+        torch.testing.assert_close(ge, we)

@@ -190,3 +190,40 @@ def test_sequence_encoders_run_once_per_request_with_the_per_row_results() -> No
     assert g_g.keys() == g_w.keys()
     for name, g in g_w.items():
         torch.testing.assert_close(g_g[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_dual_sequence_baseline_encodes_each_request_once_with_the_per_row_results() -> None:
+    """bst_dual on batches of whole requests: its Transformers see each request's sequences
+    once (as eLiveRec's do), and outputs, loss and gradients equal those without dedup."""
+    from liverank.models.synthetic import as_request
+
+    parts = [as_request(b) for b in synthetic_batches(FM, 4, 8, seed=4)]  # 4 requests x 8 rows
+    batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    results = {}
+    for flag in (False, True):
+        cfg = get_config("bst_dual")
+        spec = next(m for m in cfg.modules if m.name == "bst")
+        spec.params = {**spec.params, "dedup_rows": flag}
+        torch.manual_seed(0)
+        model = Ranker(FM, cfg)
+        model.train()
+        calls: list[int] = []
+        hook = model.feature_modules["bst"].encoders[0].register_forward_hook(
+            lambda m, i, o, calls=calls: calls.append(len(o))
+        )
+        out = model(batch)
+        loss, _ = model.loss(batch, out)
+        loss.backward()
+        hook.remove()
+        grads = {
+            n: p.grad.to_dense().clone() for n, p in model.named_parameters() if p.grad is not None
+        }
+        results[flag] = (out, loss, grads, calls)
+    (want, loss_w, g_w, calls_w), (got, loss_g, g_g, calls_g) = results[False], results[True]
+    assert calls_w == [32] and calls_g == [4]
+    for task in want.logits:
+        torch.testing.assert_close(got.logits[task], want.logits[task], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss_g, loss_w, rtol=1e-5, atol=1e-6)
+    assert g_g.keys() == g_w.keys()
+    for name, g in g_w.items():
+        torch.testing.assert_close(g_g[name], g, rtol=1e-4, atol=1e-6, msg=name)

@@ -38,13 +38,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,6 +57,7 @@ from liverank.experiments.runner import (
     prepare,
     read_results,
     reuse_records,
+    worker_pool,
 )
 from liverank.experiments.spec import ExperimentSpec, RunKey
 from liverank.experiments.status import recorded
@@ -238,11 +237,11 @@ def _recorded_meanwhile(run: QueuedRun) -> bool:
     return any(r.get("hash") == run_hash for r in read_results(run.out))
 
 
-def _prepare_apart(ctx: Any, run: QueuedRun, cache: Path) -> dict[str, Path]:
+def _prepare_apart(run: QueuedRun, cache: Path) -> dict[str, Path]:
     """:func:`~liverank.experiments.runner.prepare` in a process of its own, so that the memory
     of a world or sample build (GBs at the ``evidence`` scale) is returned when it ends instead
     of staying with the queue's process beside the running workers."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1) as one:
+    with worker_pool(1, max_tasks_per_child=1) as one:
         return one.submit(prepare, run.spec, run.key, cache).result()
 
 
@@ -288,8 +287,8 @@ def run_queue(
     say(f"queue: {len(pending)} runs to make, {jobs} at a time within {budget:g} GB")
     result = QueueResult()
     running: dict[Future, QueuedRun] = {}
-    ctx = multiprocessing.get_context("spawn")  # polars / torch thread pools survive no fork
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1)
+    # spawned workers that end with this process (a queue killed from outside leaves none)
+    pool = worker_pool(jobs, max_tasks_per_child=1)
     try:
         while pending or running:
             while len(running) < jobs:
@@ -302,7 +301,7 @@ def run_queue(
                     say(f"skip {run.label}: recorded by another runner meanwhile")
                     continue
                 try:
-                    paths = _prepare_apart(ctx, run, cache)
+                    paths = _prepare_apart(run, cache)
                 except Exception as exc:  # a world or sample build that fails: report, go on
                     result.failed.append((run.label, f"{type(exc).__name__}: {exc}"))
                     say(f"FAILED (preparing) {run.label}: {type(exc).__name__}: {exc}")
@@ -336,7 +335,7 @@ def run_queue(
                     say(f"FAILED {run.label}: its worker pool died")
                 running.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1)
+                pool = worker_pool(jobs, max_tasks_per_child=1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return result

@@ -39,6 +39,7 @@ import multiprocessing
 import os
 import resource
 import subprocess
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -673,6 +674,46 @@ def reuse_records(spec: ExperimentSpec, out: Path) -> int:
     return len(copies)
 
 
+#: how often a worker process checks that the process that started it is alive (seconds)
+ORPHAN_CHECK_S = 2.0
+
+
+def exit_with_parent(parent: int, interval_s: float = ORPHAN_CHECK_S) -> None:
+    """Worker-pool initializer: end this process when ``parent`` (the pid of the process that
+    made the pool) is no longer its parent.
+
+    A runner killed from outside (``kill``, a lost terminal) cannot shut its pool down, and
+    its workers would train on for an hour each with nobody to record their results (records
+    are written by the parent). A daemon thread polls the parent pid and exits this process when
+    the parent is gone (the worker is re-parented: its parent pid changes). The pid is passed
+    in rather than read here: a parent killed while the worker was still starting would
+    otherwise be missed.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    if os.getppid() != parent:  # already gone while this process started
+        os._exit(3)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def worker_pool(jobs: int, **kwargs: Any) -> ProcessPoolExecutor:
+    """A pool of spawned worker processes (polars / torch thread pools do not survive a fork)
+    that end with the process that made it (:func:`exit_with_parent`)."""
+    ctx = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=ctx,
+        initializer=exit_with_parent,
+        initargs=(os.getpid(),),
+        **kwargs,
+    )
+
+
 def _run_todo(spec, todo, out, cache, write, jobs: int, device: str, threads: int) -> None:
     """Run ``todo`` (``jobs`` at a time), passing each record to ``write`` as it finishes.
     Worlds and samples are prepared in the parent just before a run needs them (a grid cut
@@ -682,9 +723,7 @@ def _run_todo(spec, todo, out, cache, write, jobs: int, device: str, threads: in
             paths = prepare(spec, key, cache)
             write(run_one(spec, key, out, paths, device=device, threads=threads))
         return
-    # spawn, not fork: polars / torch thread pools do not survive a fork
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    with worker_pool(jobs) as pool:
         pending: set[Future] = set()
         queue = list(todo)
         while queue or pending:

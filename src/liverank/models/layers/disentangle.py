@@ -126,28 +126,43 @@ class DisentangledEncoder(nn.Module):
         return self.learned[0].expand(b, -1), self.learned[1].expand(b, -1)
 
     def forward(
-        self, h: torch.Tensor, e: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
+        self,
+        h: torch.Tensor,
+        e: torch.Tensor,
+        mask: torch.Tensor,
+        target: torch.Tensor,
+        rows: torch.Tensor | None = None,
     ) -> Disentangled:
-        """``h, e [B, L, d]``, ``mask [B, L]`` bool, ``target [B, d]`` -> :class:`Disentangled`."""
+        """``h, e [B, L, d]``, ``mask [B, L]`` bool, ``target [B, d]`` -> :class:`Disentangled`.
+
+        With ``rows [B]``, ``h``, ``e`` and ``mask`` hold only the distinct sequences
+        (``[U, L, ...]``) and batch row ``i`` reads sequence ``rows[i]``: the prototypes and the
+        Eq. 5 intentions, which do not read the target, are computed once per sequence (the rows
+        of one request share theirs); the outputs are per batch row, equal to the call on the
+        expanded tensors.
+        """
+        n = h.shape[0] if rows is None else rows.shape[0]
         if h.shape != e.shape or h.dim() != 3 or h.shape[-1] != self.dim:
             raise ConfigError(
                 f"h and e must both be [B, L, {self.dim}], "
                 f"got {tuple(h.shape)} and {tuple(e.shape)}"
             )
-        if mask.shape != h.shape[:2] or target.shape != (h.shape[0], self.dim):
+        if mask.shape != h.shape[:2] or target.shape != (n, self.dim):
             raise ConfigError(
                 f"mask must be [B, L] = {tuple(h.shape[:2])} and target [B, {self.dim}], got "
                 f"{tuple(mask.shape)} and {tuple(target.shape)}"
             )
         mask = mask.bool()
-        m = mask.unsqueeze(-1)  # [B, L, 1]
+        m = mask.unsqueeze(-1)  # [U, L, 1]
         h = h.masked_fill(~m, 0.0)  # padding cannot leak, even if it holds inf / NaN
         e = e.masked_fill(~m, 0.0)
-        o_c, o_s = self.prototype_vectors(e, mask)  # [B, d] each
-        protos = torch.stack([o_c, o_s], dim=1)  # [B, 2, d]
+        o_c, o_s = self.prototype_vectors(e, mask)  # [U, d] each
+        protos = torch.stack([o_c, o_s], dim=1)  # [U, 2, d]
         # Eq. 5: sum_k (h_i * o)_k for both prototypes, softmax over the two.
-        intent_logits = torch.einsum("bld,bpd->blp", h, protos) * self.scale  # [B, L, 2]
-        intent = torch.softmax(intent_logits, dim=-1) * m.to(h.dtype)  # [B, L, 2]
+        intent_logits = torch.einsum("bld,bpd->blp", h, protos) * self.scale  # [U, L, 2]
+        intent = torch.softmax(intent_logits, dim=-1) * m.to(h.dtype)  # [U, L, 2]
+        if rows is not None:  # the target-dependent part is per batch row
+            h, intent, mask = (x.index_select(0, rows) for x in (h, intent, mask))  # [B, ...]
         p_c, p_s = intent.unbind(-1)  # [B, L] each
         # Eq. 6: target attention with key = value = z_{., v_i} = p(z_.|v_i) h_i.
         t_dot_h = torch.einsum("bld,bd->bl", h, target) * self.scale  # [B, L]

@@ -23,6 +23,7 @@ from torch import nn
 from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch, FeatureModule, ModuleOutput
+from liverank.models.layers.dedup import request_rows
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.pooling import SequenceItems
 from liverank.models.registry import register_module
@@ -36,6 +37,9 @@ class BST(FeatureModule):
         domains: sequence domains (default ``live``; ``[live, product]`` is the dual model).
         query_fields: sparse fields whose embeddings are summed into the query.
         layers, heads: Transformer blocks per domain and their heads (heads divides D).
+        dedup_rows: encode each distinct sequence of the batch once (the rows of one request
+            share theirs; :mod:`liverank.models.layers.dedup`); exact, as in eLiveRec's
+            encoders, so that the two compare at equal cost per request.
     """
 
     name = "bst"
@@ -50,6 +54,7 @@ class BST(FeatureModule):
         query_fields: Sequence[str] = ("author_id", "room_category"),
         layers: int = 1,
         heads: int = 2,
+        dedup_rows: bool = True,
     ) -> None:
         super().__init__()
         missing = [f for f in query_fields if f not in feature_map.sparse_fields]
@@ -71,6 +76,10 @@ class BST(FeatureModule):
         self.out_dim = d * len(domains)
         seq_fields = tuple(c for s in self.seqs for c in s.required_fields)
         self.required_fields = (*self.query_fields, *seq_fields)
+        self.seq_fields, self.dedup_rows = tuple(dict.fromkeys(seq_fields)), dedup_rows
+        #: inputs equal in every row of one request, encoded once per request (a program
+        #: recorded for serving assumes it: liverank.serve.export.shared_fields)
+        self.shared_fields = self.seq_fields if dedup_rows else ()
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The last feed-forward layer of every domain's encoder: shared by all task heads,
@@ -81,12 +90,17 @@ class BST(FeatureModule):
         ids = torch.stack([batch[f] for f in self.query_fields], dim=-1)  # [B, Q]
         query = emb.lookup_sum(self.query_tables, ids)  # [B, D]
         outputs = []
+        # the sequences and their encoders are candidate-free: once per distinct row
+        distinct = request_rows([batch[f] for f in self.seq_fields], self.dedup_rows)
+        sub = {f: distinct.take(batch[f]) for f in self.seq_fields} if distinct else batch
         for seq, enc in zip(self.seqs, self.encoders, strict=True):
-            e = seq.items(batch, emb)  # [B, L, D]
-            mask = seq.mask(batch)  # [B, L]
+            e = seq.items(sub, emb)  # [U, L, D] (U = B without dedup)
+            mask = seq.mask(sub)  # [U, L]
             pad = ~mask
             pad[:, 0] &= mask.any(1)  # an empty row attends to its first slot, masked below
-            h = enc(e, src_key_padding_mask=pad)  # [B, L, D]
+            h = enc(e, src_key_padding_mask=pad)  # [U, L, D]
+            if distinct is not None:  # per batch row: the attention reads the candidate
+                mask, h = distinct.expand(mask), distinct.expand(h)  # [B, L], [B, L, D]
             logits = torch.einsum("bld,bd->bl", h, query) / math.sqrt(h.shape[-1])  # [B, L]
             att = torch.softmax(logits.masked_fill(~mask, float("-inf")), -1).nan_to_num(0.0)
             outputs.append(torch.einsum("bl,bld->bd", att * mask, h))  # [B, D]

@@ -201,15 +201,17 @@ class ELiveRec(FeatureModule):
             pad = ~mask
             pad[:, 0] &= mask.any(1)
             h = enc(e, src_key_padding_mask=pad)  # [U, L, d]
-            if distinct is not None:  # per batch row: the retrieval reads the candidate
-                e, mask, h = distinct.expand(e), distinct.expand(mask), distinct.expand(h)
-            nonempty.append(mask.any(1))
-            if self.disentangle:
-                out = self.dis[k](h, e, mask, target)
+            rows = distinct.inverse if distinct is not None else None
+            if self.disentangle:  # its target-free half runs on the U sequences
+                out = self.dis[k](h, e, mask, target, rows)
+                nonempty.append(out.mask.any(1))
                 z.append((out.z_c, out.z_s))
                 intents += [out.z_c, out.z_s]
                 diagnostics[f"consistent_share/{seq.domain}"] = out.consistent_share().detach()
             else:
+                if distinct is not None:  # per batch row: the retrieval reads the candidate
+                    mask, h = distinct.expand(mask), distinct.expand(h)
+                nonempty.append(mask.any(1))
                 intents.append(_target_attention(h, mask, target))  # [B, d]
         f = torch.cat([static, target, *intents], dim=-1)  # [B, F]
         if self.gate is not None:
