@@ -208,8 +208,10 @@ def test_the_dual_sequence_baseline_encodes_each_request_once_with_the_per_row_r
         model = Ranker(FM, cfg)
         model.train()
         calls: list[int] = []
-        hook = model.feature_modules["bst"].encoders[0].register_forward_hook(
-            lambda m, i, o, calls=calls: calls.append(len(o))
+        hook = (
+            model.feature_modules["bst"]
+            .encoders[0]
+            .register_forward_hook(lambda m, i, o, calls=calls: calls.append(len(o)))
         )
         out = model(batch)
         loss, _ = model.loss(batch, out)

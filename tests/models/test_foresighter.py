@@ -127,3 +127,43 @@ def test_families_read_only_their_statistics() -> None:
     stats[:, ROOM_STATS.index("gmv")] += 40.0
     others["room_stats"] = stats
     assert not torch.equal(module(others, model.embeddings).representation, base)
+
+
+def test_rooms_without_products_skip_the_product_model_with_the_full_batch_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The product model runs only on rows with products (Eq. 5) and, in training, on rows with
+    a target (Eq. 4); outputs, the auxiliary loss and the gradients equal the full-batch
+    computation (the path a recorded graph takes) and the literal Eq. 4 over every row."""
+    import torch.nn.functional as F
+
+    import liverank.models.modules.foresighter as fs
+
+    batch = synthetic_batches(FM, 1, 64, seed=3)[0]
+    seq = batch["room_products"].clone()
+    seq[::3] = 0  # a third of the rooms sell nothing
+    seq[1::5, :-1] = 0  # some have only their current product: no Eq. 4 target
+    batch = {**batch, "room_products": seq}
+    results = []
+    for full in (False, True):
+        monkeypatch.setattr(fs, "capturing_graph", lambda full=full: full)
+        model = _model(categories=(3, 7, 7))
+        module = model.feature_modules["foresighter"]
+        model.train()
+        out = module(batch, model.embeddings)
+        loss = out.representation.pow(2).sum() + out.aux_losses["products"]
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+        results.append((out.representation.detach(), out.aux_losses["products"].detach(), grads))
+        if full:  # Eq. 4 over every row, the rows with a target kept afterwards
+            s = seq.long()
+            has = (s[:, -1, 0] > 0) & (s[:, -2, 0] > 0)
+            logits, _ = module.products(s[:, :-1])
+            literal = F.cross_entropy(logits[has], s[has, -1, 3])
+            torch.testing.assert_close(results[0][1], literal.detach())
+    (rep, aux, g), (rep_full, aux_full, g_full) = results
+    torch.testing.assert_close(rep, rep_full)
+    torch.testing.assert_close(aux, aux_full)
+    assert g.keys() == g_full.keys()
+    for name in g:
+        torch.testing.assert_close(g[name], g_full[name], msg=name)

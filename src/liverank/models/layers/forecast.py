@@ -153,4 +153,4 @@ class ProductTransformer(nn.Module):
         enc = self.encoder(h, mask=mask, is_causal=False)  # [B, L, D]
         enc = enc.masked_fill(pad[..., None], 0.0)  # padding positions carry nothing
         logits = self.head(enc[:, -1])  # [B, C3]: the last position is the most recent product
-        return torch.where(empty[:, None], torch.zeros_like(logits), logits), enc
+        return logits.masked_fill(empty[:, None], 0.0), enc

@@ -42,6 +42,7 @@ from liverank.data.room_sequences import PRODUCT_TABLES
 from liverank.errors import ConfigError
 from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch, FeatureModule, ModuleOutput
+from liverank.models.layers.dedup import capturing_graph
 from liverank.models.layers.embedding import EmbeddingCollection
 from liverank.models.layers.forecast import ProductTransformer, StatisticTransformer
 from liverank.models.registry import register_module
@@ -208,13 +209,41 @@ class Foresighter(FeatureModule):
         if self.products is not None:
             seq = batch["room_products"].long()  # [B, L, 4]
             if self.training:
-                logits, _ = self.products(seq[:, :-1])  # Eq. 4: the last product's category
+                # Eq. 4: the last product's category, on the rows with at least two products
+                # (the model reads each row alone: the other rows' logits would be unused)
                 has = (seq[:, -1, 0] > 0) & (seq[:, -2, 0] > 0)  # [B]
                 if bool(has.any()):
-                    aux["products"] = F.cross_entropy(logits[has], seq[has, -1, 3])
-            with torch.no_grad():
-                logits, enc = self.products(seq[:, 1:])  # Eq. 5: [B, C3], [B, L - 1, D]
-                empty = (seq[:, 1:, 0] == 0).all(dim=1, keepdim=True)  # [B, 1]
-                dist = torch.where(empty, torch.zeros_like(logits), logits.softmax(-1))
-            parts += [dist @ self.category_table.weight, enc.flatten(1)]
+                    logits, _ = self.products(seq[has, :-1])  # [H, C3]
+                    aux["products"] = F.cross_entropy(logits, seq[has, -1, 3])
+            parts += self._next_category(seq[:, 1:])
         return ModuleOutput(torch.cat(parts, dim=-1), aux_losses=aux)
+
+    def _next_category(self, seq: torch.Tensor) -> list[torch.Tensor]:
+        """Eq. 5 from the latest ``L - 1`` products ``seq [B, L - 1, 4]``: the predicted
+        category distribution (stopped) times the ranker's category table ``[B, d]``, and the
+        stopped encodings ``[B, (L - 1) D]``; both 0 for a room without products.
+
+        A room without products gives exactly zeros, so the product model runs on the other
+        rows only (most rows of a batch: rooms that sell nothing) and its ``[B, C3]``
+        distribution is never built for them; a recorded graph (export) runs every row.
+        """
+        assert self.products is not None
+        table = self.category_table.weight  # [C3, d], trained by the ranker's loss
+        present = (seq[:, :, 0] > 0).any(dim=1)  # [B]
+        if capturing_graph():
+            with torch.no_grad():
+                logits, enc = self.products(seq)  # [B, C3], [B, L - 1, D]
+                dist = logits.softmax(-1) * present[:, None].to(logits.dtype)  # [B, C3]
+            return [dist @ table, enc.flatten(1)]
+        rows = present.nonzero().squeeze(1)  # [P]
+        n, length = seq.shape[:2]
+        with torch.no_grad():
+            if rows.numel():
+                logits, enc_p = self.products(seq.index_select(0, rows))  # [P, C3], [P, L-1, D]
+                dist = logits.softmax(-1)  # [P, C3]
+            else:  # no room of the batch sells anything (attention needs a row)
+                dist = table.new_zeros(0, table.shape[0])
+                enc_p = table.new_zeros(0, length, self.products.dim)
+            enc = enc_p.new_zeros(n, *enc_p.shape[1:]).index_copy_(0, rows, enc_p)
+        zeros = table.new_zeros(n, table.shape[1])  # [B, d]
+        return [zeros.index_copy(0, rows, dist @ table), enc.flatten(1)]
