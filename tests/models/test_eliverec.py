@@ -158,58 +158,30 @@ def test_the_prediction_frame_carries_the_stay_time_in_log_seconds() -> None:
     np.testing.assert_allclose(frame["p_log_stay_s"].to_numpy(), want, rtol=1e-5, atol=1e-6)
 
 
-def test_sequence_encoders_run_once_per_request_with_the_per_row_results() -> None:
-    """Batches of whole requests: the Transformers encode each request's sequences once
-    (``dedup_rows``), and the outputs, the loss and every gradient equal the per-row reference."""
+@pytest.mark.parametrize(
+    ("config", "module_name", "seed"), [("eliverec", "eliverec", 3), ("bst_dual", "bst", 4)]
+)
+def test_sequence_encoders_run_once_per_request_with_the_per_row_results(
+    config: str, module_name: str, seed: int
+) -> None:
+    """Batches of whole requests: the Transformers of eLiveRec and of its dual-sequence baseline
+    encode each request's sequences once (``dedup_rows``: the two compare at equal cost per
+    request), and the outputs, the loss and every gradient equal the per-row reference."""
     from liverank.models.synthetic import as_request
 
-    parts = [as_request(b) for b in synthetic_batches(FM, 4, 8, seed=3)]  # 4 requests x 8 rows
+    parts = [as_request(b) for b in synthetic_batches(FM, 4, 8, seed=seed)]  # 4 requests x 8 rows
     batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     results = {}
     for flag in (False, True):
-        model = _model(dedup_rows=flag)
-        model.train()
-        calls = []
-        module = model.feature_modules["eliverec"]
-        hook = module.encoders[0].register_forward_hook(
-            lambda m, i, o, calls=calls: calls.append(len(o))
-        )
-        out = model(batch)
-        loss, _ = model.loss(batch, out)
-        loss.backward()
-        hook.remove()
-        grads = {
-            n: p.grad.to_dense().clone() for n, p in model.named_parameters() if p.grad is not None
-        }
-        results[flag] = (out, loss, grads, calls)
-    (want, loss_w, g_w, calls_w), (got, loss_g, g_g, calls_g) = results[False], results[True]
-    assert calls_w == [32] and calls_g == [4]  # rows the watched-room encoder saw
-    for task in want.logits:
-        torch.testing.assert_close(got.logits[task], want.logits[task], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(loss_g, loss_w, rtol=1e-5, atol=1e-6)
-    assert g_g.keys() == g_w.keys()
-    for name, g in g_w.items():
-        torch.testing.assert_close(g_g[name], g, rtol=1e-4, atol=1e-6, msg=name)
-
-
-def test_the_dual_sequence_baseline_encodes_each_request_once_with_the_per_row_results() -> None:
-    """bst_dual on batches of whole requests: its Transformers see each request's sequences
-    once (as eLiveRec's do), and outputs, loss and gradients equal those without dedup."""
-    from liverank.models.synthetic import as_request
-
-    parts = [as_request(b) for b in synthetic_batches(FM, 4, 8, seed=4)]  # 4 requests x 8 rows
-    batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    results = {}
-    for flag in (False, True):
-        cfg = get_config("bst_dual")
-        spec = next(m for m in cfg.modules if m.name == "bst")
+        cfg = get_config(config)
+        spec = next(m for m in cfg.modules if m.name == module_name)
         spec.params = {**spec.params, "dedup_rows": flag}
         torch.manual_seed(0)
         model = Ranker(FM, cfg)
         model.train()
         calls: list[int] = []
         hook = (
-            model.feature_modules["bst"]
+            model.feature_modules[module_name]
             .encoders[0]
             .register_forward_hook(lambda m, i, o, calls=calls: calls.append(len(o)))
         )
@@ -222,7 +194,7 @@ def test_the_dual_sequence_baseline_encodes_each_request_once_with_the_per_row_r
         }
         results[flag] = (out, loss, grads, calls)
     (want, loss_w, g_w, calls_w), (got, loss_g, g_g, calls_g) = results[False], results[True]
-    assert calls_w == [32] and calls_g == [4]
+    assert calls_w == [32] and calls_g == [4]  # rows the first domain's encoder saw
     for task in want.logits:
         torch.testing.assert_close(got.logits[task], want.logits[task], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(loss_g, loss_w, rtol=1e-5, atol=1e-6)
