@@ -68,6 +68,34 @@ def test_padding_segments_are_ignored_and_an_empty_room_gives_zero() -> None:
     assert float(a[0].detach().abs().max()) == 0.0 and float(a[1:].detach().abs().sum()) > 0
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_mfq_is_blind_to_the_scale_of_the_segment_vectors_only_when_normalized(
+    normalize: bool,
+) -> None:
+    # the unnormalised reading diverged on the simulator's large segment vectors
+    # (results/mmbee/diverged_trace.txt): with the LayerNorm, scaling the inputs (projection
+    # bias zero) leaves the representation as it is; without it the output moves
+    cfg = get_config("mmbee_mfq")
+    cfg.modules[-1].params = {"normalize": normalize}
+    torch.manual_seed(0)
+    model = Ranker(FM, cfg).eval()
+    mfq = model.feature_modules["mmbee_mfq"]
+    with torch.no_grad():
+        for proj in mfq.project.values():
+            proj.bias.zero_()
+    batch = dict(synthetic_batches(FM, 1, 32)[0])
+    big = dict(batch)
+    for m in ("visual", "speech", "text"):
+        big[f"seg_{m}"] = 30 * batch[f"seg_{m}"]
+    with torch.no_grad():
+        a = mfq(batch, model.embeddings).representation
+        b = mfq(big, model.embeddings).representation
+    if normalize:
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    else:
+        assert float((a - b).abs().max()) > 0.1
+
+
 def test_query_tokens_are_per_author_with_sparse_gradients() -> None:
     model = _model("mmbee")
     sparse, _ = model.parameter_groups()

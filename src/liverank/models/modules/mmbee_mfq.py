@@ -3,7 +3,13 @@
 Reference: ``papers/mmbee.txt``, section 4 (Eqs. 3-7). The room's real-time content is the
 multi-modal vectors of its last ``N`` 30 s segments (``--segments N`` samples,
 :mod:`liverank.data.mmbee`): ``X_v, X_s, X_t [B, N, d]`` after one linear projection per
-modality (the paper's vectors come from a frozen 8B model; ours from the simulator).
+modality (the paper's vectors come from a frozen 8B model; ours from the simulator) and a
+LayerNorm per modality (``normalize``, ours, not the paper's). Without it training diverged
+(``results/mmbee/diverged_trace.txt``): Eq. 3 multiplies two learned projections inside a
+softmax, so the softmax's input grows with the square of the projection weights; on the
+simulator's segment vectors (mean L2 norms 7 / 14 / 23 for visual / speech / text) the
+projection gradients exploded around step 1,300-1,900 and by step 2,000 every logit was
+constant. LayerNorm holds each ``X_m`` at unit scale per segment whatever the weights are.
 
 * **Orthogonal projection** (Eqs. 3-4), for each target modality ``m`` and the others ``o``::
 
@@ -66,6 +72,8 @@ class MMBeeMFQ(FeatureModule):
         heads: attention heads.
         modalities: the modalities read (Table 5 drops one at a time).
         author_field: the sparse field whose id picks the query tokens.
+        normalize: LayerNorm each projected modality before Eqs. 3-7 (module doc; ``False``
+            is the unnormalised reading that diverged, kept to reproduce it).
     """
 
     name = "mmbee_mfq"
@@ -89,6 +97,7 @@ class MMBeeMFQ(FeatureModule):
         heads: int = 4,
         modalities: Sequence[str] = MODALITIES,
         author_field: str = "author_id",
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         if feature_map.segments < 1 or feature_map.segment_dim < 1:
@@ -107,6 +116,9 @@ class MMBeeMFQ(FeatureModule):
         self.author_field = author_field
         self.project = nn.ModuleDict(
             {m: nn.Linear(feature_map.segment_dim, dim) for m in self.modalities}
+        )
+        self.norm = nn.ModuleDict(
+            {m: nn.LayerNorm(dim) if normalize else nn.Identity() for m in self.modalities}
         )
 
         def attention() -> nn.MultiheadAttention:
@@ -133,7 +145,9 @@ class MMBeeMFQ(FeatureModule):
         keep = valid.clone()
         keep[:, 0] |= ~has_any
         pad = ~keep  # [B, N] True = ignore
-        x = {m: self.project[m](batch[f"seg_{m}"].float()) for m in self.modalities}  # [B, N, d]
+        x = {
+            m: self.norm[m](self.project[m](batch[f"seg_{m}"].float())) for m in self.modalities
+        }  # [B, N, d]
         parts = []
         for m in self.modalities:
             y = orthogonal_projection(x[m], [x[o] for o in self.modalities if o != m])
