@@ -225,6 +225,17 @@ def _bst_dual() -> RankerConfig:
     return _shop_baseline("bst_dual", spec)
 
 
+def _bst_dual_static() -> RankerConfig:
+    """``bst_dual`` without the channel's real-time context ``e_d`` (``DYNAMIC_FIELDS``):
+    the fields eLiveRec's primary task reads (eq. 11 reads ``e_c``, ``e_vt`` and the
+    intentions; ``e_d`` reaches only the auxiliary tasks, eq. 13). A diagnostic added
+    2026-12-08 after eLiveRec trailed ``bst_dual`` (``experiments/eliverec_parity.yaml``)."""
+    cfg = _bst_dual()
+    cfg.name = "bst_dual_static"
+    cfg.modules[0].params = {"fields": [*STATIC_FIELDS, *TARGET_FIELDS]}
+    return cfg
+
+
 def _bst_dual_mtl(kind: str) -> RankerConfig:
     """``bst_dual`` with eLiveRec's auxiliary tasks on an MMoE, fixed (``vanilla``) or
     adaptively weighted (``adaptive``): Table IV's "adaptive MTL on other backbones"."""
@@ -314,6 +325,7 @@ _CONFIGS: dict[str, Callable[[], RankerConfig]] = {
     "eliverec_single": _eliverec_single,
     "din_live": _din_live,
     "bst_dual": _bst_dual,
+    "bst_dual_static": _bst_dual_static,
     "bst_dual_vanilla": lambda: _bst_dual_mtl("vanilla"),
     "bst_dual_adaptive": lambda: _bst_dual_mtl("adaptive"),
     "liverank": _liverank,
