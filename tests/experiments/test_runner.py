@@ -55,6 +55,10 @@ def test_tiny_grid_records_every_run_and_resumes_after_a_kill(tmp_path):
             ranking["fused"]["ndcg@3"] - ranking["p_ctr"]["ndcg@3"]
         )
         assert [h["epoch"] for h in r["history"]] == [1]
+        # the epoch's mean loss parts: the total is the mean training loss
+        parts = r["history"][0]["parts"]
+        assert parts["total"] == pytest.approx(r["history"][0]["loss"], rel=1e-6)
+        assert 0.0 < parts["task/ctr"] < parts["total"]
     # one world and one sample set, shared by both runs
     assert len(list((tmp_path / "cache" / "worlds").iterdir())) == 1
     assert len(list((tmp_path / "cache" / "samples").iterdir())) == 1
@@ -135,6 +139,10 @@ def test_an_offline_arm_on_shopping_samples_gets_its_own_cached_sample_set(tmp_p
     metrics = rec["eliverec"]["metrics"]["all"]
     assert {"ctr", "btr", "pctr", "log_stay_s"} <= set(metrics)
     assert 0.0 <= metrics["ctr"]["ndcg@10"] <= 1.0 and metrics["log_stay_s"]["mse"] > 0
+    # what eLiveRec's loss is made of, per epoch: tasks, adaptive weights, regularisers, gates
+    parts = rec["eliverec"]["history"][0]["parts"]
+    assert {"task/ctr", "task/stay_ms", "weight/btr", "aux/eliverec.cor", "total"} <= set(parts)
+    assert 0.0 < parts["diag/eliverec/gate/static"] < 1.0
 
 
 @pytest.mark.slow

@@ -406,6 +406,7 @@ def _run_offline(cfg: ExperimentConfig, paths: dict[str, Path]) -> dict[str, Any
                 "val_metric": h.val_metric,
                 "seconds": h.seconds,
                 "samples_per_s": h.samples_per_s,
+                "parts": h.parts,
             }
             for h in history
         ],

@@ -65,6 +65,32 @@ class EpochRecord:
     val_metric: float
     seconds: float
     samples_per_s: float
+    #: the epoch's mean of each loss part (``task/T``, ``aux/NAME`` as weighted in the total,
+    #: ``weight/T`` of a task weighting, ``total``) and of each scalar module diagnostic
+    #: (``diag/MODULE/NAME``: gate means, regulariser terms ...), weighted by batch rows over
+    #: the batches that had it (under DDP: rank 0's batches)
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+class _PartMeans:
+    """Row-weighted running means of a training step's scalar loss parts and diagnostics."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.rows: dict[str, int] = {}
+
+    def add(self, values: dict[str, torch.Tensor | float], rows: int, prefix: str = "") -> None:
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    continue  # only scalars are averaged
+                value = value.item()
+            key = prefix + name
+            self.sums[key] = self.sums.get(key, 0.0) + float(value) * rows
+            self.rows[key] = self.rows.get(key, 0) + rows
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.rows[k] for k in sorted(self.sums)}
 
 
 @dataclass
@@ -122,6 +148,7 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.feature_map = feature_map
+        self.last_epoch_parts: dict[str, float] = {}
         self.model = model
         self.tasks = list(model.tasks)
         self.dist = dist
@@ -166,7 +193,8 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------------
     def train_epoch(self, data: Samples, epoch: int) -> tuple[float, float]:
-        """One pass over ``data``; returns (mean loss, samples per second)."""
+        """One pass over ``data``; returns (mean loss, samples per second). The epoch's mean
+        loss parts and scalar diagnostics are left in :attr:`last_epoch_parts`."""
         t = self.cfg.train
         self.model.train()
         n_batches, batches = self._epoch_batches(data, epoch)
@@ -179,13 +207,14 @@ class Trainer:
             unit="batch",
         )
         total, seen, start = 0.0, 0, time.perf_counter()
+        parts_mean = _PartMeans()
         for i, batch in enumerate(batches):
             if i >= n_batches:
                 break
             self.optim.zero_grad()
             batch = batch_to(batch, self.device)
             out = self.net(batch)
-            loss, _ = self.model.loss(batch, out)
+            loss, parts = self.model.loss(batch, out)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch}, batch {i}")
             loss.backward()  # under DDP: dense gradients averaged over the ranks here
@@ -195,10 +224,13 @@ class Trainer:
             bs = len(batch["user_id"])
             total += loss.item() * bs
             seen += bs
+            parts_mean.add(parts, bs)
+            parts_mean.add(out.diagnostics, bs, prefix="diag/")
             bar.update(1)
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{total / seen:.4f}")
         bar.close()
+        self.last_epoch_parts = parts_mean.means()
         elapsed = time.perf_counter() - start
         loss, sps = total / max(seen, 1), seen / max(elapsed, 1e-9)
         if self.dist is not None and len(self.model.embeddings.policies):
@@ -235,7 +267,9 @@ class Trainer:
             metric = monitor_value(frame, t.monitor, self.tasks) if frame is not None else 0.0
             if self.dist is not None:
                 metric = float(ddp.broadcast_object(metric))
-            rec = EpochRecord(epoch, loss, metric, time.perf_counter() - start, sps)
+            rec = EpochRecord(
+                epoch, loss, metric, time.perf_counter() - start, sps, self.last_epoch_parts
+            )
             history.append(rec)
             log.info(
                 "epoch %d: train loss %.4f, val %s %.4f (%.0f samples/s)",
