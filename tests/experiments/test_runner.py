@@ -142,6 +142,7 @@ def test_an_offline_arm_on_shopping_samples_gets_its_own_cached_sample_set(tmp_p
     # what eLiveRec's loss is made of, per epoch: tasks, adaptive weights, regularisers, gates
     parts = rec["eliverec"]["history"][0]["parts"]
     assert {"task/ctr", "task/stay_ms", "weight/btr", "aux/eliverec.cor", "total"} <= set(parts)
+    assert -1.0 <= parts["weight_cos/stay_ms"] <= 1.0
     assert 0.0 < parts["diag/eliverec/gate/static"] < 1.0
 
 

@@ -380,9 +380,12 @@ class Ranker(nn.Module):
         if isinstance(self.weighting, AdaptiveTaskWeighting):
             key = self.config.task_weighting.shared_module  # type: ignore[union-attr]
             shared = list(self.feature_modules[key].shared_parameters())  # type: ignore[operator]
-        weights, _ = self.weighting(losses[primary], aux, shared)
+        weights, diag = self.weighting(losses[primary], aux, shared)
         for t, w in weights.items():
             parts[f"weight/{t}"] = w.detach()
+        for name, value in diag.items():  # cos/T: the gradient cosines the weights came from
+            if name.startswith("cos/"):
+                parts[f"weight_{name}"] = torch.tensor(value)
         return losses[primary] + sum(weights[t] * v for t, v in aux.items())
 
     @torch.no_grad()

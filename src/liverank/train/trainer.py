@@ -66,7 +66,7 @@ class EpochRecord:
     seconds: float
     samples_per_s: float
     #: the epoch's mean of each loss part (``task/T``, ``aux/NAME`` as weighted in the total,
-    #: ``weight/T`` of a task weighting, ``total``) and of each scalar module diagnostic
+    #: ``weight/T`` of a task weighting and ``weight_cos/T`` of an adaptive one, ``total``) and of each scalar module diagnostic
     #: (``diag/MODULE/NAME``: gate means, regulariser terms ...), weighted by batch rows over
     #: the batches that had it (under DDP: rank 0's batches)
     parts: dict[str, float] = field(default_factory=dict)
