@@ -64,7 +64,9 @@ def main() -> None:
     torch.set_num_threads(1)
     runs = {}
     for run in args.run:
-        runs[str(run)] = {k: round(v, 5) for k, v in loss_parts(run, args.batches, args.seed).items()}
+        runs[str(run)] = {
+            k: round(v, 5) for k, v in loss_parts(run, args.batches, args.seed).items()
+        }
         print(run, json.dumps(runs[str(run)], indent=1))
     if args.out:
         record = {

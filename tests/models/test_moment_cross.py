@@ -20,6 +20,7 @@ from liverank.models.layers.history import EagerWindow
 from liverank.models.layers.search import (
     select_most_recent_by_age,
     select_recent,
+    select_recent_matches,
     select_top_scores,
 )
 from liverank.models.modules.moment_cross import SEQUENCES, MomentCross
@@ -53,6 +54,23 @@ def _rows(draw_len: int, data: st.DataObject) -> tuple[np.ndarray, np.ndarray]:
     scores = np.array(data.draw(st.lists(st.integers(-5, 5), min_size=draw_len, max_size=draw_len)))
     valid = np.array(data.draw(st.lists(st.booleans(), min_size=draw_len, max_size=draw_len)))
     return scores, valid
+
+
+@settings(max_examples=80, deadline=None)
+@given(length=st.integers(1, 12), k=st.integers(1, 15), data=st.data())
+def test_hard_search_in_one_shared_window_equals_the_top_k_rule(
+    length: int, k: int, data: st.DataObject
+) -> None:
+    """select_recent_matches (one window, many queries: the serving path) keeps the same
+    positions in the same order as select_recent on the broadcast condition, whatever the
+    padding layout, duplicate keys and queries that match nothing or only padding."""
+    keys = torch.tensor(data.draw(st.lists(st.integers(0, 3), min_size=length, max_size=length)))
+    valid = torch.tensor(data.draw(st.lists(st.booleans(), min_size=length, max_size=length)))
+    query = torch.tensor(data.draw(st.lists(st.integers(-1, 4), min_size=1, max_size=6)))
+    index, mask = select_recent_matches(keys, valid, query, k)
+    want_index, want_mask = select_recent((keys[None, :] == query[:, None]) & valid, k)
+    assert index.shape == want_index.shape and torch.equal(mask, want_mask)
+    assert torch.equal(index[mask], want_index[want_mask])
 
 
 @settings(max_examples=60, deadline=None)

@@ -130,6 +130,41 @@ def select_recent(condition: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
     return index, top > 0
 
 
+def select_recent_matches(
+    keys: torch.Tensor, valid: torch.Tensor, query: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard search of many candidates in *one* history: for each ``query[b]``, the first (=
+    most recent) ``k`` valid positions whose key equals it.
+
+    The same selection as ``select_recent((keys == query[:, None]) & valid, k)`` (equal
+    indices at every kept slot, equal masks), for a window shared by every row (one request):
+    the window is sorted once by key (stably, so positions stay in history order within a key)
+    and each query finds its run with two binary searches, instead of a top-k over
+    ``[B, K]``. A serving program at 200 candidates and ``K = 1,000`` does a ``[1,000]`` sort
+    and ``[200]`` searches rather than a top-k over 200,000 keys.
+
+    Args:
+        keys: ``[K]`` int64, the history's key per position (most recent first).
+        valid: ``[K]`` bool, true at real positions.
+        query: ``[B]`` int64, each row's key.
+        k: how many to keep (``min(k, K)`` slots are returned).
+
+    Returns:
+        ``(index [B, k'], mask [B, k'])`` in history order.
+    """
+    length = keys.shape[0]
+    k = min(k, length)
+    # padding gets a key below every key and query: it never matches
+    none = torch.minimum(keys.min(), query.min()) - 1
+    keyed = torch.where(valid, keys, none)  # [K]
+    sorted_keys, perm = torch.sort(keyed, stable=True)  # [K], [K]
+    lo = torch.searchsorted(sorted_keys, query, right=False)  # [B]
+    hi = torch.searchsorted(sorted_keys, query, right=True)  # [B]
+    slot = torch.arange(k, device=keys.device)  # [k]
+    pos = (lo.unsqueeze(1) + slot).clamp(max=length - 1)  # [B, k]
+    return perm[pos], slot < (hi - lo).unsqueeze(1)  # [B, k], [B, k]
+
+
 def select_most_recent_by_age(
     age: torch.Tensor, condition: torch.Tensor, k: int, rank: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:

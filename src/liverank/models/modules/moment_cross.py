@@ -97,6 +97,7 @@ from liverank.models.layers.search import (
     DotTargetAttention,
     select_most_recent_by_age,
     select_recent,
+    select_recent_matches,
     select_top_scores,
 )
 from liverank.models.registry import register_module
@@ -495,9 +496,16 @@ class MomentCross(FeatureModule):
             return dom.items(window, emb, index, mask), mask
         if name == "aidhard":
             dom, window = self._domain("video"), windows["video"]
-            author = batch["author_id"].unsqueeze(1)  # [B, 1]
-            same = (window.full("author") == author) & window.valid  # [B, K]
-            index, mask = select_recent(same, k)
+            if isinstance(window, ExpandedWindow) and window.single_row:
+                # one request: one [K] sort of the window's authors, a binary search per
+                # candidate (the same selection as below, without a top-k over [B, K])
+                inner = window.inner
+                keys, valid = inner.full("author")[0], inner.valid[0]  # [K], [K]
+                index, mask = select_recent_matches(keys, valid, batch["author_id"], k)
+            else:
+                author = batch["author_id"].unsqueeze(1)  # [B, 1]
+                same = (window.full("author") == author) & window.valid  # [B, K]
+                index, mask = select_recent(same, k)
             return dom.items(window, emb, index, mask), mask
         return self._select_mixed(windows, emb, k)
 
