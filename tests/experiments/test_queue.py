@@ -4,7 +4,9 @@ estimates), first-fit admission, and a tiny queue end to end."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,11 +15,14 @@ import yaml
 from liverank.cli import main
 from liverank.errors import ConfigError
 from liverank.experiments.queue import (
+    CLAIMS,
     QueuedRun,
     QueueSpec,
+    claim_run,
     learn_estimate,
     next_fitting,
     plan_queue,
+    release_run,
     run_queue,
 )
 from liverank.experiments.runner import RESULTS, read_results
@@ -181,6 +186,8 @@ def test_a_tiny_queue_runs_two_experiments_in_order_and_resumes(tmp_path, capsys
     assert [(r["config"], r["experiment"]) for r in first] == [("din", "first")]
     assert [(r["config"], r["experiment"]) for r in second] == [("mlp", "second")]
     assert 0.0 < first[0]["metrics"]["all"]["ctr"]["auc"] < 1.0
+    # every claim was released with its record
+    assert not any(list((root / name / CLAIMS).iterdir()) for name in ("first", "second"))
     assert any(e.startswith("start first/din/base") for e in events)
     assert sum(e.startswith("recorded") for e in events) == 2
     # nothing left: a second call plans nothing, and the CLI's dry run says so
@@ -298,3 +305,34 @@ def test_workers_end_when_their_runner_is_killed() -> None:
     if outlived:  # leave no orphan behind a failing test
         os.kill(worker, signal.SIGKILL)
     assert not outlived, "the worker outlived its runner"
+
+
+def test_a_run_claimed_by_a_live_runner_is_left_to_it_and_a_dead_ones_claim_is_taken(tmp_path):
+    """Two queues on one results root never make the same run: each claims a run before it
+    starts; a claim whose process has ended (a killed queue) is taken over."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "results" / "first"
+    assert claim_run(out, "abc") and not claim_run(out, "abc")  # held by a live process
+    release_run(out, "abc")
+    assert claim_run(out, "abc")
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (out / CLAIMS / "dead").write_text(f"{ended.stdout.strip()} {socket.gethostname()}\n")
+    assert claim_run(out, "dead")  # its queue is gone
+    assert (out / CLAIMS / "dead").read_text().split()[0] == str(os.getpid())
+    # a queue whose runs are all claimed by a live runner makes none of them
+    a = _experiment(tmp_path, "first", seeds=(0,))
+    queue = _queue(tmp_path, [{"experiment": str(a), "variants": ["base"]}])
+    root = tmp_path / "results"
+    for run in plan_queue(queue, root):
+        assert claim_run(run.out, run.key.hash(run.spec))
+    events: list[str] = []
+    result = run_queue(queue, root, tmp_path / "cache", memory_gb=8.0, on_event=events.append)
+    assert result.ran == [] and result.failed == []
+    assert sum("being made by another runner" in e for e in events) == 2

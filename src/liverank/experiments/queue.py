@@ -17,7 +17,11 @@ Each entry selects runs of one experiment file (every run of the grid by default
 own order (:meth:`ExperimentSpec.runs`). A run already recorded under the results root (by this
 experiment or a sibling with the same content hash) or selected by an earlier entry is not run
 again (checked again just before a run starts: another runner on the same results may have
-made it meanwhile). Records go to ``RESULTS/<experiment name>/results.jsonl``, as ``liverank experiment run``
+made it meanwhile), or being made by another live queue on the same results: a queue claims
+each run before it starts (``RESULTS/<experiment>/.claims/<hash>``, created exclusively, holding
+the queue's pid and host) and releases it when the run is recorded or fails, so that several
+queues with overlapping entries can share one results root without making a run twice; a claim
+whose process has ended (a killed queue) is taken over. Records go to ``RESULTS/<experiment name>/results.jsonl``, as ``liverank experiment run``
 writes them (resumable: a killed queue, started again, runs what is left).
 
 Scheduling: up to ``jobs`` runs at a time, each in a fresh worker process (memory is returned
@@ -38,6 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -237,6 +243,52 @@ def _recorded_meanwhile(run: QueuedRun) -> bool:
     return any(r.get("hash") == run_hash for r in read_results(run.out))
 
 
+#: the folder of a results directory where queues claim the runs they are making
+CLAIMS = ".claims"
+
+
+def _claim_alive(path: Path) -> bool:
+    """Whether the queue that wrote claim ``path`` (``"<pid> <host>"``) may still be running."""
+    try:
+        pid, host = path.read_text().split()
+    except (OSError, ValueError):  # being written, or unreadable: treat as held
+        return True
+    if host != socket.gethostname():  # another machine's: its process cannot be checked
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def claim_run(out: Path, run_hash: str) -> bool:
+    """Claim the run ``run_hash`` of results directory ``out`` for this process: ``False`` when a
+    live runner holds it. A claim left by a process that has ended is taken over."""
+    claims = out / CLAIMS
+    claims.mkdir(parents=True, exist_ok=True)
+    path = claims / run_hash
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _claim_alive(path):
+                return False
+            path.unlink(missing_ok=True)  # stale: its queue was killed before releasing it
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return True
+    return False
+
+
+def release_run(out: Path, run_hash: str) -> None:
+    """Drop this process's claim on ``run_hash`` (nothing if there is none)."""
+    (out / CLAIMS / run_hash).unlink(missing_ok=True)
+
+
 def _prepare_apart(run: QueuedRun, cache: Path) -> dict[str, Path]:
     """:func:`~liverank.experiments.runner.prepare` in a process of its own, so that the memory
     of a world or sample build (GBs at the ``evidence`` scale) is returned when it ends instead
@@ -297,12 +349,18 @@ def run_queue(
                 if i is None:
                     break
                 run = pending.pop(i)
+                run_hash = run.key.hash(run.spec)
+                if not claim_run(run.out, run_hash):
+                    say(f"skip {run.label}: being made by another runner")
+                    continue
                 if _recorded_meanwhile(run):
+                    release_run(run.out, run_hash)
                     say(f"skip {run.label}: recorded by another runner meanwhile")
                     continue
                 try:
                     paths = _prepare_apart(run, cache)
                 except Exception as exc:  # a world or sample build that fails: report, go on
+                    release_run(run.out, run_hash)
                     result.failed.append((run.label, f"{type(exc).__name__}: {exc}"))
                     say(f"FAILED (preparing) {run.label}: {type(exc).__name__}: {exc}")
                     continue
@@ -318,6 +376,7 @@ def run_queue(
                 try:
                     record = future.result()
                 except Exception as exc:  # noqa: BLE001 - one failed run must not stop the rest
+                    release_run(run.out, run.key.hash(run.spec))
                     # a worker killed from outside (out of memory) breaks the pool and every
                     # run in it: those are reported as failed, the pool is made anew
                     broken |= isinstance(exc, BrokenProcessPool)
@@ -325,12 +384,14 @@ def run_queue(
                     say(f"FAILED {run.label}: {type(exc).__name__}: {exc}")
                     continue
                 append_record(run.out, record)
+                release_run(run.out, run.key.hash(run.spec))
                 result.ran.append(run.label)
                 seconds, peak = record.get("seconds"), record.get("peak_rss_gb")
                 learn_estimate(pending, run, peak)
                 say(f"recorded {run.label} in {seconds} s, peak {peak} GB ({len(pending)} left)")
             if broken:
                 for run in running.values():
+                    release_run(run.out, run.key.hash(run.spec))
                     result.failed.append((run.label, "BrokenProcessPool: its worker pool died"))
                     say(f"FAILED {run.label}: its worker pool died")
                 running.clear()
@@ -338,4 +399,6 @@ def run_queue(
                 pool = worker_pool(jobs, max_tasks_per_child=1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        for run in running.values():  # interrupted: the runs still held are not being made
+            release_run(run.out, run.key.hash(run.spec))
     return result
