@@ -24,7 +24,7 @@ from liverank.config import load_config
 from liverank.data.batch_order import GROUP_COLUMN
 from liverank.models.ranker import Ranker
 from liverank.train.experiment import load_splits
-from liverank.train.trainer import _PartMeans
+from liverank.train.trainer import LossPartMeans
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,7 +45,7 @@ def loss_parts(run: Path, n_batches: int, seed: int) -> dict[str, float]:
     if optimizer is not None:  # an adaptive weighting trains itself in forward: hold it still
         for group in optimizer.param_groups:
             group["lr"] = 0.0
-    means = _PartMeans()
+    means = LossPartMeans()
     group_by = GROUP_COLUMN.get(cfg.data.batch_order)
     batches = train.iter_batches(cfg.train.batch_size, shuffle=True, seed=seed, group_by=group_by)
     for i, batch in enumerate(batches):
@@ -53,9 +53,7 @@ def loss_parts(run: Path, n_batches: int, seed: int) -> dict[str, float]:
             break
         out = model(batch)
         _, parts = model.loss(batch, out)  # no backward, no step: the weights stay as trained
-        rows = len(batch["user_id"])
-        means.add(parts, rows)
-        means.add(out.diagnostics, rows, prefix="diag/")
+        means.add_step(batch, out, parts)
     return means.means()
 
 

@@ -21,8 +21,9 @@ made it meanwhile), or being made by another live queue on the same results: a q
 each run before it starts (``RESULTS/<experiment>/.claims/<hash>``, created exclusively, holding
 the queue's pid and host) and releases it when the run is recorded or fails, so that several
 queues with overlapping entries can share one results root without making a run twice; a claim
-whose process has ended (a killed queue) is taken over. Records go to ``RESULTS/<experiment name>/results.jsonl``, as ``liverank experiment run``
-writes them (resumable: a killed queue, started again, runs what is left).
+whose process has ended (a killed queue) is taken over. Records go to
+``RESULTS/<experiment name>/results.jsonl``, as ``liverank experiment run`` writes them
+(resumable: a killed queue, started again, runs what is left).
 
 Scheduling: up to ``jobs`` runs at a time, each in a fresh worker process (memory is returned
 between runs); when a slot is free, the head of the queue starts if its memory estimate fits
@@ -118,6 +119,11 @@ class QueuedRun:
     def label(self) -> str:
         k = self.key
         return f"{k.experiment}/{k.config}/{k.variant} world {k.world_seed} seed {k.model_seed}"
+
+    @property
+    def hash(self) -> str:
+        """The run's content hash (its record's ``hash``, its claim's file name)."""
+        return self.key.hash(self.spec)
 
 
 def _check_filter(entry: QueueEntry, spec: ExperimentSpec) -> None:
@@ -239,8 +245,7 @@ def _recorded_meanwhile(run: QueuedRun) -> bool:
     """Whether ``run`` has a record in its results file now (another runner on the same results,
     e.g. a second queue or an ``experiment run`` split by ``--configs``, made it after this
     queue was planned)."""
-    run_hash = run.key.hash(run.spec)
-    return any(r.get("hash") == run_hash for r in read_results(run.out))
+    return any(r.get("hash") == run.hash for r in read_results(run.out))
 
 
 #: the folder of a results directory where queues claim the runs they are making
@@ -349,18 +354,17 @@ def run_queue(
                 if i is None:
                     break
                 run = pending.pop(i)
-                run_hash = run.key.hash(run.spec)
-                if not claim_run(run.out, run_hash):
+                if not claim_run(run.out, run.hash):
                     say(f"skip {run.label}: being made by another runner")
                     continue
                 if _recorded_meanwhile(run):
-                    release_run(run.out, run_hash)
+                    release_run(run.out, run.hash)
                     say(f"skip {run.label}: recorded by another runner meanwhile")
                     continue
                 try:
                     paths = _prepare_apart(run, cache)
                 except Exception as exc:  # a world or sample build that fails: report, go on
-                    release_run(run.out, run_hash)
+                    release_run(run.out, run.hash)
                     result.failed.append((run.label, f"{type(exc).__name__}: {exc}"))
                     say(f"FAILED (preparing) {run.label}: {type(exc).__name__}: {exc}")
                     continue
@@ -376,7 +380,7 @@ def run_queue(
                 try:
                     record = future.result()
                 except Exception as exc:  # noqa: BLE001 - one failed run must not stop the rest
-                    release_run(run.out, run.key.hash(run.spec))
+                    release_run(run.out, run.hash)
                     # a worker killed from outside (out of memory) breaks the pool and every
                     # run in it: those are reported as failed, the pool is made anew
                     broken |= isinstance(exc, BrokenProcessPool)
@@ -384,14 +388,14 @@ def run_queue(
                     say(f"FAILED {run.label}: {type(exc).__name__}: {exc}")
                     continue
                 append_record(run.out, record)
-                release_run(run.out, run.key.hash(run.spec))
+                release_run(run.out, run.hash)
                 result.ran.append(run.label)
                 seconds, peak = record.get("seconds"), record.get("peak_rss_gb")
                 learn_estimate(pending, run, peak)
                 say(f"recorded {run.label} in {seconds} s, peak {peak} GB ({len(pending)} left)")
             if broken:
                 for run in running.values():
-                    release_run(run.out, run.key.hash(run.spec))
+                    release_run(run.out, run.hash)
                     result.failed.append((run.label, "BrokenProcessPool: its worker pool died"))
                     say(f"FAILED {run.label}: its worker pool died")
                 running.clear()
@@ -400,5 +404,5 @@ def run_queue(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         for run in running.values():  # interrupted: the runs still held are not being made
-            release_run(run.out, run.key.hash(run.spec))
+            release_run(run.out, run.hash)
     return result

@@ -28,7 +28,7 @@ from liverank.errors import ConfigError
 from liverank.eval.metrics import auc, grouped_auc
 from liverank.features.spec import FeatureMap
 from liverank.models.base import Batch
-from liverank.models.ranker import Ranker
+from liverank.models.ranker import Ranker, RankerOutput
 from liverank.train import distributed as ddp
 from liverank.train.device import batch_to, model_device, resolve_device
 from liverank.train.optim import build_optimizers
@@ -66,20 +66,27 @@ class EpochRecord:
     seconds: float
     samples_per_s: float
     #: the epoch's mean of each loss part (``task/T``, ``aux/NAME`` as weighted in the total,
-    #: ``weight/T`` of a task weighting and ``weight_cos/T`` of an adaptive one, ``total``) and of each scalar module diagnostic
-    #: (``diag/MODULE/NAME``: gate means, regulariser terms ...), weighted by batch rows over
-    #: the batches that had it (under DDP: rank 0's batches)
+    #: ``weight/T`` of a task weighting and ``weight_cos/T`` of an adaptive one, ``total``)
+    #: and of each scalar module diagnostic (``diag/MODULE/NAME``: gate means, regulariser
+    #: terms ...), weighted by batch rows over the batches that had it (under DDP: rank 0's)
     parts: dict[str, float] = field(default_factory=dict)
 
 
-class _PartMeans:
-    """Row-weighted running means of a training step's scalar loss parts and diagnostics."""
+class LossPartMeans:
+    """Row-weighted running means of the steps' scalar loss parts and module diagnostics
+    (:attr:`EpochRecord.parts`; also read from a checkpoint by ``benchmarks/loss_parts.py``)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
         self.rows: dict[str, int] = {}
 
-    def add(self, values: dict[str, torch.Tensor | float], rows: int, prefix: str = "") -> None:
+    def add_step(self, batch: Batch, out: RankerOutput, parts: dict[str, torch.Tensor]) -> None:
+        """One step's ``parts`` (from :meth:`Ranker.loss`) and ``out``'s diagnostics."""
+        rows = len(batch["user_id"])
+        self._add(parts, rows)
+        self._add(out.diagnostics, rows, prefix="diag/")
+
+    def _add(self, values: dict[str, torch.Tensor | float], rows: int, prefix: str = "") -> None:
         for name, value in values.items():
             if isinstance(value, torch.Tensor):
                 if value.numel() != 1:
@@ -207,7 +214,7 @@ class Trainer:
             unit="batch",
         )
         total, seen, start = 0.0, 0, time.perf_counter()
-        parts_mean = _PartMeans()
+        parts_mean = LossPartMeans()
         for i, batch in enumerate(batches):
             if i >= n_batches:
                 break
@@ -224,8 +231,7 @@ class Trainer:
             bs = len(batch["user_id"])
             total += loss.item() * bs
             seen += bs
-            parts_mean.add(parts, bs)
-            parts_mean.add(out.diagnostics, bs, prefix="diag/")
+            parts_mean.add_step(batch, out, parts)
             bar.update(1)
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{total / seen:.4f}")
